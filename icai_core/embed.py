@@ -86,7 +86,7 @@ class Embedder:
             with self._db_lock:
                 for i in range(0, len(missing), 500):
                     chunk = missing[i : i + 500]
-                    q = "SELECT k, v FROM emb WHERE k IN (%s)" % ",".join("?" * len(chunk))
+                    q = f"SELECT k, v FROM emb WHERE k IN ({','.join('?' * len(chunk))})"
                     for k, v in self._db.execute(q, chunk):
                         found[k] = np.frombuffer(v, dtype=np.float32)
         return found
