@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from icai_core.jobs import CancelToken, Cancelled
+from icai_core.jobs import Cancelled, CancelToken
 
 
 def _tqdm_progress():
