@@ -184,19 +184,24 @@ def annotate_requests(pairs: pd.DataFrame, idx: np.ndarray, constitution_text: s
 # ---------------------------------------------------------------- parsing (defensive, never raises)
 
 
-def parse_proposals(text: str | None, n_max: int) -> list[str]:
+def parse_proposals_free(text: str | None, n_max: int) -> list[str]:
+    """Principle strings from a `{"principles": [...]}` answer (or a bare list), whitespace-normalised."""
     from icai_core.llm import parse_json_answer
 
     data = parse_json_answer(text or "")
     items = data.get("principles") if isinstance(data, dict) else data if isinstance(data, list) else None
-    out = []
-    for item in items or []:
-        if isinstance(item, str) and item.strip():
-            t = " ".join(item.split())
-            if not t.lower().startswith("select the response that"):
-                t = "Select the response that " + t[0].lower() + t[1:]
-            out.append(t)
+    out = [" ".join(item.split()) for item in items or [] if isinstance(item, str) and item.strip()]
     return out[:n_max]
+
+
+def parse_proposals(text: str | None, n_max: int) -> list[str]:
+    """Like parse_proposals_free, and every principle phrased "Select the response that ..."."""
+    out = []
+    for t in parse_proposals_free(text, n_max):
+        if not t.lower().startswith("select the response that"):
+            t = "Select the response that " + t[0].lower() + t[1:]
+        out.append(t)
+    return out
 
 
 _NOT_RELEVANT = ("NONE", "NULL", "N/A", "NEITHER", "NOT RELEVANT", "TIE")
@@ -242,7 +247,7 @@ def parse_annotation(text: str | None, swap: bool = False) -> str | None:
 # ---------------------------------------------------------------- the pipeline
 
 
-class _Runner:
+class ChunkedRunner:
     """Runs requests in stored chunks so a killed run resumes where it stopped."""
 
     def __init__(self, client, store, run_id, progress: Progress, cancel: CancelToken | None, chunk: int):
@@ -332,7 +337,7 @@ def run_icai(
     config = config or ICAIConfig()
     progress = progress or noop_progress
     stage = stage_callback or (lambda s: None)
-    runner = _Runner(client, store, run_id, progress, cancel, config.chunk_size)
+    runner = ChunkedRunner(client, store, run_id, progress, cancel, config.chunk_size)
     train_idx, test_idx, prop_idx, ann_idx = _indices(pairs, config)
 
     # 1. proposal

@@ -18,9 +18,11 @@ class PromptTemplate:
     user: str
     expected_completion_tokens: int
 
-    def messages(self, **fields) -> list[dict]:
+    def messages(self, system_fields: dict | None = None, **fields) -> list[dict]:
+        """Chat messages; `system_fields` fill a system prompt whose literal braces are doubled."""
+        system = self.system.format(**system_fields) if system_fields is not None else self.system
         return [
-            {"role": "system", "content": self.system},
+            {"role": "system", "content": system},
             {"role": "user", "content": self.user.format(**fields)},
         ]
 

@@ -1,0 +1,311 @@
+"""IterAlign (Chen et al., NAACL 2024): discover a constitution from a model's red-team failures.
+
+Loop, per iteration: the base model answers red-team prompts -> an oracle flags improper replies ->
+a stronger proposer model writes principles that target the failures (deduplicated against earlier
+ones by embedding similarity) -> the base model revises each flagged reply under the accumulated
+constitution (self-reflection) -> the oracle re-checks the revisions.
+
+Fine-tuning is outside this tool: the revised replies are exported as SFT data (chat `messages`
+JSONL) and as preference pairs (revised preferred over original) for the user to train on. The
+"improved model" of the next iteration is approximated by the base model answering with the
+accumulated constitution in its system prompt; the report says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from icai_core import prompts
+from icai_core.icai import ChunkedRunner, parse_proposals_free
+from icai_core.jobs import CancelToken, Progress, check, noop_progress
+from icai_core.llm import ChatRequest, parse_json_answer
+
+
+@dataclass(frozen=True)
+class IterAlignConfig:
+    iterations: int = 3
+    principles_per_iteration: int = 3
+    max_examples_for_proposer: int = 8
+    dedup_threshold: float = 0.85  # cosine similarity at or above which a principle is a duplicate
+    max_prompts: int | None = None
+    max_text_chars: int = 4000
+    response_max_tokens: int = 400
+    chunk_size: int = 64
+    stop_when_clean: bool = True  # stop early when the oracle flags nothing
+
+
+@dataclass
+class IterationRecord:
+    iteration: int
+    n_prompts: int
+    n_flagged: int
+    flagged_rate: float
+    proposed: list[str]
+    added: list[str]
+    duplicates: list[dict]
+    n_revised: int
+    n_flagged_after: int
+    flagged_rate_after: float
+
+
+@dataclass
+class IterAlignResult:
+    config: IterAlignConfig
+    iterations: list[IterationRecord]
+    constitution: list[str]
+    examples: pd.DataFrame  # iteration, prompt, original, revised, flagged/reason before and after
+    usage: dict = field(default_factory=dict)
+
+    def iteration_table(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            [{k: v for k, v in asdict(r).items() if k not in ("proposed", "added", "duplicates")}
+             | {"n_proposed": len(r.proposed), "n_added": len(r.added)} for r in self.iterations]
+        )
+
+    def sft_records(self) -> list[dict]:
+        """Chat-format SFT examples: the prompt and the revised reply, for every revision."""
+        rev = self.examples[self.examples["revised"].notna()]
+        return [
+            {"messages": [{"role": "user", "content": r.prompt}, {"role": "assistant", "content": r.revised}]}
+            for r in rev.itertuples()
+        ]
+
+    def sft_jsonl(self) -> str:
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.sft_records())
+
+    def preference_pairs(self) -> pd.DataFrame:
+        """Revised-over-original pairs in the app's own pair schema, ready for the audit pages.
+
+        A/B orientation is a keyed hash coin flip per pair, so the revised reply is not always A
+        (which would plant a position artefact in the audit).
+        """
+        rev = self.examples[self.examples["revised"].notna()].reset_index(drop=True)
+        rows = []
+        for n, r in enumerate(rev.itertuples()):
+            coin = hashlib.sha256(f"iteralign-v1\x00{r.prompt}\x00{r.original}".encode()).digest()[0] & 1
+            a, b, pref = (r.revised, r.original, "a") if coin else (r.original, r.revised, "b")
+            rows.append({
+                "id": f"iteralign-{r.iteration}-{n}", "prompt": r.prompt, "text_a": a, "text_b": b,
+                "preferred": pref, "annotator": "iteralign_revision",
+                "model_a": "revised" if coin else "original", "model_b": "original" if coin else "revised",
+                "iteration": r.iteration, "flagged_after": r.flagged_after,
+            })
+        cols = ["id", "prompt", "text_a", "text_b", "preferred", "annotator", "model_a", "model_b",
+                "iteration", "flagged_after"]
+        return pd.DataFrame(rows, columns=cols)
+
+    def preference_csv(self) -> str:
+        """The pairs as an ICAI/Principia CSV (preferred_text = text_a / text_b)."""
+        df = self.preference_pairs().rename(columns={"preferred": "preferred_text"})
+        df["preferred_text"] = df["preferred_text"].map({"a": "text_a", "b": "text_b"})
+        return df.to_csv(index=False)
+
+    def constitution_dict(self) -> dict:
+        return {
+            "kind": "iteralign_constitution",
+            "principles": [
+                {"text": t, "iteration": next((r.iteration for r in self.iterations if t in r.added), None)}
+                for t in self.constitution
+            ],
+        }
+
+
+# ---------------------------------------------------------------- oracles
+
+
+class LLMOracle:
+    """Flags replies with an oracle model (any OpenAI-compatible endpoint)."""
+
+    def __init__(self, client, max_text_chars: int = 4000):
+        self.client = client
+        self.max_text_chars = max_text_chars
+        self.name = "llm"
+
+    def requests(self, prompts_: Sequence[str], responses: Sequence[str], tag: str):
+        return [
+            ChatRequest(
+                messages=prompts.ORACLE.messages(
+                    prompt=prompts.truncate(p, self.max_text_chars), response=prompts.truncate(r, self.max_text_chars)
+                ),
+                max_tokens=120, json_mode=True, tag=f"{tag}:{i}",
+            )
+            for i, (p, r) in enumerate(zip(prompts_, responses, strict=True))
+        ]
+
+    def flag(self, runner: ChunkedRunner, step: str, prompts_, responses, label: str):
+        reqs = self.requests(prompts_, responses, step)
+        answers = runner.run(step, reqs, label)
+        out = []
+        for req in reqs:
+            data = parse_json_answer(answers.get(req.tag) or "")
+            if isinstance(data, dict) and isinstance(data.get("flagged"), bool):
+                out.append((data["flagged"], str(data.get("reason", ""))[:500]))
+            else:
+                out.append((None, "oracle answer invalid"))
+        return out
+
+
+class OfflineOracle:
+    """A free oracle for measurable failures: flags replies to red-team prompts that do not decline.
+
+    It uses the refusal markers of the measurable judges. It cannot judge harm itself, only whether
+    the reply declines; use it for cheap dry runs, and an LLM oracle for real audits.
+    """
+
+    name = "offline_refusal"
+
+    def flag(self, runner, step: str, prompts_, responses, label: str):
+        from icai_core.judges import refusal_mask
+
+        refused = refusal_mask(pd.Series(list(responses), dtype=object))
+        return [
+            (False, "declines the request") if r else (True, "does not decline a red-team request")
+            for r in refused
+        ]
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _respond_requests(prompts_, constitution: list[str], config: IterAlignConfig, tag: str):
+    block = (
+        prompts.RESPOND_CONSTITUTION_BLOCK.format(constitution=prompts.numbered(constitution))
+        if constitution else ""
+    )
+    return [
+        ChatRequest(
+            messages=prompts.RESPOND.messages(system_fields={"constitution_block": block},
+                                              prompt=prompts.truncate(p, config.max_text_chars)),
+            max_tokens=config.response_max_tokens, tag=f"{tag}:{i}",
+        )
+        for i, p in enumerate(prompts_)
+    ]
+
+
+def _dedup(new: list[str], existing: list[str], embedder, threshold: float):
+    """Keep principles not too similar to an existing one or to each other; report the duplicates."""
+    added, dups = [], []
+    if not new:
+        return added, dups
+    vecs_new = embedder.embed(new)
+    pool_texts = list(existing)
+    pool = embedder.embed(pool_texts) if pool_texts else np.zeros((0, vecs_new.shape[1]), dtype=np.float32)
+    for t, v in zip(new, vecs_new, strict=True):
+        if len(pool):
+            sims = pool @ v
+            j = int(np.argmax(sims))
+            if sims[j] >= threshold:
+                dups.append({"text": t, "duplicate_of": pool_texts[j], "similarity": float(sims[j])})
+                continue
+        added.append(t)
+        pool_texts.append(t)
+        pool = np.vstack([pool, v[None, :]])
+    return added, dups
+
+
+def run_iteralign(
+    red_team_prompts: Sequence[str],
+    base,
+    proposer,
+    oracle=None,
+    config: IterAlignConfig | None = None,
+    *,
+    embedder=None,
+    store=None,
+    run_id: str | None = None,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+) -> IterAlignResult:
+    """Run IterAlign. `base` and `proposer` are LLMClients; `oracle` an LLMOracle or OfflineOracle."""
+    config = config or IterAlignConfig()
+    progress = progress or noop_progress
+    oracle = oracle or LLMOracle(proposer, config.max_text_chars)
+    if embedder is None:
+        from icai_core.embed import Embedder
+
+        embedder = Embedder(max_seq_length=64)
+    prompts_ = [str(p) for p in red_team_prompts if str(p).strip()]
+    if config.max_prompts:
+        prompts_ = prompts_[: config.max_prompts]
+    if not prompts_:
+        raise ValueError("No red-team prompts: the prompt list is empty.")
+    base_runner = ChunkedRunner(base, store, run_id, progress, cancel, config.chunk_size)
+    prop_runner = ChunkedRunner(proposer, store, run_id, progress, cancel, config.chunk_size)
+    oracle_client = getattr(oracle, "client", None)
+    oracle_runner = ChunkedRunner(oracle_client, store, run_id, progress, cancel, config.chunk_size)
+
+    constitution: list[str] = []
+    records: list[IterationRecord] = []
+    examples = []
+    for t in range(1, config.iterations + 1):
+        check(cancel)
+        reqs = _respond_requests(prompts_, constitution, config, f"it{t}:respond")
+        answers = base_runner.run(f"it{t}:respond", reqs, f"Iteration {t}: base model answers")
+        responses = [answers.get(r.tag) or "" for r in reqs]
+        flags = oracle.flag(oracle_runner, f"it{t}:flag", prompts_, responses, f"Iteration {t}: oracle review")
+        flagged = [i for i, (f, _) in enumerate(flags) if f]
+        n = len(prompts_)
+        if not flagged:
+            records.append(IterationRecord(t, n, 0, 0.0, [], [], [], 0, 0, 0.0))
+            if config.stop_when_clean:
+                break
+            continue
+        # proposer sees a sample of failures
+        shown = flagged[: config.max_examples_for_proposer]
+        ex_text = "\n\n".join(
+            f"Example {k}:\nPrompt: {prompts.truncate(prompts_[i], 1500)}\nReply: {prompts.truncate(responses[i], 1500)}"
+            f"\nWhy it is improper: {flags[i][1]}"
+            for k, i in enumerate(shown, start=1)
+        )
+        preq = [ChatRequest(
+            messages=prompts.PROPOSE_CONSTITUTION.messages(
+                system_fields={"n": config.principles_per_iteration}, examples=ex_text),
+            max_tokens=80 * config.principles_per_iteration + 60, json_mode=True, tag=f"it{t}:propose:0",
+        )]
+        pans = prop_runner.run(f"it{t}:propose", preq, f"Iteration {t}: proposing principles")
+        proposed = parse_proposals_free(pans.get(preq[0].tag), config.principles_per_iteration)
+        added, dups = _dedup(proposed, constitution, embedder, config.dedup_threshold)
+        constitution.extend(added)
+        # self-reflection under the accumulated constitution
+        rreq = [
+            ChatRequest(messages=prompts.REVISE.messages(
+                    system_fields={"constitution": prompts.numbered(constitution or proposed)},
+                    prompt=prompts.truncate(prompts_[i], config.max_text_chars),
+                    response=prompts.truncate(responses[i], config.max_text_chars)),
+                max_tokens=config.response_max_tokens, tag=f"it{t}:revise:{i}")
+            for i in flagged
+        ]
+        rans = base_runner.run(f"it{t}:revise", rreq, f"Iteration {t}: self-reflection")
+        revised = [rans.get(r.tag) for r in rreq]
+        ok_idx = [i for i, rv in zip(flagged, revised, strict=True) if rv]
+        ok_rev = [rv for rv in revised if rv]
+        after = oracle.flag(oracle_runner, f"it{t}:reflag", [prompts_[i] for i in ok_idx], ok_rev,
+                            f"Iteration {t}: oracle re-check") if ok_idx else []
+        after_by_i = dict(zip(ok_idx, after, strict=True))
+        for i, rv in zip(flagged, revised, strict=True):
+            fa = after_by_i.get(i, (None, "revision failed"))
+            examples.append({
+                "iteration": t, "prompt": prompts_[i], "original": responses[i], "revised": rv or None,
+                "flagged_before": True, "reason_before": flags[i][1],
+                "flagged_after": fa[0], "reason_after": fa[1],
+            })
+        n_after = sum(1 for f, _ in after if f)
+        records.append(IterationRecord(
+            iteration=t, n_prompts=n, n_flagged=len(flagged), flagged_rate=len(flagged) / n,
+            proposed=proposed, added=added, duplicates=dups, n_revised=len(ok_idx),
+            n_flagged_after=n_after,
+            flagged_rate_after=(len(flagged) - len(ok_idx) + n_after) / n,
+        ))
+    usage = {"base": base.usage_dict(), "proposer": proposer.usage_dict()}
+    if oracle_client is not None and oracle_client is not proposer:
+        usage["oracle"] = oracle_client.usage_dict()
+    ex = pd.DataFrame(examples, columns=["iteration", "prompt", "original", "revised", "flagged_before",
+                                         "reason_before", "flagged_after", "reason_after"])
+    return IterAlignResult(config=config, iterations=records, constitution=constitution, examples=ex,
+                           usage=usage)
