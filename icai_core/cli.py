@@ -124,6 +124,138 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _llm_config(args: argparse.Namespace, model: str | None = None, base_url: str | None = None):
+    from icai_core.llm import LLMConfig
+
+    return LLMConfig(
+        base_url=base_url or args.base_url,
+        model=model or args.model,
+        api_key=None,  # read from OPENAI_API_KEY / PRINCIPIA_API_KEY; never a command-line argument
+        concurrency=args.concurrency,
+    )
+
+
+def _client(config, cache_dir):
+    from icai_core.llm import LLMClient, ResponseCache
+
+    cache = ResponseCache(Path(cache_dir) / "llm_cache.sqlite") if cache_dir else None
+    return LLMClient(config, cache=cache)
+
+
+def _print_estimate(estimates: dict) -> None:
+    total_calls = total_usd = 0
+    print("Cost estimate (before the run):", file=sys.stderr)
+    for stage, est in estimates.items():
+        print(
+            f"  {stage:<10} {est.calls:>7,} calls ({est.cached_calls:,} cached)  "
+            f"~{est.prompt_tokens:,} prompt + {est.completion_tokens:,} completion tokens  ${est.dollars:,.2f}",
+            file=sys.stderr,
+        )
+        total_calls += est.calls
+        total_usd += est.dollars
+    print(f"  total      {total_calls:>7,} calls  ${total_usd:,.2f}", file=sys.stderr)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The full ICAI pipeline on an OpenAI-compatible endpoint."""
+    from icai_core.audit import dataset_hash
+    from icai_core.data import DataError, load_pairs
+    from icai_core.icai import ICAIConfig, config_dict, estimate_run, run_icai
+    from icai_core.store import RunStore
+
+    try:
+        loaded = load_pairs(args.data, ties=args.ties)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    pairs = loaded.pairs
+    if args.max_pairs and len(pairs) > args.max_pairs:
+        pairs = pairs.sample(n=args.max_pairs, random_state=args.seed).sort_index().reset_index(drop=True)
+    config = ICAIConfig(
+        n_principles_per_pair=args.principles_per_pair,
+        max_propose_pairs=args.max_propose_pairs,
+        max_candidates=args.max_candidates,
+        principle_batch_size=args.batch_size,
+        seed=args.seed,
+        flipped_check=args.flipped,
+        max_annotate_pairs=args.max_annotate_pairs,
+    )
+    client = _client(_llm_config(args), args.cache_dir)
+    _print_estimate(estimate_run(pairs, config, client))
+    if args.estimate_only:
+        return 0
+    store = RunStore(Path(args.cache_dir) / "runs.sqlite" if args.cache_dir else None)
+    data_hash = dataset_hash(pairs)
+    run_cfg = {"icai": config_dict(config), "llm": client.config.redacted()}
+    run_id = store.find_resumable("icai", data_hash, run_cfg)
+    if run_id:
+        print(f"Resuming run {run_id}", file=sys.stderr)
+    else:
+        run_id = store.create_run("icai", Path(args.data).name, data_hash, run_cfg)
+    bar, progress = _tqdm_progress()
+    cancel = CancelToken()
+    try:
+        result = run_icai(pairs, client, config, store=store, run_id=run_id, progress=progress, cancel=cancel)
+    except (KeyboardInterrupt, Cancelled):
+        bar.close()
+        store.update(run_id, status="interrupted", message="cancelled", cost=client.usage_dict())
+        print(f"cancelled; rerun the same command to resume run {run_id}", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        bar.close()
+        store.update(run_id, status="failed", message=str(exc), cost=client.usage_dict())
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    bar.close()
+    store.update(run_id, status="done", message="finished", cost=client.usage_dict())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from icai_core import interop
+
+    interop.write_icai_outputs(result, out)
+    print(interop.icai_summary(result))
+    print(f"\nWrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}/")
+    return 0
+
+
+def cmd_iteralign(args: argparse.Namespace) -> int:
+    from icai_core.iteralign import IterAlignConfig, LLMOracle, OfflineOracle, run_iteralign
+    from icai_core.redteam import load_prompts
+
+    try:
+        red = load_prompts(args.prompts)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    base = _client(_llm_config(args), args.cache_dir)
+    proposer = _client(_llm_config(args, model=args.proposer_model or args.model,
+                                   base_url=args.proposer_base_url), args.cache_dir)
+    if args.oracle_model == "offline":
+        oracle = OfflineOracle()
+    else:
+        oracle = LLMOracle(_client(_llm_config(args, model=args.oracle_model or args.model,
+                                               base_url=args.oracle_base_url), args.cache_dir))
+    config = IterAlignConfig(iterations=args.iterations, max_prompts=args.max_prompts)
+    bar, progress = _tqdm_progress()
+    try:
+        result = run_iteralign(red, base, proposer, oracle, config, progress=progress)
+    except KeyboardInterrupt:
+        bar.close()
+        print("cancelled; rerun the same command: cached answers are not requested again", file=sys.stderr)
+        return 130
+    bar.close()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sft.jsonl").write_text(result.sft_jsonl())
+    (out / "preference_pairs.csv").write_text(result.preference_csv())
+    (out / "constitution.json").write_text(json.dumps(result.constitution_dict(), indent=2))
+    result.iteration_table().to_csv(out / "iterations.csv", index=False)
+    print(result.iteration_table().to_string(index=False))
+    print("\nConstitution:\n" + "\n".join(f"{i}. {t}" for i, t in enumerate(result.constitution, 1)))
+    print(f"\nWrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}/")
+    return 0
+
+
 def cmd_formats(args: argparse.Namespace) -> int:
     from icai_core.data import SUPPORTED_FORMATS
 
@@ -159,6 +291,41 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-cache", action="store_true")
     a.set_defaults(func=cmd_audit)
 
+    def llm_args(p):
+        p.add_argument("--base-url", required=True, help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
+        p.add_argument("--model", required=True)
+        p.add_argument("--concurrency", type=int, default=16)
+        p.add_argument("--cache-dir", default=None, help="cache + run store folder (default: ~/.principia)")
+        p.add_argument("--out", default="results")
+        p.add_argument("--seed", type=int, default=0)
+
+    r = sub.add_parser("run", help="the full ICAI pipeline on an OpenAI-compatible endpoint "
+                                   "(key from OPENAI_API_KEY or PRINCIPIA_API_KEY)")
+    r.add_argument("data")
+    llm_args(r)
+    r.add_argument("--engine", choices=["openai"], default="openai", help="OpenAI-compatible endpoint")
+    r.add_argument("--ties", choices=["keep", "exclude"], default="keep")
+    r.add_argument("--max-pairs", type=int, default=None, help="audit a seeded sample of this many pairs")
+    r.add_argument("--principles-per-pair", type=int, default=3)
+    r.add_argument("--max-propose-pairs", type=int, default=200)
+    r.add_argument("--max-candidates", type=int, default=30)
+    r.add_argument("--batch-size", type=int, default=10, help="principles per vote call")
+    r.add_argument("--max-annotate-pairs", type=int, default=300)
+    r.add_argument("--flipped", action="store_true", help="also annotate with A/B swapped (position bias)")
+    r.add_argument("--estimate-only", action="store_true", help="print the cost estimate and stop")
+    r.set_defaults(func=cmd_run)
+
+    it = sub.add_parser("iteralign", help="IterAlign: constitutions from red-team failures")
+    it.add_argument("prompts", help="CSV/JSONL/TXT of red-team prompts (a 'prompt' column or one per line)")
+    llm_args(it)
+    it.add_argument("--oracle-model", default=None, help="oracle model, or 'offline' for the refusal judge")
+    it.add_argument("--oracle-base-url", default=None)
+    it.add_argument("--proposer-model", default=None)
+    it.add_argument("--proposer-base-url", default=None)
+    it.add_argument("--iterations", type=int, default=3)
+    it.add_argument("--max-prompts", type=int, default=None)
+    it.set_defaults(func=cmd_iteralign)
+
     f = sub.add_parser("formats", help="list recognised input formats")
     f.set_defaults(func=cmd_formats)
     p = sub.add_parser("principles", help="list the measurable principles")
@@ -169,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "cache_dir", "unset") is None and not getattr(args, "no_cache", True):
+    if getattr(args, "cache_dir", "unset") is None and not getattr(args, "no_cache", False):
         from icai_core.audit import default_cache_dir
 
         args.cache_dir = default_cache_dir()
