@@ -22,11 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from icai_core.audit import AuditConfig, run_offline_audit
+from icai_core.data import load_pairs
 
-from icai_core.audit import AuditConfig, run_offline_audit  # noqa: E402
-from icai_core.data import load_pairs  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def peak_rss_mb() -> float:
