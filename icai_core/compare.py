@@ -1,0 +1,333 @@
+"""Compare principle statistics across groups (annotators, categories, models) and datasets.
+
+For each group the usual per-principle table is computed; strengths are laid out as a
+principle x group matrix (with CI matrices) for heatmaps; and every principle's strength is tested
+between groups (every pair of groups, or each group against all other groups when there are many)
+with a normal approximation of the difference of two independent means, BH-corrected across all
+tests. Groups with fewer than ``min_pairs`` non-tie pairs are listed in ``skipped``, never dropped
+silently.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from icai_core.constitution import Constitution
+from icai_core.stats import (
+    bh_qvalues,
+    encode_preferred,
+    resolve_principles,
+    stats_from_counts,
+    strength_se,
+    vote_counts,
+    z_value,
+)
+
+DIFF_COLUMNS = [
+    "key",
+    "text",
+    "group_a",
+    "group_b",
+    "n_a",
+    "n_b",
+    "strength_a",
+    "strength_b",
+    "difference",
+    "diff_ci_low",
+    "diff_ci_high",
+    "z",
+    "p_value",
+    "q_value",
+    "significant",
+    "comparison",
+]
+SKIPPED_COLUMNS = ["group", "n_rows", "n", "reason"]
+MISSING_GROUP = "(missing)"
+REST = "(all other groups)"
+
+
+@dataclass
+class CompareResult:
+    """Per-group statistics and between-group tests.
+
+    * ``per_group``: long table, ``group`` + the ``principle_stats`` columns (``n`` = non-tie pairs of
+      the group; q-values there are BH within the group).
+    * ``strength_matrix``, ``strength_ci_low``, ``strength_ci_high``: principle key x group.
+    * ``differences``: one row per (principle, comparison); ``difference = strength_a - strength_b``;
+      ``q_value`` is BH across all rows; ``comparison`` is "pairwise" or "one_vs_rest".
+    * ``skipped``: groups with fewer than ``min_pairs`` non-tie pairs (``group, n_rows, n, reason``).
+    """
+
+    per_group: pd.DataFrame
+    strength_matrix: pd.DataFrame
+    strength_ci_low: pd.DataFrame
+    strength_ci_high: pd.DataFrame
+    differences: pd.DataFrame
+    skipped: pd.DataFrame
+    groups: list[str]
+    by: str
+    mode: str
+    alpha: float
+    notes: list[str] = field(default_factory=list)
+
+    def matrix(self, column: str) -> pd.DataFrame:
+        """Any ``per_group`` column as a principle x group matrix (same order as ``strength_matrix``)."""
+        m = self.per_group.pivot(index="key", columns="group", values=column)
+        return m.reindex(index=self.strength_matrix.index, columns=self.strength_matrix.columns)
+
+
+def _group_labels(pairs: pd.DataFrame | None, by: Any, n: int) -> tuple[np.ndarray, str]:
+    if isinstance(by, str):
+        if pairs is None or by not in pairs.columns:
+            raise KeyError(f"pairs have no column {by!r} to group by")
+        raw, name = pairs[by], by
+    else:
+        raw = pd.Series(by) if not isinstance(by, pd.Series) else by
+        name = str(raw.name) if raw.name is not None else "group"
+    if len(raw) != n:
+        raise ValueError(f"grouping has {len(raw)} values but the votes have {n} rows")
+    values = raw.to_numpy(dtype=object)
+    labels = np.array([MISSING_GROUP if pd.isna(v) else str(v) for v in values], dtype=object)
+    return labels, name
+
+
+def _diff_test(a_agree, a_dis, a_n, b_agree, b_dis, b_n, alpha):
+    """Vectorised difference of two strengths: (diff, ci_low, ci_high, z, p)."""
+    a_n = np.asarray(a_n, dtype=float)
+    b_n = np.asarray(b_n, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s_a = (a_agree - a_dis) / a_n
+        s_b = (b_agree - b_dis) / b_n
+        r_a = (a_agree + a_dis) / a_n
+        r_b = (b_agree + b_dis) / b_n
+        se = np.sqrt(strength_se(s_a, r_a, a_n) ** 2 + strength_se(s_b, r_b, b_n) ** 2)
+        diff = s_a - s_b
+        zc = z_value(alpha)
+        low = np.clip(diff - zc * se, -2.0, 2.0)
+        high = np.clip(diff + zc * se, -2.0, 2.0)
+        z = np.where(se > 0, diff / se, np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
+        z = np.where(np.isnan(se), np.nan, z)
+        p = 2 * sps.norm.sf(np.abs(z))
+    return s_a, s_b, diff, low, high, z, p
+
+
+def compare_groups(
+    votes: pd.DataFrame,
+    pairs: pd.DataFrame,
+    by: Any,
+    principles: Any = None,
+    min_pairs: int = 20,
+    alpha: float = 0.05,
+    max_pairwise_groups: int = 6,
+) -> CompareResult:
+    """Principle statistics per group of ``pairs[by]`` and tests of between-group differences.
+
+    ``pairs`` must hold ``preferred`` and be row-aligned with ``votes``; ``by`` is a column name of
+    ``pairs`` or a sequence of group labels. With at most ``max_pairwise_groups`` kept groups every
+    pair of groups is tested, otherwise each group against the pooled other kept groups.
+    """
+    if "preferred" not in pairs.columns:
+        raise KeyError("pairs need a 'preferred' column")
+    if len(pairs) != len(votes):
+        raise ValueError(f"pairs have {len(pairs)} rows but the votes have {len(votes)}")
+    labels, by_name = _group_labels(pairs, by, len(votes))
+    preferred = encode_preferred(pairs["preferred"].to_numpy(dtype=object))
+    texts = resolve_principles(principles)
+    keys = [str(c) for c in votes.columns]
+
+    counts: dict[str, tuple[np.ndarray, np.ndarray, int, int]] = {}
+    skipped_rows = []
+    for g in sorted(set(labels), key=str):
+        pos = np.flatnonzero(labels == g)
+        agree, dis, n, n_ties = vote_counts(votes.iloc[pos], preferred[pos])
+        if n < min_pairs:
+            skipped_rows.append(
+                {"group": g, "n_rows": len(pos), "n": n, "reason": f"fewer than {min_pairs} non-tie pairs"}
+            )
+            continue
+        counts[g] = (agree, dis, n, n_ties)
+    groups = list(counts)
+    skipped = pd.DataFrame(skipped_rows, columns=SKIPPED_COLUMNS)
+    notes = [
+        f"group {r['group']!r} skipped: {r['n']} non-tie pairs < min_pairs={min_pairs}" for r in skipped_rows
+    ]
+
+    frames = []
+    for g, (agree, dis, n, n_ties) in counts.items():
+        table = stats_from_counts(keys, agree, dis, n, n_ties, principles, alpha)
+        table.insert(0, "group", g)
+        frames.append(table)
+    if frames:
+        per_group = pd.concat(frames, ignore_index=True)
+    else:
+        per_group = stats_from_counts([], np.zeros(0), np.zeros(0), 0, 0).assign(
+            group=pd.Series(dtype=object)
+        )
+        per_group = per_group[["group", *per_group.columns[:-1]]]
+
+    # row order of the matrices: pooled strength over the kept groups, descending
+    if groups:
+        tot_agree = sum(c[0] for c in counts.values())
+        tot_dis = sum(c[1] for c in counts.values())
+        tot_n = sum(c[2] for c in counts.values())
+        pooled = (tot_agree - tot_dis) / max(tot_n, 1)
+        order = [keys[i] for i in np.argsort(-pooled, kind="mergesort")]
+    else:
+        order = keys
+
+    def mat(col: str) -> pd.DataFrame:
+        if per_group.empty:
+            return pd.DataFrame(index=pd.Index(order, name="key"), columns=pd.Index(groups, name="group"))
+        m = per_group.pivot(index="key", columns="group", values=col)
+        return m.reindex(index=order, columns=groups)
+
+    mode = "pairwise" if len(groups) <= max_pairwise_groups else "one_vs_rest"
+    comparisons: list[tuple[str, str, tuple, tuple]] = []
+    if mode == "pairwise":
+        for g1, g2 in itertools.combinations(groups, 2):
+            comparisons.append((g1, g2, counts[g1], counts[g2]))
+    else:
+        tot = tuple(sum(c[i] for c in counts.values()) for i in range(3))
+        for g in groups:
+            c = counts[g]
+            rest = (tot[0] - c[0], tot[1] - c[1], tot[2] - c[2])
+            comparisons.append((g, REST, c, rest))
+
+    diff_frames = []
+    for g1, g2, c1, c2 in comparisons:
+        s_a, s_b, diff, low, high, z, p = _diff_test(c1[0], c1[1], c1[2], c2[0], c2[1], c2[2], alpha)
+        diff_frames.append(
+            pd.DataFrame(
+                {
+                    "key": keys,
+                    "text": [texts[k].text if k in texts else k for k in keys],
+                    "group_a": g1,
+                    "group_b": g2,
+                    "n_a": int(c1[2]),
+                    "n_b": int(c2[2]),
+                    "strength_a": s_a,
+                    "strength_b": s_b,
+                    "difference": diff,
+                    "diff_ci_low": low,
+                    "diff_ci_high": high,
+                    "z": z,
+                    "p_value": p,
+                    "comparison": mode,
+                }
+            )
+        )
+    if diff_frames:
+        differences = pd.concat(diff_frames, ignore_index=True)
+        differences["q_value"] = bh_qvalues(differences["p_value"].to_numpy())
+        differences["significant"] = (differences["q_value"] < alpha).fillna(False).astype(bool)
+        differences = differences[DIFF_COLUMNS]
+    else:
+        differences = pd.DataFrame(columns=DIFF_COLUMNS)
+        if len(groups) < 2:
+            notes.append("fewer than two groups with enough pairs: no differences tested")
+
+    return CompareResult(
+        per_group=per_group,
+        strength_matrix=mat("strength"),
+        strength_ci_low=mat("strength_ci_low"),
+        strength_ci_high=mat("strength_ci_high"),
+        differences=differences,
+        skipped=skipped,
+        groups=groups,
+        by=by_name,
+        mode=mode,
+        alpha=alpha,
+        notes=notes,
+    )
+
+
+def compare_datasets(
+    datasets: list[tuple[str, pd.DataFrame, Any]],
+    principles: Any = None,
+    min_pairs: int = 20,
+    alpha: float = 0.05,
+    max_pairwise_groups: int = 6,
+) -> CompareResult:
+    """``compare_groups`` across datasets given as ``(name, votes, preferred)``.
+
+    Only principles present in every dataset are compared (the others are named in ``notes``).
+    """
+    if not datasets:
+        raise ValueError("no datasets to compare")
+    names = [str(d[0]) for d in datasets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"dataset names must be unique, got {names}")
+    common = [str(c) for c in datasets[0][1].columns]
+    for _, v, _ in datasets[1:]:
+        cols = {str(c) for c in v.columns}
+        common = [c for c in common if c in cols]
+    notes = []
+    for name, v, _ in datasets:
+        dropped = [str(c) for c in v.columns if str(c) not in common]
+        if dropped:
+            notes.append(f"dataset {name!r}: principle(s) not in every dataset left out: {dropped}")
+    vote_frames, pair_frames = [], []
+    to_label = {1: "a", -1: "b", 0: "tie"}
+    for name, v, pref in datasets:
+        v = v.rename(columns=str)
+        codes = encode_preferred(pref, v.index)
+        vote_frames.append(v[common].reset_index(drop=True))
+        pair_frames.append(
+            pd.DataFrame({"preferred": [to_label[int(c)] for c in codes], "dataset": str(name)})
+        )
+    votes = pd.concat(vote_frames, ignore_index=True).astype(np.int8)
+    pairs = pd.concat(pair_frames, ignore_index=True)
+    result = compare_groups(votes, pairs, "dataset", principles, min_pairs, alpha, max_pairwise_groups)
+    result.notes = notes + result.notes
+    return result
+
+
+@dataclass
+class ConstitutionDiff:
+    """Which principles two constitutions share.
+
+    ``both``: in both with the same direction; ``flipped``: in both, opposite direction;
+    ``only_a`` / ``only_b``. ``table`` has one row per principle with ``key, status, text_a, text_b,
+    inverted_a, inverted_b, strength_a, strength_b`` (strengths of the principle as stated, i.e.
+    negative when the constitution holds it inverted).
+    """
+
+    both: list[str]
+    only_a: list[str]
+    only_b: list[str]
+    flipped: list[str]
+    table: pd.DataFrame
+
+
+def constitution_diff(constitution_a: Constitution, constitution_b: Constitution) -> ConstitutionDiff:
+    a = {e.key: e for e in constitution_a.entries}
+    b = {e.key: e for e in constitution_b.entries}
+    order = list(a) + [k for k in b if k not in a]
+    both, only_a, only_b, flipped, rows = [], [], [], [], []
+    for k in order:
+        ea, eb = a.get(k), b.get(k)
+        if ea is not None and eb is not None:
+            status = "flipped" if ea.inverted != eb.inverted else "both"
+        else:
+            status = "only_a" if ea is not None else "only_b"
+        {"both": both, "flipped": flipped, "only_a": only_a, "only_b": only_b}[status].append(k)
+        rows.append(
+            {
+                "key": k,
+                "status": status,
+                "text_a": ea.text if ea else None,
+                "text_b": eb.text if eb else None,
+                "inverted_a": ea.inverted if ea else None,
+                "inverted_b": eb.inverted if eb else None,
+                "strength_a": ea.original_strength if ea else np.nan,
+                "strength_b": eb.original_strength if eb else np.nan,
+            }
+        )
+    cols = ["key", "status", "text_a", "text_b", "inverted_a", "inverted_b", "strength_a", "strength_b"]
+    return ConstitutionDiff(both, only_a, only_b, flipped, pd.DataFrame(rows, columns=cols))

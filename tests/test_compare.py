@@ -1,0 +1,165 @@
+"""compare_groups / compare_datasets / constitution_diff on real cross-annotator data."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from icai_core.compare import DIFF_COLUMNS, REST, compare_datasets, compare_groups, constitution_diff
+from icai_core.constitution import Constitution, ConstitutionEntry
+from icai_core.stats import STATS_COLUMNS, bh_qvalues, principle_stats
+
+REPO = Path(__file__).resolve().parents[1]
+_CANDIDATES = [os.environ.get("PRINCIPIA_DATA_DIR", ""), REPO / "shared" / "data", "/work/shared/data"]
+DATA = next((Path(p) for p in _CANDIDATES if p and (Path(p) / "prd_lfqa_expert.csv").exists()), None)
+pytestmark = pytest.mark.skipif(DATA is None, reason="real data (shared/data) not found")
+LABELS = {"text_a": "a", "text_b": "b", "tie": "tie"}
+HUMAN = "human_crowd_majority_of_4"
+Z = 1.959963984540054
+
+
+def load(name: str) -> pd.DataFrame:
+    df = pd.read_csv(DATA / name, keep_default_na=False)
+    df["preferred"] = df["preferred_text"].map(LABELS)
+    return df
+
+
+def _margin_sign(a: pd.Series, b: pd.Series, rel: float = 0.1) -> np.ndarray:
+    a, b = a.to_numpy(float), b.to_numpy(float)
+    return np.where(np.abs(a - b) > rel * np.maximum(a, b), np.sign(a - b), 0).astype(np.int8)
+
+
+def _bullets(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line.lstrip().startswith(("- ", "* ", "1.")))
+
+
+def simple_votes(df: pd.DataFrame) -> pd.DataFrame:
+    length = _margin_sign(df["text_a"].str.len(), df["text_b"].str.len())
+    bullets = np.sign(df["text_a"].map(_bullets) - df["text_b"].map(_bullets)).to_numpy()
+    questions = np.sign(df["text_a"].str.count(r"\?") - df["text_b"].str.count(r"\?")).to_numpy()
+    return pd.DataFrame(
+        {"length": length, "bullets": bullets, "questions": questions}, index=df.index
+    ).astype(np.int8)
+
+
+@pytest.fixture(scope="module")
+def human_vs_gpt4():
+    df = load("alpacaeval_human_vs_gpt4.csv")
+    return df, simple_votes(df)
+
+
+def test_group_by_annotator_all_nine_one_vs_rest(human_vs_gpt4):
+    df, votes = human_vs_gpt4
+    res = compare_groups(votes, df, "annotator")
+    k, g = votes.shape[1], df["annotator"].nunique()
+    assert g == 9 and res.mode == "one_vs_rest" and res.skipped.empty
+    assert res.groups == sorted(df["annotator"].unique())
+    assert list(res.per_group.columns) == ["group", *STATS_COLUMNS]
+    assert len(res.per_group) == k * g
+    assert res.strength_matrix.shape == (k, g)
+    assert res.strength_ci_low.shape == res.strength_ci_high.shape == (k, g)
+    assert (res.strength_ci_low <= res.strength_matrix).all().all()
+    assert (res.strength_matrix <= res.strength_ci_high).all().all()
+    assert list(res.differences.columns) == DIFF_COLUMNS
+    assert len(res.differences) == k * g
+    assert set(res.differences["group_b"]) == {REST}
+    assert (res.differences["n_b"] == len(df) - 521).all()
+    # BH across all k*g tests
+    q = bh_qvalues(res.differences["p_value"].to_numpy())
+    assert res.differences["q_value"].to_numpy() == pytest.approx(q)
+    assert res.differences["q_value"].to_numpy() == pytest.approx(
+        sps.false_discovery_control(res.differences["p_value"].to_numpy())
+    )
+    # per-group stats are principle_stats of the group's rows
+    human = df["annotator"] == HUMAN
+    direct = principle_stats(votes[human], df.loc[human, "preferred"]).set_index("key")
+    mine = res.per_group[res.per_group["group"] == HUMAN].set_index("key")
+    pd.testing.assert_series_equal(mine["strength"], direct["strength"])
+    assert res.strength_matrix.loc["length", HUMAN] == pytest.approx(direct.loc["length", "strength"])
+    # on these 521 pairs the crowd majority and every GPT-4 run reward the longer answer
+    assert (res.strength_matrix.loc["length"] > 0).all()
+    assert res.matrix("accuracy").shape == (k, g)
+
+
+def test_human_vs_two_gpt4_runs_pairwise_by_hand(human_vs_gpt4):
+    df, votes = human_vs_gpt4
+    keep = df["annotator"].isin([HUMAN, "gpt4_alpacafarm_gpt4_b1_seed0", "gpt4_alpacafarm_gpt4_b5_seed0"])
+    sub, v = df[keep].reset_index(drop=True), votes[keep].reset_index(drop=True)
+    res = compare_groups(v, sub, "annotator")
+    assert res.mode == "pairwise" and len(res.groups) == 3
+    assert len(res.differences) == 3 * v.shape[1]  # 3 pairs of groups x principles
+
+    row = res.differences[
+        (res.differences["key"] == "length")
+        & (res.differences["group_a"] == "gpt4_alpacafarm_gpt4_b1_seed0")
+        & (res.differences["group_b"] == HUMAN)
+    ].iloc[0]
+
+    def scores(name):
+        mask = sub["annotator"] == name
+        y = sub.loc[mask, "preferred"].map({"a": 1, "b": -1}).to_numpy()
+        return v.loc[mask, "length"].to_numpy() * y
+
+    sa, sb = scores("gpt4_alpacafarm_gpt4_b1_seed0"), scores(HUMAN)
+    diff = sa.mean() - sb.mean()
+    se = math.sqrt(sa.var(ddof=1) / len(sa) + sb.var(ddof=1) / len(sb))
+    assert row["difference"] == pytest.approx(diff)
+    assert row["diff_ci_low"] == pytest.approx(diff - Z * se)
+    assert row["diff_ci_high"] == pytest.approx(diff + Z * se)
+    assert row["z"] == pytest.approx(diff / se)
+    assert row["p_value"] == pytest.approx(2 * sps.norm.sf(abs(diff / se)))
+
+
+def test_small_groups_are_reported_not_dropped(human_vs_gpt4):
+    df, votes = human_vs_gpt4
+    pairs = df.copy()
+    tiny = pairs.index[pairs["annotator"] == HUMAN][:12]
+    pairs.loc[tiny, "annotator"] = "tiny_group"
+    res = compare_groups(votes, pairs, "annotator", min_pairs=20)
+    assert "tiny_group" not in res.groups
+    skipped = res.skipped.set_index("group")
+    assert skipped.loc["tiny_group", "n"] == 12 and skipped.loc["tiny_group", "n_rows"] == 12
+    assert "tiny_group" not in set(res.per_group["group"])
+    assert any("tiny_group" in note for note in res.notes)
+    # grouping by a Series works and everything can be skipped
+    res_all = compare_groups(votes, pairs, pairs["annotator"], min_pairs=10_000)
+    assert res_all.groups == [] and len(res_all.skipped) == 10 and res_all.differences.empty
+
+
+def test_compare_datasets_uses_common_principles(human_vs_gpt4):
+    df, votes = human_vs_gpt4
+    alpaca1 = load("alpacaeval1_gpt4_judge.csv")
+    v1 = simple_votes(alpaca1).drop(columns=["questions"])
+    res = compare_datasets(
+        [("alpacaeval1", v1, alpaca1["preferred"]), ("human_vs_gpt4", votes, df["preferred"])]
+    )
+    assert res.groups == ["alpacaeval1", "human_vs_gpt4"] and res.mode == "pairwise"
+    assert list(res.strength_matrix.index) == ["length", "bullets"]
+    assert any("questions" in note for note in res.notes)
+    length = res.differences.set_index("key").loc["length"]
+    # GPT-4 judging text-davinci-003 pairs rewards length far more than on the AlpacaFarm pairs
+    assert length["difference"] > 0.3 and length["significant"]
+    with pytest.raises(ValueError):
+        compare_datasets([("x", v1, alpaca1["preferred"]), ("x", v1, alpaca1["preferred"])])
+
+
+def test_constitution_diff():
+    def entry(key, inverted):
+        return ConstitutionEntry(key, f"text {key}", 0.2, 0.7, 0.5, 0.001, inverted)
+
+    a = Constitution([entry("length", False), entry("bullets", False), entry("hedging", True)])
+    b = Constitution([entry("length", False), entry("hedging", False), entry("emoji", False)])
+    diff = constitution_diff(a, b)
+    assert diff.both == ["length"]
+    assert diff.flipped == ["hedging"]
+    assert diff.only_a == ["bullets"]
+    assert diff.only_b == ["emoji"]
+    table = diff.table.set_index("key")
+    assert table.loc["hedging", "strength_a"] == -0.2 and table.loc["hedging", "strength_b"] == 0.2
+    assert list(diff.table["key"]) == ["length", "bullets", "hedging", "emoji"]
