@@ -380,3 +380,9 @@ def bootstrap_ci(
         rows,
         columns=["key", "strength_boot_low", "strength_boot_high", "accuracy_boot_low", "accuracy_boot_high"],
     )
+
+
+def wilson_interval(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Scalar Wilson score interval ``(low, high)``; ``(nan, nan)`` when ``n == 0``."""
+    low, high = wilson_ci(successes, n, alpha)
+    return float(low), float(high)

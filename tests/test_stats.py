@@ -22,6 +22,7 @@ from icai_core.stats import (
     principle_stats,
     resolve_principles,
     wilson_ci,
+    wilson_interval,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,6 +179,8 @@ def test_wilson_matches_formula_and_nan_for_empty():
     assert lo[1] == pytest.approx(0.2365931, abs=1e-6) and hi[1] == pytest.approx(0.7634069, abs=1e-6)
     lo, hi = wilson_ci(0, 0)
     assert np.isnan(lo) and np.isnan(hi)
+    lo, hi = wilson_interval(5, 10)
+    assert isinstance(lo, float) and lo == pytest.approx(0.2365931, abs=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------
