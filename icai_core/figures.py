@@ -22,8 +22,20 @@ NEUTRAL = "#9aa5b1"
 NOISE = "#c8c8c8"
 SIDE_COLORS = {"A": "#2f6db5", "B": "#e08a1e"}
 PALETTE = [
-    "#2f6db5", "#e08a1e", "#2ca02c", "#9467bd", "#d62728", "#17becf", "#8c564b",
-    "#e377c2", "#bcbd22", "#7f7f7f", "#1f4e79", "#ff9896", "#98df8a", "#c5b0d5",
+    "#2f6db5",
+    "#e08a1e",
+    "#2ca02c",
+    "#9467bd",
+    "#d62728",
+    "#17becf",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#7f7f7f",
+    "#1f4e79",
+    "#ff9896",
+    "#98df8a",
+    "#c5b0d5",
 ]
 LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=50, b=10), font=dict(size=13))
 
@@ -88,8 +100,12 @@ def length_distribution(pairs: pd.DataFrame, *, kind: str = "hist", clip_quantil
             xaxis_title=f"words per response (clipped at the {clip_quantile:.0%} quantile, {cap:.0f})",
             yaxis_title="responses",
         )
-    fig.update_layout(**LAYOUT, title="Response length by side", height=330,
-                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
+    fig.update_layout(
+        **LAYOUT,
+        title="Response length by side",
+        height=330,
+        legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"),
+    )
     return fig
 
 
@@ -104,14 +120,25 @@ def preference_balance(pairs: pd.DataFrame) -> go.Figure:
         n = int(counts.get(key, 0))
         fig.add_trace(
             go.Bar(
-                y=["labels"], x=[n / total], name=f"{names[key]} ({n:,})", orientation="h",
-                marker_color=colors[key], text=[f"{n / total:.1%}"], textposition="inside",
+                y=["labels"],
+                x=[n / total],
+                name=f"{names[key]} ({n:,})",
+                orientation="h",
+                marker_color=colors[key],
+                text=[f"{n / total:.1%}"],
+                textposition="inside",
                 hovertemplate=f"{names[key]}: {n:,} ({n / total:.1%})<extra></extra>",
             )
         )
-    fig.update_layout(**LAYOUT, barmode="stack", height=150, xaxis=dict(tickformat=".0%", range=[0, 1]),
-                      yaxis_visible=False, title="Preference balance",
-                      legend=dict(orientation="h", y=-0.3))
+    fig.update_layout(
+        **LAYOUT,
+        barmode="stack",
+        height=150,
+        xaxis=dict(tickformat=".0%", range=[0, 1]),
+        yaxis_visible=False,
+        title="Preference balance",
+        legend=dict(orientation="h", y=-0.3),
+    )
     return fig
 
 
@@ -207,13 +234,19 @@ def relevance_accuracy(stats: pd.DataFrame) -> go.Figure:
         )
     )
     fig.add_hline(y=0.5, line_dash="dot", line_color="#666")
-    fig.update_layout(**LAYOUT, title="Relevance vs accuracy (outlined = significant)", height=420,
-                      xaxis=dict(title="relevance", tickformat=".0%"),
-                      yaxis=dict(title="accuracy", tickformat=".0%"))
+    fig.update_layout(
+        **LAYOUT,
+        title="Relevance vs accuracy (outlined = significant)",
+        height=420,
+        xaxis=dict(title="relevance", tickformat=".0%"),
+        yaxis=dict(title="accuracy", tickformat=".0%"),
+    )
     return fig
 
 
-def principle_scatter(points: pd.DataFrame, *, title: str = "Principle map (UMAP of text embeddings)") -> go.Figure:
+def principle_scatter(
+    points: pd.DataFrame, *, title: str = "Principle map (UMAP of text embeddings)"
+) -> go.Figure:
     """2-D map of principles: colour = cluster (-1 = noise, grey), size ~ support, hover = text.
 
     `points` columns: text, cluster, x, y, is_representative, support (optional: key).
@@ -252,30 +285,41 @@ def principle_scatter(points: pd.DataFrame, *, title: str = "Principle map (UMAP
                 hovertemplate="%{customdata[0]}<br>support %{customdata[1]:.3f}<br>%{customdata[2]}<extra></extra>",
             )
         )
-    fig.update_layout(**LAYOUT, title=title, height=520, xaxis=dict(title="UMAP 1", showticklabels=False),
-                      yaxis=dict(title="UMAP 2", showticklabels=False),
-                      legend=dict(title="cluster (★ = representative)"))
+    fig.update_layout(
+        **LAYOUT,
+        title=title,
+        height=520,
+        xaxis=dict(title="UMAP 1", showticklabels=False),
+        yaxis=dict(title="UMAP 2", showticklabels=False),
+        legend=dict(title="cluster (★ = representative)"),
+    )
     return fig
 
 
 # --------------------------------------------------------------------------- reconstruction
 METHOD_LABELS = {
+    "logistic_regression": "constitution: logistic regression",
     "logistic": "constitution: logistic regression",
     "weighted_majority": "constitution: weighted majority",
+    "best_single_principle": "best single principle",
     "best_single": "best single principle",
     "majority_class": "majority class",
-    "random_constitution": "random constitution",
+    "random_constitution": "random constitution (same size)",
+    "random_guess": "random guess",
     "no_constitution": "no constitution",
 }
+CONSTITUTION_METHODS = ("logistic_regression", "logistic", "weighted_majority")
 
 
-def reconstruction_bar(table: pd.DataFrame, *, title: str = "Reconstruction of held-out choices") -> go.Figure:
+def reconstruction_bar(
+    table: pd.DataFrame, *, title: str = "Reconstruction of held-out choices"
+) -> go.Figure:
     """Bar chart of agreement with Wilson CI per method (rows: method, agreement, ci_low, ci_high, n_test)."""
     if table is None or len(table) == 0:
         return empty_figure("No reconstruction yet")
     t = table.copy()
     labels = [METHOD_LABELS.get(str(m), str(m).replace("_", " ")) for m in t["method"]]
-    is_const = [str(m).startswith(("logistic", "weighted", "constitution")) for m in t["method"]]
+    is_const = [str(m) in CONSTITUTION_METHODS for m in t["method"]]
     colors = [POS if c else NEUTRAL for c in is_const]
     n = t["n_test"] if "n_test" in t else pd.Series(np.nan, index=t.index)
     fig = go.Figure(
@@ -297,8 +341,13 @@ def reconstruction_bar(table: pd.DataFrame, *, title: str = "Reconstruction of h
         )
     )
     fig.add_hline(y=0.5, line_dash="dot", line_color="#666", annotation_text="chance")
-    fig.update_layout(**LAYOUT, title=title, height=400, yaxis=dict(title="agreement with annotator",
-                      tickformat=".0%", range=[0, 1.05]), showlegend=False)
+    fig.update_layout(
+        **LAYOUT,
+        title=title,
+        height=400,
+        yaxis=dict(title="agreement with annotator", tickformat=".0%", range=[0, 1.05]),
+        showlegend=False,
+    )
     return fig
 
 
@@ -338,12 +387,17 @@ def strength_heatmap(
             hovertemplate="%{text}<br>group %{x}<br>strength %{z:+.3f} [%{customdata[0]:+.3f}, %{customdata[1]:+.3f}]<extra></extra>",
         )
     )
-    fig.update_layout(**LAYOUT, title=title, height=max(350, 26 * len(rows) + 150),
-                      xaxis=dict(side="top", tickangle=-30))
+    fig.update_layout(
+        **LAYOUT, title=title, height=max(350, 26 * len(rows) + 150), xaxis=dict(side="top", tickangle=-30)
+    )
     return fig
 
 
 def figure_html(fig: go.Figure, *, include_plotlyjs: bool | str = False, div_id: str | None = None) -> str:
     """Serialise a figure to an HTML fragment (the report embeds plotly.js once, inline)."""
-    return fig.to_html(full_html=False, include_plotlyjs=include_plotlyjs, div_id=div_id,
-                       config={"displaylogo": False, "responsive": True})
+    return fig.to_html(
+        full_html=False,
+        include_plotlyjs=include_plotlyjs,
+        div_id=div_id,
+        config={"displaylogo": False, "responsive": True},
+    )

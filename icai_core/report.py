@@ -28,8 +28,20 @@ import pandas as pd
 
 from icai_core import __version__
 from icai_core import figures as F
+from icai_core.interop import neutralise_cell  # the one CSV-injection rule of the project
 
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+__all__ = [
+    "neutralise_cell",
+    "neutralise_frame",
+    "safe_csv",
+    "votes_csv",
+    "stats_csv",
+    "constitution_json",
+    "markdown_summary",
+    "html_report",
+    "MIME",
+]
+
 METADATA_COLUMNS = ["pair_id", "annotator", "model_a", "model_b", "language", "category"]
 
 MIME = {
@@ -41,13 +53,6 @@ MIME = {
 
 
 # --------------------------------------------------------------------------- CSV
-def neutralise_cell(value: Any) -> Any:
-    """Prefix a text cell with ``'`` when a spreadsheet would read it as a formula."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value
-
-
 def neutralise_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Copy of `df` with every text cell neutralised (column names too); numbers untouched."""
     out = df.copy()
@@ -166,8 +171,12 @@ def constitution_document(
     }
 
 
-def constitution_json(audit: Any, constitution: Any = None, reconstruction: Any = None,
-                      settings: Mapping[str, Any] | None = None) -> bytes:
+def constitution_json(
+    audit: Any,
+    constitution: Any = None,
+    reconstruction: Any = None,
+    settings: Mapping[str, Any] | None = None,
+) -> bytes:
     doc = constitution_document(audit, constitution, reconstruction, settings)
     return json.dumps(doc, indent=2, ensure_ascii=False).encode("utf-8")
 
@@ -243,7 +252,11 @@ def markdown_summary(
         )
         lines.append("")
     text = constitution_text(constitution)
-    lines += [_md_escape(ln) for ln in text.splitlines()] if text.strip() else ["*(no principle passed the thresholds)*"]
+    lines += (
+        [_md_escape(ln) for ln in text.splitlines()]
+        if text.strip()
+        else ["*(no principle passed the thresholds)*"]
+    )
     lines += [
         "",
         "## Reconstruction of held-out choices",
@@ -301,7 +314,11 @@ def html_table(df: pd.DataFrame, *, formats: Mapping[str, str] | None = None, ma
             else:
                 cells.append(f"<td>{_e(v)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    more = f"<p class='muted'>{len(df) - max_rows:,} more rows in the CSV export.</p>" if len(df) > max_rows else ""
+    more = (
+        f"<p class='muted'>{len(df) - max_rows:,} more rows in the CSV export.</p>"
+        if len(df) > max_rows
+        else ""
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}"
 
 
@@ -334,8 +351,8 @@ def html_report(
                 "Principle strength by group",
                 F.strength_heatmap(
                     compare.strength_matrix,
-                    getattr(compare, "ci_low_matrix", None),
-                    getattr(compare, "ci_high_matrix", None),
+                    getattr(compare, "strength_ci_low", None),
+                    getattr(compare, "strength_ci_high", None),
                 ),
             )
         )
@@ -350,13 +367,33 @@ def html_report(
     else:
         const_html = "<p><em>No principle passed the thresholds.</em></p>"
 
-    stats_cols = [c for c in ("text", "strength", "strength_ci_low", "strength_ci_high", "relevance",
-                              "accuracy", "n_relevant", "q_value", "significant") if c in audit.stats.columns]
+    stats_cols = [
+        c
+        for c in (
+            "text",
+            "strength",
+            "strength_ci_low",
+            "strength_ci_high",
+            "relevance",
+            "accuracy",
+            "n_relevant",
+            "q_value",
+            "significant",
+        )
+        if c in audit.stats.columns
+    ]
     stats_tbl = top_principles(audit.stats, len(audit.stats))[stats_cols]
     stats_html = html_table(
         stats_tbl,
-        formats={"strength": "signed", "strength_ci_low": "signed", "strength_ci_high": "signed",
-                 "relevance": "pct", "accuracy": "pct", "n_relevant": "int", "q_value": "float"},
+        formats={
+            "strength": "signed",
+            "strength_ci_low": "signed",
+            "strength_ci_high": "signed",
+            "relevance": "pct",
+            "accuracy": "pct",
+            "n_relevant": "int",
+            "q_value": "float",
+        },
     )
     recon_tbl = getattr(reconstruction, "table", None)
     recon_html = ""
@@ -364,13 +401,17 @@ def html_report(
         rt = recon_tbl.copy()
         rt["method"] = [F.METHOD_LABELS.get(str(m), str(m)) for m in rt["method"]]
         keep = [c for c in ("method", "agreement", "ci_low", "ci_high", "n_test") if c in rt.columns]
-        recon_html = html_table(rt[keep], formats={"agreement": "pct", "ci_low": "pct", "ci_high": "pct",
-                                                   "n_test": "int"})
+        recon_html = html_table(
+            rt[keep], formats={"agreement": "pct", "ci_low": "pct", "ci_high": "pct", "n_test": "int"}
+        )
 
     settings_html = ""
     if settings:
-        settings_html = "<p class='muted'>Selection: " + ", ".join(
-            f"{_e(k)} = {_e(v)}" for k, v in settings.items()) + " (on the training split).</p>"
+        settings_html = (
+            "<p class='muted'>Selection: "
+            + ", ".join(f"{_e(k)} = {_e(v)}" for k, v in settings.items())
+            + " (on the training split).</p>"
+        )
 
     ex_html = []
     if examples and len(pairs):
@@ -395,7 +436,7 @@ def html_report(
 <p class="muted">Generated {created} by Principia {_e(__version__)} · dataset hash {_e(audit.dataset_hash)}</p>
 <div>
 <span class="kpi"><b>{len(pairs):,}</b>pairs</span>
-<span class="kpi"><b>{int(counts.get('a', 0)):,} / {int(counts.get('b', 0)):,} / {int(counts.get('tie', 0)):,}</b>A / B / tie</span>
+<span class="kpi"><b>{int(counts.get("a", 0)):,} / {int(counts.get("b", 0)):,} / {int(counts.get("tie", 0)):,}</b>A / B / tie</span>
 <span class="kpi"><b>{len(entries)}</b>principles in the constitution</span>
 </div>
 <h2>Constitution</h2>
@@ -414,10 +455,10 @@ principle, below 0 it penalises it. Bars show 95% confidence intervals.</p>
 {recon_html}
 <h2>Data</h2>
 {fig_html[2]}
-{''.join(fig_html[3:])}
+{"".join(fig_html[3:])}
 {compare_html}
 <h2>Example pairs</h2>
-{''.join(ex_html) or '<p>No labelled pairs.</p>'}
+{"".join(ex_html) or "<p>No labelled pairs.</p>"}
 """
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
