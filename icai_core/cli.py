@@ -198,16 +198,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = run_icai(pairs, client, config, store=store, run_id=run_id, progress=progress, cancel=cancel)
     except (KeyboardInterrupt, Cancelled):
         bar.close()
-        store.update(run_id, status="interrupted", message="cancelled", cost=client.usage_dict())
+        store.update(run_id, status="interrupted", message="cancelled", cost=client.usage.to_dict())
         print(f"cancelled; rerun the same command to resume run {run_id}", file=sys.stderr)
         return 130
     except Exception as exc:
         bar.close()
-        store.update(run_id, status="failed", message=str(exc), cost=client.usage_dict())
+        store.update(run_id, status="failed", message=str(exc), cost=client.usage.to_dict())
         print(f"error: {exc}", file=sys.stderr)
         return 1
     bar.close()
-    store.update(run_id, status="done", message="finished", cost=client.usage_dict())
+    store.update(run_id, status="done", message="finished", cost=client.usage.to_dict())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from icai_core import interop

@@ -21,6 +21,7 @@ import pandas as pd
 from icai_core import prompts
 from icai_core.constitution import Constitution, build_constitution
 from icai_core.jobs import CancelToken, Progress, check, noop_progress
+from icai_core.llm import ChatRequest, parse_json_answer, raise_if_fatal
 from icai_core.reconstruct import evaluate, split_train_test
 from icai_core.stats import principle_stats, wilson_interval
 
@@ -113,8 +114,6 @@ def _pair_fields(row, max_chars: int, swap: bool = False) -> dict:
 
 
 def proposal_requests(pairs: pd.DataFrame, idx: np.ndarray, config: ICAIConfig):
-    from icai_core.llm import ChatRequest
-
     reqs = []
     for i in idx:
         row = pairs.iloc[i]
@@ -136,8 +135,6 @@ def proposal_requests(pairs: pd.DataFrame, idx: np.ndarray, config: ICAIConfig):
 
 
 def vote_requests(pairs: pd.DataFrame, idx: np.ndarray, texts: list[str], config: ICAIConfig):
-    from icai_core.llm import ChatRequest
-
     reqs = []
     for start in range(0, len(texts), config.principle_batch_size):
         batch = texts[start : start + config.principle_batch_size]
@@ -159,8 +156,6 @@ def vote_requests(pairs: pd.DataFrame, idx: np.ndarray, texts: list[str], config
 
 def annotate_requests(pairs: pd.DataFrame, idx: np.ndarray, constitution_text: str | None, config: ICAIConfig,
                       swap: bool = False, tag: str = "annotate"):
-    from icai_core.llm import ChatRequest
-
     if constitution_text:
         guidance = prompts.ANNOTATE_GUIDANCE_CONSTITUTION.format(constitution=constitution_text)
     else:
@@ -186,8 +181,6 @@ def annotate_requests(pairs: pd.DataFrame, idx: np.ndarray, constitution_text: s
 
 def parse_proposals_free(text: str | None, n_max: int) -> list[str]:
     """Principle strings from a `{"principles": [...]}` answer (or a bare list), whitespace-normalised."""
-    from icai_core.llm import parse_json_answer
-
     data = parse_json_answer(text or "")
     items = data.get("principles") if isinstance(data, dict) else data if isinstance(data, list) else None
     out = [" ".join(item.split()) for item in items or [] if isinstance(item, str) and item.strip()]
@@ -213,8 +206,6 @@ def parse_votes(text: str | None, n: int) -> tuple[list[int], list[bool]]:
     "A" -> 1, "B" -> -1, a not-relevant word -> 0; anything else (missing, malformed) is invalid and
     stored as 0, and the caller counts it.
     """
-    from icai_core.llm import parse_json_answer
-
     data = parse_json_answer(text or "")
     votes = data.get("votes") if isinstance(data, dict) else None
     if isinstance(votes, list):
@@ -231,8 +222,6 @@ def parse_votes(text: str | None, n: int) -> tuple[list[int], list[bool]]:
 
 
 def parse_annotation(text: str | None, swap: bool = False) -> str | None:
-    from icai_core.llm import parse_json_answer
-
     data = parse_json_answer(text or "")
     v = data.get("preferred") if isinstance(data, dict) else None
     v = str(v).strip().upper() if v is not None else None
@@ -271,6 +260,7 @@ class ChunkedRunner:
                 self.progress(base + d, total, f"{label}: {base + d:,} of {total:,} calls")
 
             results = self.client.complete_many(chunk, progress=_p, cancel=self.cancel)
+            raise_if_fatal(results)  # wrong key / model / URL: stop with the endpoint's message
             for req, res in zip(chunk, results, strict=True):
                 if res is None:
                     continue
@@ -280,31 +270,34 @@ class ChunkedRunner:
                     self.store.put(self.run_id, step, req.tag, answer)
             if self.store is not None and self.run_id is not None:
                 self.store.update(self.run_id, done=len(done), total=total, message=label,
-                                  cost=self.client.usage_dict())
+                                  cost=self.client.usage.to_dict())
         return done
 
 
-def estimate_run(pairs: pd.DataFrame, config: ICAIConfig, client) -> dict:
-    """Calls, tokens and dollars per stage, computed before a run starts.
+def estimate_run(pairs: pd.DataFrame, config: ICAIConfig, client, n_candidates: int | None = None) -> dict:
+    """Calls, tokens and dollars per stage (a dict of llm.CostEstimate), computed before a run starts.
 
-    Proposal and annotation requests are exact. Vote requests depend on how many clusters the
-    proposals form, so the estimate assumes `max_candidates` candidates (an upper bound).
+    Proposal and annotation requests are built exactly as the run will build them. Vote requests
+    depend on how many clusters the proposals form: before a run the estimate assumes
+    `max_candidates` candidates (an upper bound); pass `n_candidates` once clustering is done and
+    the estimate equals the calls the run makes (cached calls are counted separately).
     """
     train_idx, test_idx, prop_idx, ann_idx = _indices(pairs, config)
-    placeholder = [f"Select the response that has property {i}" for i in range(config.max_candidates)]
+    n = config.max_candidates if n_candidates is None else min(n_candidates, config.max_candidates)
+    placeholder = [f"Select the response that has property {i}" for i in range(n)]
+    all_idx = np.sort(np.concatenate([train_idx, test_idx]))
     stages = {
         "propose": (proposal_requests(pairs, prop_idx, config), prompts.PROPOSE.expected_completion_tokens),
-        "vote": (vote_requests(pairs, np.concatenate([train_idx, test_idx]), placeholder, config),
+        "vote": (vote_requests(pairs, all_idx, placeholder, config),
                  prompts.vote_expected_tokens(config.principle_batch_size)),
     }
-    n_ann_conditions = 2 + int(config.random_constitution) + int(config.flipped_check)
-    ann = annotate_requests(pairs, ann_idx, "1. " + placeholder[0], config) * n_ann_conditions
+    n_conditions = 2 + int(config.random_constitution) + int(config.flipped_check)
+    ann = []
+    for c in range(n_conditions):
+        ann += annotate_requests(pairs, ann_idx, f"1. condition {c}", config, tag=f"estimate{c}")
     stages["annotate"] = (ann, prompts.ANNOTATE.expected_completion_tokens)
-    out = {}
-    for name, (reqs, completion) in stages.items():
-        est = client.estimate_cost(reqs, expected_completion_tokens=completion)
-        out[name] = est
-    return out
+    return {name: client.estimate_cost(reqs, expected_completion_tokens=completion)
+            for name, (reqs, completion) in stages.items()}
 
 
 def _indices(pairs: pd.DataFrame, config: ICAIConfig):
@@ -433,7 +426,7 @@ def run_icai(
         config=config, pairs=pairs, train_index=train_idx, test_index=test_idx, proposals=proposals,
         clusters=clusters, candidates=candidates, votes=votes, invalid_votes=invalid, stats=stats,
         train_stats=train_stats, constitution=constitution, reconstruction=recon,
-        usage=client.usage_dict(), run_id=run_id,
+        usage=client.usage.to_dict(), run_id=run_id,
     )
 
 

@@ -302,9 +302,9 @@ def run_iteralign(
             n_flagged_after=n_after,
             flagged_rate_after=(len(flagged) - len(ok_idx) + n_after) / n,
         ))
-    usage = {"base": base.usage_dict(), "proposer": proposer.usage_dict()}
+    usage = {"base": base.usage.to_dict(), "proposer": proposer.usage.to_dict()}
     if oracle_client is not None and oracle_client is not proposer:
-        usage["oracle"] = oracle_client.usage_dict()
+        usage["oracle"] = oracle_client.usage.to_dict()
     ex = pd.DataFrame(examples, columns=["iteration", "prompt", "original", "revised", "flagged_before",
                                          "reason_before", "flagged_after", "reason_after"])
     return IterAlignResult(config=config, iterations=records, constitution=constitution, examples=ex,
