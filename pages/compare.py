@@ -1,0 +1,159 @@
+"""Compare annotators: principle strength per group (a split column) or per dataset, differences, diff."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from icai_core import figures as F
+from ui import common as C
+from ui import compare_ui as CU
+from ui import widgets as W
+
+st.title("Compare annotators")
+ds = C.require_data()
+audit = C.require_audit(ds)
+
+st.caption(
+    "Does a human reward the same things as the GPT-4 judge? Split the loaded data by a column "
+    "(annotator, model, language, category…) or compare whole datasets. Each principle's strength is "
+    "measured per group; differences are tested with Benjamini-Hochberg correction."
+)
+mode = st.radio(
+    "Compare",
+    ["groups", "datasets"],
+    format_func={"groups": "Groups within this dataset", "datasets": "Several datasets"}.get,
+    key="cmp_mode",
+    horizontal=True,
+)
+
+result = None
+if mode == "groups":
+    candidates = CU.split_columns(audit.pairs)
+    if not candidates:
+        st.info(
+            "This dataset has no column with 2 to 30 distinct values to split by (e.g. `annotator`, "
+            "`model_a`, `language`, `category`). Compare several datasets instead."
+        )
+        st.stop()
+    default = next(
+        (c for c in ("annotator", "category", "model_a", "language") if c in candidates),
+        next(iter(candidates)),
+    )
+    c1, c2 = st.columns([2, 1])
+    by = c1.selectbox(
+        "Split by",
+        list(candidates),
+        index=list(candidates).index(default),
+        format_func=lambda c: f"{c} ({candidates[c]} values)",
+        key="cmp_by",
+    )
+    min_pairs = c2.number_input("Min. labelled pairs per group", 5, 1000, 20, 5, key="cmp_min_pairs")
+    result = CU.compare_groups_cached(
+        audit.dataset_hash,
+        C.config_key(audit.config),
+        by,
+        int(min_pairs),
+        float(audit.config.alpha),
+        _audit=audit,
+    )
+else:
+    choices = CU.dataset_choices(ds)
+    default = [n for n in choices if n == ds.name][:1]
+    picked = st.multiselect(
+        "Datasets (the loaded one and the bundled samples)",
+        list(choices),
+        default=st.session_state.get("cmp_datasets_default", default),
+        key="cmp_datasets",
+        help="E.g. AlpacaEval's GPT-4 judge vs the human crowd vs Chatbot Arena users.",
+    )
+    run = st.button(
+        "Compare datasets",
+        type="primary",
+        key="cmp_run",
+        disabled=len(picked) < 2,
+        icon=":material/compare_arrows:",
+    )
+    if run:
+        CU.start_dataset_compare(
+            picked, choices, use_embeddings=audit.config.use_embeddings, alpha=audit.config.alpha
+        )
+    C.job_panel(CU.JOB, collect=CU.collect)
+    stored = st.session_state.get(CU.RESULT)
+    if stored is not None and sorted(stored["names"]) == sorted(picked):
+        result = stored["result"]
+    elif len(picked) < 2:
+        st.info("Pick at least two datasets.")
+
+if result is None:
+    st.stop()
+st.session_state["cmp_last"] = result  # the Report page includes the latest comparison
+
+for note in result.notes:
+    st.caption(note)
+if len(result.skipped):
+    with st.expander(f"{len(result.skipped)} group(s) skipped (too few labelled pairs)"):
+        st.dataframe(result.skipped, hide_index=True, width="stretch")
+if len(result.groups) < 2:
+    st.warning("Fewer than two groups have enough labelled pairs to compare.")
+    st.stop()
+
+texts = dict(zip(audit.stats["key"], audit.stats["text"], strict=False))
+st.subheader(f"Principle strength by {result.by}")
+st.plotly_chart(
+    F.strength_heatmap(result.strength_matrix, result.strength_ci_low, result.strength_ci_high, texts=texts),
+    key="cmp_heatmap",
+)
+
+st.subheader("Significant differences")
+diff = result.differences
+sig = diff[diff["significant"].astype(bool)].copy()
+sig = sig.reindex(sig["difference"].abs().sort_values(ascending=False).index)
+if sig.empty:
+    st.info("No principle's strength differs significantly between these groups.")
+else:
+    st.caption(
+        f"{len(sig)} of {len(diff)} tests significant (q < {result.alpha:g}; "
+        f"{'every pair of groups' if result.mode == 'pairwise' else 'each group vs all others'})."
+    )
+    cols = [
+        "text",
+        "group_a",
+        "group_b",
+        "strength_a",
+        "strength_b",
+        "difference",
+        "diff_ci_low",
+        "diff_ci_high",
+    ]
+    cols += ["q_value"]
+    st.dataframe(
+        sig[cols],
+        hide_index=True,
+        width="stretch",
+        column_config={
+            **W.stats_column_config(),
+            "strength_a": st.column_config.NumberColumn(format="%+.3f"),
+            "strength_b": st.column_config.NumberColumn(format="%+.3f"),
+            "difference": st.column_config.NumberColumn(format="%+.3f"),
+            "diff_ci_low": st.column_config.NumberColumn(format="%+.3f"),
+            "diff_ci_high": st.column_config.NumberColumn(format="%+.3f"),
+        },
+        key="cmp_sig_table",
+    )
+
+st.subheader("Constitution diff")
+g1c, g2c = st.columns(2)
+ga = g1c.selectbox("Group A", result.groups, index=0, key="cmp_diff_a")
+gb = g2c.selectbox("Group B", result.groups, index=min(1, len(result.groups) - 1), key="cmp_diff_b")
+sel = C.current_selection(audit)
+d = CU.group_constitution_diff(result, ga, gb, sel)
+st.caption(
+    "Each group's constitution is selected from its own statistics with the thresholds of the "
+    "Constitution page: " + ", ".join(f"{k} = {v}" for k, v in sel.items()) + "."
+)
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Shared", len(d.both))
+m2.metric("Flipped", len(d.flipped))
+m3.metric(f"Only {ga}"[:40], len(d.only_a))
+m4.metric(f"Only {gb}"[:40], len(d.only_b))
+st.dataframe(CU.diff_view(d, ga, gb), hide_index=True, width="stretch", key="cmp_diff_table")

@@ -1,0 +1,126 @@
+"""Principles: run the audit (background thread, progress, cancel), the principle table, the map."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from icai_core import figures as F
+from ui import common as C
+from ui import widgets as W
+
+st.title("Principles")
+ds = C.require_data()
+
+# --------------------------------------------------------------------------- run controls
+with st.container(border=True):
+    st.markdown(f"**Dataset:** {C.escape_md(ds.name)} · {ds.n:,} pairs")
+    c1, c2, c3 = st.columns([2, 2, 3])
+    c1.toggle(
+        "Use sentence embeddings",
+        value=st.session_state.get("use_embeddings", True),
+        key="use_embeddings",
+        help="Adds the embedding-based judges (e.g. relevance to the prompt). Slower on the first run; "
+        "the bundled MiniLM model runs locally.",
+    )
+    job = C.get_job()
+    running = job is not None and job.running
+    if c2.button(
+        "Run offline audit", type="primary", icon=":material/play_arrow:", disabled=running, key="run_audit"
+    ):
+        C.start_audit(ds, C.audit_config_from_state())
+        st.rerun()
+    eng = C.engine()
+    with c3:
+        if eng.llm_ready:
+            st.button(
+                "Run ICAI with the LLM engine",
+                icon=":material/smart_toy:",
+                disabled=True,
+                key="run_icai",
+                help="ICAI principle proposals through the LLM engine are not wired into the app yet.",
+            )
+        else:
+            st.caption(
+                "ICAI with an LLM (principle proposals) needs the LLM engine: set it up on the Home page."
+            )
+
+C.job_panel()
+audit = C.get_audit()
+if audit is None:
+    if C.get_job() is None:
+        st.info("Click **Run offline audit** to measure which principles this annotator rewards.")
+    st.stop()
+
+# --------------------------------------------------------------------------- headline + table
+stats = audit.stats
+sig = stats[stats["significant"].astype(bool)]
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Pairs", f"{len(audit.pairs):,}")
+m2.metric("Principles tested", len(stats))
+m3.metric("Significant", len(sig))
+m4.metric("Audit time", f"{audit.timings.get('total_s', 0):.1f} s")
+
+st.subheader("Principle table")
+st.caption(
+    "strength = relevance × (2·accuracy − 1): above 0 the annotator rewards the principle, below 0 it "
+    "penalises it. 95% confidence intervals; *significant* after Benjamini-Hochberg at α = "
+    f"{audit.config.alpha:g}."
+)
+W.stats_table(stats, audit.constitution.keys, audit.principles, key="principles_table")
+
+tab_bar, tab_scatter = st.tabs(["Strength", "Relevance vs accuracy"])
+with tab_bar:
+    st.plotly_chart(F.strength_bar(stats, selected=audit.constitution.keys), key="principles_strength")
+with tab_scatter:
+    st.plotly_chart(F.relevance_accuracy(stats), key="principles_relacc")
+
+# --------------------------------------------------------------------------- map + clusters
+st.subheader("Principle map")
+if not st.toggle("Show the principle map", value=True, key="show_map"):
+    st.stop()
+st.caption(
+    "Principle texts embedded with the bundled MiniLM model, projected to 2-D with UMAP and clustered "
+    "with HDBSCAN (grey = no cluster). Marker size = support (|strength| for measurable principles)."
+)
+cluster_result, err = C.principle_map(audit)
+if cluster_result is None:
+    st.warning(f"The principle map is unavailable: {err}")
+    st.stop()
+points, clusters = cluster_result.points, cluster_result.clusters
+st.plotly_chart(F.principle_scatter(points), key="principle_map")
+
+st.markdown("**Clusters**")
+st.dataframe(clusters, hide_index=True, width="stretch", column_config=W.stats_column_config())
+
+options = sorted(int(c) for c in points["cluster"].unique())
+label = {c: ("noise (no cluster)" if c == -1 else f"cluster {c}") for c in options}
+choice = st.selectbox("Inspect a cluster", options, format_func=label.get, key="cl_choice")
+members = points[points["cluster"] == choice]
+keys = [k for k in members.get("key", pd.Series(dtype=str)) if k in set(stats["key"])]
+st.markdown(f"**{label[choice]}: {len(members)} principles**")
+W.stats_table(
+    stats[stats["key"].isin(keys)], audit.constitution.keys, audit.principles, key="cluster_members"
+)
+
+if keys:
+    top = stats[stats["key"].isin(keys)].sort_values("strength", key=abs, ascending=False).iloc[0]
+    st.markdown(
+        f"**Example pairs** where the cluster's strongest principle votes — "
+        f"{C.escape_md(top['text'])} (strength {top['strength']:+.3f})"
+    )
+    col = audit.votes[top["key"]]
+    relevant = audit.pairs.index[(col != 0) & (audit.pairs["preferred"] != "tie")]
+    if len(relevant) == 0:
+        st.caption("This principle never votes on a labelled pair.")
+    else:
+        n_show = min(3, len(relevant))
+        for i in relevant[:n_show]:
+            row = audit.pairs.loc[i]
+            vote = W.VOTE_LABEL[int(col.loc[i])]
+            agrees = "agrees" if {"a": 1, "b": -1}.get(row["preferred"]) == int(col.loc[i]) else "disagrees"
+            with st.expander(
+                f"Pair {C.escape_md(row['id'])}: principle picks {vote}, annotator picked "
+                f"{W.CHOICE_LABEL.get(row['preferred'], row['preferred'])} ({agrees})"
+            ):
+                W.render_pair(row, height=200)

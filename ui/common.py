@@ -1,0 +1,582 @@
+"""Session state, cached computations and shared widgets of the Principia app.
+
+Session model (all in `st.session_state`):
+
+* ``dataset``  -> `LoadedDataset` (the canonical pair table + where it came from)
+* ``audit``    -> `icai_core.audit.AuditResult` of the loaded dataset (or absent)
+* ``audit_job``-> `ui.jobs.BackgroundJob` while an audit runs in the background
+* ``engine``   -> `ui.engine.EngineSettings` (the API key lives only here)
+
+Expensive work is cached across sessions with `st.cache_resource` / `st.cache_data`, keyed by the
+dataset's content hash and the audit configuration -- never by the engine settings or the API key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from ui.engine import EngineSettings
+from ui.jobs import BackgroundJob
+
+DATASET = "dataset"
+AUDIT = "audit"
+JOB = "audit_job"
+ENGINE = "engine"
+SELECTION = "selection"  # current constitution thresholds (dict)
+
+NO_DATA_MESSAGE = "No data loaded yet — load data on the **Data** page or click **Demo** on the Home page."
+NO_AUDIT_MESSAGE = (
+    "No audit yet — run the offline audit on the **Principles** page (or click **Demo** on Home)."
+)
+
+
+@dataclass
+class LoadedDataset:
+    name: str
+    pairs: pd.DataFrame
+    hash: str
+    format: str = ""
+    source: str = "upload"  # upload | demo | bundled
+    report: Any = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.pairs)
+
+
+# --------------------------------------------------------------------------- state accessors
+def ss() -> Any:
+    return st.session_state
+
+
+def engine() -> EngineSettings:
+    if ENGINE not in st.session_state:
+        st.session_state[ENGINE] = EngineSettings()
+    return st.session_state[ENGINE]
+
+
+def get_dataset() -> LoadedDataset | None:
+    return st.session_state.get(DATASET)
+
+
+def get_audit():
+    audit = st.session_state.get(AUDIT)
+    ds = get_dataset()
+    if audit is not None and ds is not None and audit.dataset_hash != ds.hash:
+        return None  # stale: belongs to a dataset that is no longer loaded
+    return audit
+
+
+def get_job() -> BackgroundJob | None:
+    return st.session_state.get(JOB)
+
+
+def pairs_hash(pairs: pd.DataFrame) -> str:
+    try:
+        from icai_core.audit import dataset_hash
+
+        return dataset_hash(pairs)
+    except Exception:  # pragma: no cover - fallback if audit is unavailable
+        h = pd.util.hash_pandas_object(pairs.astype(str), index=False).to_numpy()
+        return hashlib.sha256(h.tobytes()).hexdigest()[:16]
+
+
+def set_dataset(ds: LoadedDataset) -> None:
+    """Make `ds` the current dataset; drop the audit of a previous dataset and stop its job."""
+    old = get_dataset()
+    st.session_state[DATASET] = ds
+    if old is None or old.hash != ds.hash:
+        job = get_job()
+        if job is not None and job.running:
+            job.cancel()
+        st.session_state.pop(JOB, None)
+        st.session_state.pop(AUDIT, None)
+        st.session_state.pop(SELECTION, None)
+        for k in list(st.session_state.keys()):
+            if str(k).startswith(("thr_", "cmp_", "ex_", "cl_")):
+                del st.session_state[k]
+        # A cached audit of the same data and default config is reused at once.
+        cached = audit_cache().get((ds.hash, default_config_key()))
+        if cached is not None:
+            st.session_state[AUDIT] = cached
+
+
+def dataset_from_load_result(result: Any, *, name: str, source: str) -> LoadedDataset:
+    pairs = result.pairs
+    return LoadedDataset(
+        name=name,
+        pairs=pairs,
+        hash=pairs_hash(pairs),
+        format=str(getattr(result, "format", "") or ""),
+        source=source,
+        report=getattr(result, "report", None),
+    )
+
+
+# --------------------------------------------------------------------------- audit runs
+@st.cache_resource(show_spinner=False)
+def audit_cache() -> dict:
+    """Process-wide store of finished audits keyed by (dataset hash, config key)."""
+    return {}
+
+
+def config_key(config: Any) -> str:
+    return repr(sorted(dataclasses.asdict(config).items()))
+
+
+def default_config_key() -> str:
+    from icai_core.audit import AuditConfig
+
+    return config_key(AuditConfig(use_embeddings=st.session_state.get("use_embeddings", True)))
+
+
+def start_audit(ds: LoadedDataset, config: Any) -> BackgroundJob | None:
+    """Start the offline audit of `ds` in a background thread (or reuse a cached result)."""
+    from icai_core.audit import default_cache_dir, run_offline_audit
+
+    key = (ds.hash, config_key(config))
+    cached = audit_cache().get(key)
+    if cached is not None:
+        st.session_state[AUDIT] = cached
+        st.session_state.pop(JOB, None)
+        return None
+    running = get_job()
+    if running is not None and running.running:
+        running.cancel()
+    pairs = ds.pairs
+    name = ds.name
+
+    def work(progress, cancel):
+        recorder = RunRecorder(name, ds.hash, config)
+        try:
+            result = run_offline_audit(
+                pairs,
+                config,
+                dataset_name=name,
+                progress=recorder.wrap(progress),
+                cancel=cancel,
+                cache_dir=default_cache_dir(),
+            )
+        except BaseException as exc:
+            recorder.finish(exc)
+            raise
+        recorder.finish(None, result)
+        return result
+
+    job = BackgroundJob(work, label="offline audit", key=key)
+    st.session_state[JOB] = job
+    st.session_state.pop(AUDIT, None)
+    st.session_state.pop(SELECTION, None)
+    return job
+
+
+def collect_finished_job() -> BackgroundJob | None:
+    """Move a finished job's result into the session (and the cross-session cache)."""
+    job = get_job()
+    if job is None or job.running:
+        return job
+    if job.status == "done" and job.result is not None:
+        ds = get_dataset()
+        if ds is not None and job.key and job.key[0] == ds.hash:
+            st.session_state[AUDIT] = job.result
+            cache = audit_cache()
+            cache[job.key] = job.result
+            while len(cache) > 8:
+                cache.pop(next(iter(cache)))
+        st.session_state.pop(JOB, None)
+    return job
+
+
+def wait_for_job(timeout: float = 120.0) -> None:
+    """Block until the current job finishes (used by scripted runs, e.g. `?run=1`)."""
+    job = get_job()
+    if job is not None:
+        job.wait(timeout)
+        collect_finished_job()
+
+
+def job_panel(job_key: str = JOB, *, collect=None, poll_every: float = 0.5) -> None:
+    """Progress bar + cancel button of a running background job; reruns the page when it finishes.
+
+    `collect(job)` moves a finished job's result into the session (default: the audit's collector).
+    """
+    collect = collect or (lambda _job: collect_finished_job())
+
+    @st.fragment(run_every=poll_every)
+    def _poll():
+        job = st.session_state.get(job_key)
+        if job is None:
+            return
+        if job.running:
+            st.progress(job.fraction, text=f"{job.label}: {job.message} ({job.elapsed:.0f} s)")
+            if st.button("Cancel", key=f"cancel_{job_key}", icon=":material/cancel:"):
+                job.cancel()
+                st.toast("Cancelling… the job stops at the next checkpoint.")
+        else:
+            st.rerun()
+
+    job = st.session_state.get(job_key)
+    if job is None:
+        return
+    if not job.running:
+        collect(job)
+        if job.status == "cancelled":
+            st.warning(f"The {job.label} was cancelled. Work done so far is cached; run it again to resume.")
+        elif job.status == "failed":
+            st.error(f"The {job.label} failed: {job.error}")
+        if job.status != "done":
+            st.session_state.pop(job_key, None)
+        return
+    _poll()
+
+
+# --------------------------------------------------------------------------- cached derived results
+@st.cache_data(show_spinner=False, max_entries=512)
+def rebuild_cached(
+    dataset_hash: str,
+    cfg_key: str,
+    min_relevance: float,
+    min_abs_strength: float,
+    alpha: float,
+    max_size: int,
+    require_significant: bool,
+    _audit: Any,
+):
+    """`AuditResult.rebuild` memoised by dataset hash + config + thresholds (the sliders)."""
+    return _audit.rebuild(
+        min_relevance=min_relevance,
+        min_abs_strength=min_abs_strength,
+        alpha=alpha,
+        max_size=int(max_size),
+        require_significant=require_significant,
+    )
+
+
+def default_selection(audit: Any) -> dict:
+    return dict(audit.config.constitution_settings())
+
+
+def current_selection(audit: Any) -> dict:
+    sel = st.session_state.get(SELECTION)
+    if not sel:
+        sel = default_selection(audit)
+        st.session_state[SELECTION] = sel
+    return dict(sel)
+
+
+def current_constitution(audit: Any):
+    """(constitution, reconstruction, selection) for the current thresholds (cached)."""
+    sel = current_selection(audit)
+    if sel == default_selection(audit):
+        return audit.constitution, audit.reconstruction, sel
+    const, recon = rebuild_cached(
+        audit.dataset_hash,
+        config_key(audit.config),
+        float(sel["min_relevance"]),
+        float(sel["min_abs_strength"]),
+        float(sel["alpha"]),
+        int(sel["max_size"]),
+        bool(sel["require_significant"]),
+        _audit=audit,
+    )
+    return const, recon, sel
+
+
+def principle_objects(audit: Any):
+    """The Principle objects behind an audit's vote columns (texts and inverse texts), or None."""
+    if audit is None:
+        return None
+    try:
+        return audit._principle_objects()
+    except Exception:
+        return None
+
+
+# --------------------------------------------------------------------------- gates and widgets
+def require_data() -> LoadedDataset:
+    ds = get_dataset()
+    if ds is None:
+        st.info(NO_DATA_MESSAGE, icon=":material/info:")
+        c1, c2 = st.columns(2)
+        c1.page_link("pages/data.py", label="Go to the Data page", icon=":material/upload_file:")
+        if HOME is not None:
+            c2.page_link(HOME, label="Home (Demo)", icon=":material/home:")
+        st.stop()
+    return ds
+
+
+def require_audit(ds: LoadedDataset):
+    job_panel()
+    audit = get_audit()
+    if audit is None:
+        if get_job() is None:
+            st.info(NO_AUDIT_MESSAGE, icon=":material/info:")
+            st.page_link("pages/principles.py", label="Go to the Principles page", icon=":material/science:")
+        st.stop()
+    return audit
+
+
+HOME = None  # the Home st.Page, set by app.py on every run
+
+
+def dataset_badge() -> None:
+    """Sidebar line naming the loaded dataset and the audit state."""
+    ds = get_dataset()
+    with st.sidebar:
+        if ds is None:
+            st.caption("No dataset loaded.")
+            return
+        st.caption(f"**Dataset:** {escape_md(ds.name)} · {ds.n:,} pairs")
+        job = get_job()
+        if job is not None and job.running:
+            st.caption(f"Audit running… {job.fraction:.0%}")
+        elif get_audit() is not None:
+            st.caption("Audit ready.")
+
+
+def escape_md(text: Any) -> str:
+    """Escape user text for st.markdown/captions (no markdown, no HTML, no links)."""
+    s = str(text)
+    for ch in ("\\", "`", "*", "_", "[", "]", "<", ">", "#", "|", "$", "~"):
+        s = s.replace(ch, "\\" + ch)
+    return s
+
+
+def fmt_pct(x: Any) -> str:
+    try:
+        return f"{float(x):.1%}"
+    except (TypeError, ValueError):
+        return "n/a"
+
+
+class Timer:
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.s = time.perf_counter() - self.t0
+
+
+# --------------------------------------------------------------------------- datasets
+DEMO_FALLBACK_NAME = "bundled demo dataset"
+
+
+def demo_name() -> str:
+    try:
+        from icai_core import data
+
+        return str(data.DEFAULT_DEMO)
+    except Exception:
+        return DEMO_FALLBACK_NAME
+
+
+def demo_description() -> str:
+    try:
+        from icai_core import data
+
+        return str(data.DEMO_DATASETS.get(data.DEFAULT_DEMO, data.DEFAULT_DEMO))
+    except Exception:
+        return DEMO_FALLBACK_NAME
+
+
+def audit_config_from_state():
+    """The AuditConfig the current session asks for (embeddings toggle on the Principles page)."""
+    from icai_core.audit import AuditConfig
+
+    return AuditConfig(use_embeddings=bool(st.session_state.get("use_embeddings", True)))
+
+
+def load_demo_dataset(*, start: bool = True) -> LoadedDataset | None:
+    """Load the bundled demo dataset (and start its audit). Errors are shown, never raised."""
+    from icai_core import data
+
+    try:
+        result = data.load_demo()
+    except Exception as exc:  # a broken install: say so plainly
+        st.error(f"Could not load the demo dataset: {exc}")
+        return None
+    ds = dataset_from_load_result(result, name=demo_name(), source="demo")
+    set_dataset(ds)
+    if start and get_audit() is None:
+        start_audit(ds, audit_config_from_state())
+    return ds
+
+
+def bundled_choices() -> dict[str, Any]:
+    """name -> path of the bundled real samples offered by icai_core.data."""
+    try:
+        from icai_core import data
+
+        return dict(data.bundled_datasets())
+    except Exception:
+        return {}
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def summary_cached(dataset_hash: str, *, _pairs: pd.DataFrame) -> dict:
+    from icai_core.data import dataset_summary
+
+    return dataset_summary(_pairs)
+
+
+@st.cache_resource(show_spinner="Embedding and clustering the principle texts…", max_entries=16)
+def _cluster_texts(texts: tuple[str, ...]):
+    from icai_core.audit import default_cache_dir
+    from icai_core.cluster import cluster_principles
+    from icai_core.embed import Embedder
+
+    embedder = Embedder(cache_path=default_cache_dir() / "embeddings.sqlite", max_seq_length=64)
+    return cluster_principles(list(texts), embedder=embedder)
+
+
+def principle_map(audit: Any):
+    """(points, clusters) of the audit's principle texts, or (None, reason).
+
+    For measurable principles `support` is |strength| over all labelled pairs (relevance in the
+    hover); cluster_principles' own support (number of identical proposals) is 1 for each of them.
+    """
+    from types import SimpleNamespace
+
+    stats = audit.stats.reset_index(drop=True)
+    try:
+        res = _cluster_texts(tuple(str(t) for t in stats["text"]))
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    pts = res.points.copy()
+    pos = np.asarray(res.input_point)
+    pts["key"] = None
+    pts["strength"] = np.nan
+    pts["relevance"] = np.nan
+    for i, p in enumerate(pos):
+        pts.loc[p, "key"] = stats.loc[i, "key"]
+        pts.loc[p, "strength"] = stats.loc[i, "strength"]
+        pts.loc[p, "relevance"] = stats.loc[i, "relevance"]
+    pts["support"] = pts["strength"].abs().fillna(0.0)
+    cl = res.clusters.copy()
+    if len(cl):
+        by_cluster = pts.groupby("cluster")["strength"].agg(["mean", lambda s: s.abs().max()])
+        by_cluster.columns = ["mean_strength", "max_abs_strength"]
+        cl = cl.merge(by_cluster, left_on="cluster", right_index=True, how="left")
+        if "top_members" in cl:
+            cl["top_members"] = cl["top_members"].map(
+                lambda m: " | ".join(map(str, m)) if m is not None else ""
+            )
+        keep = ["cluster", "size", "representative", "mean_strength", "max_abs_strength", "mean_similarity"]
+        keep += ["top_members"]
+        cl = cl[[c for c in keep if c in cl.columns]]
+    return SimpleNamespace(points=pts, clusters=cl, params=res.params), None
+
+
+def load_bundled(name: str) -> LoadedDataset | None:
+    from icai_core import data
+
+    choices = bundled_choices()
+    if name not in choices:
+        st.error(f"Unknown bundled dataset {name!r}. Available: {', '.join(choices) or 'none'}.")
+        return None
+    try:
+        result = data.load_pairs(choices[name], name=name)
+    except data.DataError as exc:
+        st.error(str(exc))
+        return None
+    ds = dataset_from_load_result(result, name=name, source="bundled")
+    set_dataset(ds)
+    return ds
+
+
+def apply_query_params() -> None:
+    """`?dataset=<bundled name>` (or `demo`) loads that dataset once per session."""
+    name = st.query_params.get("dataset")
+    if not name or st.session_state.get("_qp_dataset") == name:
+        return
+    st.session_state["_qp_dataset"] = name
+    if name == "demo":
+        load_demo_dataset(start=False)
+    else:
+        load_bundled(name)
+
+
+def recent_runs(limit: int = 8) -> pd.DataFrame | None:
+    try:
+        from icai_core.store import RunStore
+    except Exception:
+        return None
+    try:
+        with RunStore() as store:
+            return store.list_runs(limit=limit)
+    except Exception:
+        return None
+
+
+def run_constitution(run_id: str) -> dict | None:
+    """The constitution saved with a past run, or None."""
+    try:
+        from icai_core.store import RunStore
+
+        with RunStore() as store:
+            return store.load_result(run_id, "constitution")
+    except Exception:
+        return None
+
+
+class RunRecorder:
+    """Records an app audit in the local run store (best effort: a store problem never stops an audit)."""
+
+    def __init__(self, dataset_name: str, data_hash: str, config: Any):
+        self.run_id = None
+        self.store = None
+        self._last = 0.0
+        try:
+            from icai_core.audit import config_dict
+            from icai_core.store import RunStore
+
+            self.store = RunStore()
+            self.run_id = self.store.create_run("offline_audit", dataset_name, data_hash, config_dict(config))
+        except Exception:
+            self.store = None
+
+    def wrap(self, progress):
+        def _progress(done: int, total: int, message: str = "") -> None:
+            progress(done, total, message)
+            now = time.time()
+            if self.store is not None and now - self._last > 1.0:
+                self._last = now
+                try:
+                    self.store.update(self.run_id, done=done, total=total, message=message)
+                except Exception:
+                    pass
+
+        return _progress
+
+    def finish(self, exc: BaseException | None, result: Any = None) -> None:
+        if self.store is None:
+            return
+        try:
+            from icai_core.jobs import Cancelled
+
+            if exc is None:
+                self.store.update(self.run_id, status="done", message="Audit finished (app)")
+                self.store.save_result(self.run_id, "stats", result.stats)
+                self.store.save_result(self.run_id, "constitution", result.constitution.to_dict())
+                self.store.save_result(self.run_id, "reconstruction", result.reconstruction.table)
+            elif isinstance(exc, Cancelled):
+                self.store.update(self.run_id, status="cancelled", message="cancelled by the user")
+            else:
+                self.store.update(self.run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        except Exception:
+            pass
+        finally:
+            try:
+                self.store.close()
+            except Exception:
+                pass

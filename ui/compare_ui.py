@@ -1,0 +1,139 @@
+"""Helpers of the Compare page: split columns, cached comparisons, dataset comparison job, diffs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from ui import common as C
+from ui.jobs import BackgroundJob
+
+JOB = "cmp_job"
+RESULT = "cmp_datasets_result"
+NOT_SPLITTABLE = {"id", "pair_id", "prompt", "text_a", "text_b", "preferred"}
+MIN_GROUPS, MAX_GROUPS = 2, 30
+
+
+def split_columns(pairs: pd.DataFrame) -> dict[str, int]:
+    """Columns with 2-30 distinct values (annotator, model_a, language, category, …) -> count."""
+    out: dict[str, int] = {}
+    for col in pairs.columns:
+        if col in NOT_SPLITTABLE:
+            continue
+        try:
+            n = int(pairs[col].astype(str).nunique(dropna=False))
+        except TypeError:
+            continue
+        if MIN_GROUPS <= n <= MAX_GROUPS:
+            out[str(col)] = n
+    return out
+
+
+@st.cache_data(show_spinner="Comparing groups…", max_entries=64)
+def compare_groups_cached(
+    dataset_hash: str, cfg_key: str, by: str, min_pairs: int, alpha: float, _audit: Any
+):
+    from icai_core.compare import compare_groups
+
+    return compare_groups(
+        _audit.votes,
+        _audit.pairs,
+        by,
+        principles=C.principle_objects(_audit),
+        min_pairs=min_pairs,
+        alpha=alpha,
+    )
+
+
+LOADED_PREFIX = "loaded: "
+
+
+def dataset_choices(ds: C.LoadedDataset) -> dict[str, Any]:
+    """Datasets offered for comparison: the loaded one plus every bundled one."""
+    choices: dict[str, Any] = {ds.name: None}
+    for name, spec in C.bundled_choices().items():
+        if name != ds.name:
+            choices[name] = spec
+    return choices
+
+
+def start_dataset_compare(
+    names: list[str], choices: dict[str, Any], *, use_embeddings: bool, alpha: float
+) -> None:
+    from icai_core import data
+    from icai_core.audit import compute_votes_cached, default_cache_dir
+    from icai_core.compare import compare_datasets
+
+    ds = C.get_dataset()
+    audit = C.get_audit()
+    names = list(names)
+    principles = C.principle_objects(audit)
+
+    def work(progress, cancel):
+        items = []
+        for i, name in enumerate(names):
+            progress(i, len(names), f"Votes of {name}")
+            if choices.get(name) is None and ds is not None and name == ds.name and audit is not None:
+                items.append((name, audit.votes, audit.pairs["preferred"]))
+                continue
+            spec = choices[name]
+            path = spec.get("path") if isinstance(spec, dict) else getattr(spec, "path", spec)
+            pairs = data.load_pairs(path, name=name).pairs
+
+            def sub(done, total, message, i=i, name=name):
+                frac = done / max(total, 1)
+                progress(int(1000 * (i + frac)), 1000 * len(names), f"{name}: {message}")
+
+            votes = compute_votes_cached(
+                pairs,
+                use_embeddings=use_embeddings,
+                cache_dir=default_cache_dir(),
+                progress=sub,
+                cancel=cancel,
+            )
+            items.append((name, votes, pairs["preferred"]))
+        progress(len(names), len(names), "Comparing")
+        return {"names": names, "result": compare_datasets(items, principles=principles, alpha=alpha)}
+
+    st.session_state.pop(RESULT, None)
+    st.session_state[JOB] = BackgroundJob(work, label="dataset comparison")
+
+
+def collect(job: BackgroundJob) -> None:
+    if job.status == "done" and job.result is not None:
+        st.session_state[RESULT] = job.result
+        st.session_state.pop(JOB, None)
+
+
+def group_constitution(result: Any, group: str, selection: dict):
+    from icai_core.constitution import build_constitution
+
+    stats = result.per_group[result.per_group["group"] == group].drop(columns=["group"])
+    return build_constitution(stats, principles=C.principle_objects(C.get_audit()), **selection)
+
+
+def group_constitution_diff(result: Any, group_a: str, group_b: str, selection: dict):
+    from icai_core.compare import constitution_diff
+
+    return constitution_diff(
+        group_constitution(result, group_a, selection), group_constitution(result, group_b, selection)
+    )
+
+
+STATUS = {"both": "in both", "flipped": "opposite directions", "only_a": "only in A", "only_b": "only in B"}
+
+
+def diff_view(d: Any, group_a: str, group_b: str) -> pd.DataFrame:
+    t = d.table.copy()
+    t["status"] = t["status"].map(lambda s: STATUS.get(s, s))
+    t = t.rename(
+        columns={
+            "text_a": f"wording in A ({group_a})",
+            "text_b": f"wording in B ({group_b})",
+            "strength_a": "strength A",
+            "strength_b": "strength B",
+        }
+    )
+    return t.drop(columns=[c for c in ("inverted_a", "inverted_b") if c in t.columns])

@@ -1,0 +1,172 @@
+"""The Home page: what Principia finds, a one-click demo, engine settings, recent runs."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import common as C
+from ui.engine import LLM, OFFLINE
+
+
+def render() -> None:
+    st.title("Principia")
+    st.markdown(
+        "**Which principles does your annotator really reward?** Upload pairwise preference data — human "
+        "votes, LLM-as-judge verdicts (e.g. AlpacaEval's GPT-4 judge), Chatbot Arena users — and Principia "
+        "tells you, with evidence, what that annotator prefers: longer answers, lists, a confident tone, "
+        "refusals… and how well a short *constitution* of such principles reconstructs its choices "
+        "(Inverse Constitutional AI)."
+    )
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        st.markdown(
+            "##### 1 · Measure\n"
+            "About forty measurable judges (length, lists, headers, code, hedging, confidence, refusals, "
+            "politeness, overlap with the prompt…) vote on every pair: *A*, *B* or *not relevant*."
+        )
+    with c2:
+        st.markdown(
+            "##### 2 · Test\n"
+            "Against the annotator's choices each principle gets a **relevance**, an **accuracy** and a "
+            "**strength** with 95% confidence intervals, exact binomial tests and Benjamini-Hochberg correction."
+        )
+    with c3:
+        st.markdown(
+            "##### 3 · Reconstruct\n"
+            "The strongest significant principles form a constitution, selected on a training split and "
+            "scored on held-out pairs against baselines (majority class, random constitutions, best single rule)."
+        )
+
+    st.divider()
+    _demo_section()
+    st.divider()
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        _engine_section()
+    with right:
+        _recent_runs()
+
+
+# --------------------------------------------------------------------------- demo
+def _demo_section() -> None:
+    st.subheader("Try it on real data")
+    st.markdown(
+        f"One click loads a bundled sample of real public judgements — **{C.escape_md(C.demo_description())}** — "
+        "and runs the offline audit: no key, no network."
+    )
+    b1, b2 = st.columns([1, 3])
+    clicked = b1.button("Demo", type="primary", icon=":material/play_arrow:", key="demo_button")
+    b2.page_link("pages/data.py", label="…or upload your own data", icon=":material/upload_file:")
+    if clicked:
+        C.load_demo_dataset(start=True)
+    ds = C.get_dataset()
+    if ds is None:
+        return
+    C.job_panel()
+    audit = C.get_audit()
+    if audit is None:
+        if C.get_job() is None:
+            st.caption(
+                f"Loaded **{C.escape_md(ds.name)}** ({ds.n:,} pairs). Run the audit on the Principles page."
+            )
+        return
+    _headline(audit)
+
+
+def _headline(audit) -> None:
+    stats = audit.stats.dropna(subset=["strength"])
+    sig = stats[stats["significant"].astype(bool)] if "significant" in stats else stats
+    rewarded = sig[sig["strength"] > 0].sort_values("strength", ascending=False).head(3)
+    penalised = sig[sig["strength"] < 0].sort_values("strength").head(3)
+    recon = audit.reconstruction.table.set_index("method")
+    st.success(f"Audit of **{C.escape_md(audit.dataset_name)}** ready ({len(audit.pairs):,} pairs).")
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Significant principles", f"{len(sig)} of {len(stats)}")
+    m2.metric("Constitution size", len(audit.constitution))
+    if "logistic_regression" in recon.index:
+        base = recon["agreement"].get("majority_class")
+        agree = recon.loc["logistic_regression", "agreement"]
+        delta = None if base is None else f"{(agree - base) * 100:+.1f} pts vs majority class"
+        m3.metric("Held-out agreement", C.fmt_pct(agree), delta=delta)
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**Most rewarded**")
+        for _, r in rewarded.iterrows():
+            st.markdown(f"- {C.escape_md(r['text'])} — strength {r['strength']:+.3f}")
+        if rewarded.empty:
+            st.caption("none significant")
+    with c2:
+        st.markdown("**Most penalised**")
+        for _, r in penalised.iterrows():
+            st.markdown(f"- {C.escape_md(r['text'])} — strength {r['strength']:+.3f}")
+        if penalised.empty:
+            st.caption("none significant")
+    l1, l2, l3 = st.columns(3)
+    l1.page_link("pages/principles.py", label="Principles", icon=":material/science:")
+    l2.page_link("pages/constitution.py", label="Constitution & reconstruction", icon=":material/gavel:")
+    l3.page_link("pages/report.py", label="Download the report", icon=":material/download:")
+
+
+# --------------------------------------------------------------------------- engine
+def _sync_engine() -> None:
+    eng = C.engine()
+    eng.mode = LLM if st.session_state.get("_eng_mode", "").startswith("LLM") else OFFLINE
+    eng.base_url = st.session_state.get("_eng_base_url", eng.base_url)
+    eng.model = st.session_state.get("_eng_model", eng.model)
+    eng.api_key = st.session_state.get("_eng_api_key", eng.api_key)
+
+
+MODE_LABELS = ["Offline (measurable judges, no network)", "LLM (OpenAI-compatible endpoint)"]
+
+
+def _engine_section() -> None:
+    eng = C.engine()
+    st.subheader("Engine")
+    st.radio(
+        "Engine",
+        MODE_LABELS,
+        index=1 if eng.mode == LLM else 0,
+        key="_eng_mode",
+        on_change=_sync_engine,
+        label_visibility="collapsed",
+    )
+    if eng.mode != LLM:
+        st.caption(
+            "The offline engine needs no key and sends nothing anywhere. The LLM engine (ICAI principle "
+            "proposals, red-teaming) talks to any OpenAI-compatible API."
+        )
+        return
+    st.text_input("Base URL", value=eng.base_url, key="_eng_base_url", on_change=_sync_engine)
+    st.text_input("Model", value=eng.model, key="_eng_model", on_change=_sync_engine)
+    st.text_input(
+        "API key",
+        value=eng.api_key,
+        type="password",
+        key="_eng_api_key",
+        on_change=_sync_engine,
+        help="Kept only in this browser session's memory: never written to disk, logged, cached or exported.",
+    )
+    _sync_engine()
+    if st.button("Test connection", key="eng_test", icon=":material/wifi_tethering:"):
+        try:
+            from icai_core.llm import LLMConfig, check_endpoint
+        except ImportError:  # pragma: no cover - llm module missing
+            st.error("The LLM client is not available in this installation.")
+            return
+        with st.spinner("Contacting the endpoint…"):
+            ok, message = check_endpoint(
+                LLMConfig(base_url=eng.base_url, model=eng.model, api_key=eng.api_key)
+            )
+        (st.success if ok else st.error)(message)
+
+
+# --------------------------------------------------------------------------- runs
+def _recent_runs() -> None:
+    st.subheader("Recent runs")
+    runs = C.recent_runs(limit=8)
+    if runs is None:
+        st.caption("The run store is not available.")
+    elif len(runs) == 0:
+        st.caption("No saved runs yet. Audits run from the CLI (`icai audit …`) are listed here.")
+    else:
+        st.dataframe(runs, hide_index=True, width="stretch")

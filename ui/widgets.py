@@ -1,0 +1,203 @@
+"""Reusable Streamlit widgets: statistic tables, the pair viewer and the example browser.
+
+Pair texts (prompt, responses) are untrusted: they are rendered with `st.text` (plain text, no
+markdown, no HTML) inside fixed-height containers, never with `unsafe_allow_html`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+ALPHAS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.2]
+VOTE_LABEL = {1: "A", -1: "B", 0: "—"}
+CHOICE_LABEL = {"a": "A", "b": "B", "tie": "tie"}
+
+
+def nearest(options: list[float], value: float) -> float:
+    return min(options, key=lambda o: abs(o - value))
+
+
+def stats_column_config() -> dict:
+    pct = st.column_config.NumberColumn(format="percent")
+    signed = st.column_config.NumberColumn(format="%+.3f")
+    return {
+        "relevance": pct,
+        "accuracy": pct,
+        "accuracy_ci_low": pct,
+        "accuracy_ci_high": pct,
+        "agreement": pct,
+        "ci_low": pct,
+        "ci_high": pct,
+        "strength": signed,
+        "strength_ci_low": signed,
+        "strength_ci_high": signed,
+        "support": st.column_config.NumberColumn(format="%.3f"),
+        "q_value": st.column_config.NumberColumn(format="%.2g"),
+        "p_value": st.column_config.NumberColumn(format="%.2g"),
+        "text": st.column_config.TextColumn(width="large"),
+        "description": st.column_config.TextColumn(width="large"),
+    }
+
+
+STATS_VIEW = [
+    "key",
+    "text",
+    "family",
+    "in_constitution",
+    "strength",
+    "strength_ci_low",
+    "strength_ci_high",
+    "relevance",
+    "accuracy",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
+    "n_relevant",
+    "q_value",
+    "significant",
+]
+
+
+def stats_view(stats: pd.DataFrame, selected: Iterable[str] = (), principles: pd.DataFrame | None = None):
+    s = stats.copy()
+    if principles is not None and "family" in principles.columns and "family" not in s.columns:
+        s = s.merge(principles[["key", "family"]], on="key", how="left")
+    s["in_constitution"] = s["key"].isin(set(selected))
+    s = s.reindex(s["strength"].abs().sort_values(ascending=False).index)
+    return s[[c for c in STATS_VIEW if c in s.columns]]
+
+
+def stats_table(
+    stats: pd.DataFrame, selected: Iterable[str] = (), principles: pd.DataFrame | None = None, **kw
+):
+    st.dataframe(
+        stats_view(stats, selected, principles),
+        hide_index=True,
+        width="stretch",
+        column_config=stats_column_config(),
+        **kw,
+    )
+
+
+# --------------------------------------------------------------------------- pairs
+def text_box(label: str, text: Any, *, height: int = 260, highlight: bool = False) -> None:
+    """Untrusted text, shown verbatim (st.text) in a scrollable box."""
+    st.markdown(f"**{label}**" + ("  :green-badge[preferred]" if highlight else ""))
+    with st.container(height=height, border=True):
+        body = "" if text is None else str(text)
+        st.text(body if body else "(empty response)")
+
+
+def render_pair(row: pd.Series, *, height: int = 260) -> None:
+    pref = str(row.get("preferred", ""))
+    meta = [
+        f"{k}: {row[k]}"
+        for k in ("annotator", "model_a", "model_b", "category", "language")
+        if k in row and row[k]
+    ]
+    if meta:
+        st.caption(" · ".join(str(m) for m in meta).replace("*", "∗").replace("_", "\\_"))
+    text_box("Prompt", row.get("prompt", ""), height=min(height, 160))
+    a, b = st.columns(2)
+    with a:
+        text_box("Response A", row.get("text_a", ""), height=height, highlight=pref == "a")
+    with b:
+        text_box("Response B", row.get("text_b", ""), height=height, highlight=pref == "b")
+
+
+def vote_table(
+    votes_row: pd.Series,
+    preferred: str,
+    texts: dict[str, str],
+    constitution: Any = None,
+    only_relevant: bool = True,
+) -> pd.DataFrame:
+    signs = dict(getattr(constitution, "signs", {}) or {})
+    target = {"a": 1, "b": -1}.get(preferred, 0)
+    rows = []
+    for key, v in votes_row.items():
+        v = int(v)
+        if only_relevant and v == 0:
+            continue
+        agrees = "—" if v == 0 or target == 0 else ("✓ agrees" if v == target else "✗ disagrees")
+        rows.append(
+            {
+                "principle": texts.get(key, key),
+                "key": key,
+                "vote": VOTE_LABEL.get(v, str(v)),
+                "vs annotator": agrees,
+                "in constitution": ("reversed" if signs.get(key) == -1 else "yes") if key in signs else "",
+            }
+        )
+    return pd.DataFrame(rows, columns=["principle", "key", "vote", "vs annotator", "in constitution"])
+
+
+FILTERS = {
+    "all": "All pairs",
+    "wrong": "Held-out pairs the constitution gets wrong",
+    "right": "Held-out pairs the constitution gets right",
+    "tie": "Ties",
+}
+
+
+def example_browser(audit: Any, constitution: Any, recon: Any, *, key: str = "ex") -> None:
+    pairs = audit.pairs
+    votes = audit.votes
+    texts = dict(zip(audit.stats["key"], audit.stats["text"], strict=False))
+    preds = getattr(recon, "predictions", None)
+    method = "logistic_regression"
+    c1, c2, c3 = st.columns([2, 1, 1])
+    flt = c1.radio(
+        "Show",
+        list(FILTERS),
+        format_func=FILTERS.get,
+        key=f"{key}_filter",
+        horizontal=True,
+        label_visibility="collapsed",
+    )
+    if flt in ("wrong", "right") and preds is not None and method in getattr(preds, "columns", []):
+        ok = preds[method] == preds["preferred"]
+        idx = preds.index[~ok] if flt == "wrong" else preds.index[ok]
+    elif flt == "tie":
+        idx = pairs.index[pairs["preferred"] == "tie"]
+    else:
+        idx = pairs.index
+    idx = list(idx)
+    if not idx:
+        st.info("No pair matches this filter.")
+        return
+    n = len(idx)
+    pos = c2.number_input(f"Pair (1–{n:,})", 1, n, 1, 1, key=f"{key}_pos")
+    only_rel = c3.toggle("Only principles that vote", True, key=f"{key}_only_rel")
+    i = idx[int(pos) - 1]
+    row = pairs.loc[i]
+    pref = str(row["preferred"])
+    verdict = f"Annotator's choice: **{CHOICE_LABEL.get(pref, pref)}**"
+    if preds is not None and i in preds.index and method in preds.columns:
+        p = preds.loc[i, method]
+        verdict += (
+            f" · constitution predicts **{CHOICE_LABEL.get(p, p)}** ({'right' if p == pref else 'wrong'})"
+        )
+    split = "held-out" if _in(i, pairs.index, audit.test_index) else "training"
+    st.markdown(f"{verdict} · {split} pair · id `{str(row['id']).replace('`', '')}`")
+    render_pair(row)
+    st.markdown("**Each principle's vote**")
+    vt = vote_table(votes.loc[i], pref, texts, constitution, only_relevant=only_rel)
+    st.dataframe(
+        vt,
+        hide_index=True,
+        width="stretch",
+        column_config={"principle": st.column_config.TextColumn(width="large")},
+    )
+
+
+def _in(label: Any, index: pd.Index, positions: np.ndarray) -> bool:
+    try:
+        pos = index.get_loc(label)
+    except KeyError:
+        return False
+    return bool(np.isin(pos, positions))
