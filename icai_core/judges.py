@@ -1,0 +1,853 @@
+"""Measurable principles: the offline engine's judges.
+
+Each principle compares one measurable feature of response A with the same feature of response B
+and votes `1` (the principle selects A), `-1` (selects B) or `0` (not relevant: the difference is
+below the principle's documented margin). The full table of principles, their features and margins
+is in `docs/judges.md`.
+
+Everything is vectorised over the whole pair table: each feature is computed once per *unique*
+text (benchmark files repeat texts a lot), with pandas `.str` methods on the Arrow-backed `str`
+dtype. The regular expressions are written so that pandas can hand them to pyarrow's RE2 engine
+(no look-arounds, no `\\w`/`\\b`/`\\s`, no `$`), which is much faster than Python's `re`; where
+pandas must fall back to Python `re` the results are the same, only slower. Word tokens come
+from one pyarrow `split_pattern_regex` over all unique texts; set-overlap features (prompt words
+reused) are row-wise products of sparse document x vocabulary matrices.
+
+Word lists live in `icai_core/lexicons/*.txt`; each file's header says where it comes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy import sparse
+
+from icai_core.jobs import CancelToken, Progress, check
+
+__all__ = [
+    "EMBEDDING_KEYS",
+    "FEATURES",
+    "PRINCIPLES",
+    "Principle",
+    "compute_features",
+    "compute_votes",
+    "get_principle",
+    "load_lexicon",
+    "principles_frame",
+]
+
+
+@dataclass(frozen=True)
+class Principle:
+    """One principle as shown to users and stored in a constitution.
+
+    `text` is the principle ("Select the response that ..."), `inverse_text` its opposite (used when
+    an annotator rewards the reverse), `margin` a human description of when a pair is not relevant.
+    """
+
+    key: str
+    text: str
+    inverse_text: str
+    family: str
+    margin: str
+    source: str = "measurable"
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """How a measurable principle turns a feature into a vote.
+
+    kind: "binary" (both or neither -> 0), "count" (|a-b| < threshold -> 0), "absolute"
+    (|a-b| < threshold -> 0), "relative" (|a-b| / max(|a|,|b|) < threshold -> 0).
+    sign: +1 when the principle selects the higher value, -1 when it selects the lower one.
+    A NaN feature (e.g. a rate on an empty text) makes the pair not relevant.
+    """
+
+    feature: str
+    kind: str
+    threshold: float = 0.0
+    sign: int = 1
+
+
+# --------------------------------------------------------------------------------------------
+# Lexicons and patterns
+# --------------------------------------------------------------------------------------------
+
+_WS = "[ \t\r\n]"
+# Letters of the scripts seen in the data (ASCII, Latin-1 and extended Latin, Greek,
+# Cyrillic, Hebrew/Arabic, Indic, kana, CJK, Hangul), as literal characters so RE2 can run it.
+_LETTER = (
+    "A-Za-z"
+    + "\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u0370-\u03ff\u0400-\u04ff\u0590-\u06ff"
+    + "\u0900-\u0dff\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af"
+)
+_STR_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str" dtype
+_NOT_WORD = "[^a-zA-Z0-9_']"  # phrase boundary for the (English) lexicons
+_EMOJI_CLASS = "[" + "\U0001f300-\U0001faff" + "\u2600-\u27bf" + "\U0001f1e6-\U0001f1ff" + "]"
+# Word tokens: runs of Unicode letters, marks, digits and apostrophes (apostrophes trimmed at the
+# edges), split by pyarrow's RE2 in one pass over all texts.
+_TOKEN_SEPARATOR = r"[^\p{L}\p{M}\p{N}']+"
+
+
+@cache
+def load_lexicon(name: str) -> tuple[str, ...]:
+    """Entries of `icai_core/lexicons/<name>.txt`: lowercased, ASCII apostrophes, comments dropped."""
+    path = resources.files("icai_core").joinpath("lexicons", f"{name}.txt")
+    out: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        out.append(" ".join(entry.lower().replace("\u2019", "'").split()))
+    return tuple(dict.fromkeys(out))
+
+
+def _escape(ch: str) -> str:
+    if ch == " ":
+        return _WS + "+"
+    if ch.isalnum() or ch in "'_":
+        return ch
+    return "\\" + ch if ch in r".^$*+?()[]{}|\-#&~/" else ch
+
+
+def _trie(phrases: Iterable[str]) -> str:
+    """A prefix-factored alternation of `phrases`, longest match first."""
+    root: dict = {}
+    for p in phrases:
+        node = root
+        for ch in p:
+            node = node.setdefault(ch, {})
+        node[""] = True
+
+    def build(node: dict) -> str:
+        alts = [_escape(ch) + build(child) for ch, child in sorted(node.items()) if ch != ""]
+        if "" in node:
+            alts.append("")
+        if len(alts) == 1:
+            return alts[0]
+        return "(?:" + "|".join(alts) + ")"
+
+    return build(root)
+
+
+@cache
+def _phrase_pattern(name: str) -> str:
+    """RE2-compatible pattern matching any phrase of lexicon `name` as whole words.
+
+    The boundaries are consumed (RE2 has no look-arounds), so two phrases separated by a single
+    character can be counted once instead of twice; this only ever undercounts.
+    """
+    phrases = load_lexicon(name)
+    tail_word = [p for p in phrases if p[-1].isalnum()]
+    tail_punct = [p for p in phrases if not p[-1].isalnum()]
+    parts = []
+    if tail_word:
+        parts.append(f"(?:^|{_NOT_WORD}){_trie(tail_word)}(?:{_NOT_WORD}|\\Z)")
+    if tail_punct:
+        parts.append(f"(?:^|{_NOT_WORD}){_trie(tail_punct)}")
+    return "|".join(parts)
+
+
+# Markdown / layout patterns. Line-start patterns begin with "\n" and run on "\n" + text (RE2 is
+# slow with multi-line "^"); paragraph breaks run on the stripped text.
+_PARAGRAPH_BREAK = r"\n[ \t\r]*\n[ \t\r\n]*[^ \t\r\n]"
+_LIST_ITEM = "\n[ \t]*(?:[-*+\u2022]|[0-9]{1,3}[.)])[ \t]+[^ \t\r\n]"
+_NUMBERED_ITEM = r"\n[ \t]*[0-9]{1,3}[.)][ \t]+[^ \t\r\n]"
+_STEP_MENTION = r"(?:^|[^a-z])step[ \t]*(?:[0-9]{1,2}|one|two|three)(?:[^a-z0-9]|\Z)"
+_STEP_BY_STEP = r"step[ -]by[ -]step"
+_SEQUENCE_WORD = (
+    r"(?:^|[^a-z])(?:then|next|after that|afterwards|finally|lastly|once you|first,|second,|third,)(?:[^a-z]|\Z)"
+)
+_HEADER = r"\n[ \t]{0,3}#{1,6}[ \t]+[^ \t\r\n]"
+_BOLD = r"\*\*[^*\n]+\*\*"
+_TABLE_RULE = r"\n[ \t]*\|?[ \t]*:?-{3,}:?[ \t]*\|"
+_NONEMPTY_LINE = r"\n[ \t\r]*[^ \t\r\n]"
+_NUMBER = r"[0-9]+(?:[.,][0-9]+)*"
+_LINK_OR_CITATION = (
+    r"https?://|www\.[a-zA-Z0-9-]+\.[a-zA-Z]|doi:[ ]?10\.|"
+    r"(?:^|[^A-Za-z0-9_\])])\[[0-9]{1,3}\]|"
+    r"\([A-Z][A-Za-z'-]+(?: et al\.?| and [A-Z][A-Za-z'-]+)?,? (?:1[89]|20)[0-9]{2}[a-z]?\)"
+)
+_QUOTE = '"[^"\\n]{1,300}"|\u201c[^\u201d\\n]{1,300}\u201d|\u00ab[^\u00bb\\n]{1,300}\u00bb|\u300c[^\u300d\\n]{1,300}\u300d'
+_YOU_QUESTION = r"(?:^|[^a-z0-9_'])(?:you|your|yours|yourself|you're|you've|you'd|you'll)(?:[^a-z0-9_'.!?\n][^.!?\n]*)?\?"
+_ENDS_WITH_QUESTION = "\\?[ \t\r\n\"')*\u201d]*\\Z"
+# A sentence: starts at a letter (so a bare list marker "1." is not a sentence) and runs to a terminator followed by space/end or to a
+# newline; a terminator glued to the next character ("3.5", "e.g", "node.js") does not end it.
+_TERM = "[.!?\u3002\uff01\uff1f]"
+_SENTENCE = f"[{_LETTER}](?:[^\\n.!?\u3002\uff01\uff1f]|{_TERM}+[^ \\t\\r\\n.!?\u3002\uff01\uff1f\"')\\]\u201d])*"
+_FIRST_SENTENCE = r"^[ \t\r\n#*>-]*(?P<x>[^\n]*?)(?:[.!?:](?:[ \t\r\n]|\z)|\n|\z)"
+_ROLE_LABEL = r"(?:^|\n)[ \t]*(?:human|assistant|user|system):"  # dialogue prompts (HH-RLHF)
+_LAST_USER_TURN = r"(?s)^(?:.*human:)?(?P<x>.*)"
+_FIRST_PERSON = (
+    "(?:^|[^A-Za-z0-9_'])(?:I|[Ii]'m|[Ii]'ve|[Ii]'d|[Ii]'ll|[Mm]e|[Mm]y|[Mm]ine|[Mm]yself|ME|MY)(?:[^A-Za-z0-9_']|\\Z)"
+)
+
+# Requested-format detection on the prompt's last user turn (lowercased).
+_REQ_LIST = (
+    r"(?:^|[.!?:\n][ \t]*)(?:please[ \t]+)?(?:list|enumerate)[ \t]|"
+    r"(?:make|create|give me|provide|write|generate|compile|prepare)[ \t]+(?:me[ \t]+)?(?:a[ \t]+|an[ \t]+)?"
+    r"(?:short[ \t]+|brief[ \t]+|quick[ \t]+)?(?:bulleted[ \t]+|numbered[ \t]+|bullet[ \t]+)?list(?:[^a-z]|\Z)|"
+    r"bullet[ -]?points?|bulleted|in bullets|numbered list|as a list|in a list|in list form"
+)
+_REQ_TABLE = (
+    r"(?:present|show|display|format|organi[sz]e|summari[sz]e|compare|arrange|answer|respond|output|tabulate)"
+    r"[^.?!\n]{0,60}(?:in|as|into)[ \t]+(?:a[ \t]+)?(?:markdown[ \t]+)?table(?:[^a-z]|\Z)|"
+    r"(?:in|as)[ \t]+(?:a[ \t]+)?(?:table|tabular)[ \t]+(?:format|form)|markdown table"
+)
+_REQ_JSON = (
+    r"(?:respond|answer|reply|output|return|format|give)[^.?!\n]{0,40}(?:in|as)[ \t]+(?:a[ \t]+)?(?:valid[ \t]+)?json"
+    r"(?:[^a-z]|\Z)|(?:only|just)[ \t]+(?:valid[ \t]+)?json(?:[^a-z]|\Z)"
+)
+_REQ_YESNO = (
+    r"(?:answer|respond|reply)[ \t]+(?:only[ \t]+)?(?:with[ \t]+)?(?:a[ \t]+)?(?:simple[ \t]+)?"
+    r"\"?yes\"?[ \t]+or[ \t]+\"?no(?:[^a-z]|\Z)|\(yes/no\)|just[ \t]+(?:say[ \t]+)?\"?yes\"?[ \t]+or[ \t]+\"?no(?:[^a-z]|\Z)"
+)
+_REQ_ONE_SENTENCE = (
+    r"(?:in|as|with|using|write|give me|answer in)[ \t]+(?:a|one|1)[ \t]+(?:single[ \t]+|short[ \t]+|brief[ \t]+)?"
+    r"sentence(?:[^a-z]|\Z)|one[ -]sentence"
+)
+_UPPER_WORDS = (
+    r"(?:under|within|at most|no more than|not more than|fewer than|less than|maximum of|max|up to|"
+    r"not exceeding|below)[ \t]+(?P<a>[0-9]{1,4})[ \t-]*words?(?:[^a-z]|\z)|"
+    r"(?:in|around|about|approximately|roughly|exactly|using|with)[ \t]+(?P<b>[0-9]{1,4})[ \t-]*words?[ \t]+or[ \t]+(?:less|fewer)"
+)
+_APPROX_WORDS = (
+    r"(?:in|around|about|approximately|roughly|exactly|using|with)[ \t]+(?P<a>[0-9]{1,4})[ \t-]*words?(?:[^a-z]|\z)|"
+    r"(?:^|[^0-9])(?P<b>[0-9]{1,4})[ -]word(?:[^a-z]|\z)"
+)
+_JSON_LIKE = r"\{[^}]*\"[^\"\n]*\"[ \t]*:|```json"
+_STARTS_YESNO = r"^[ \t\r\n*\"'>]*(?:yes|no)(?:[^a-z]|\Z)"
+
+
+# --------------------------------------------------------------------------------------------
+# The principles
+# --------------------------------------------------------------------------------------------
+
+_S = "Select the response that "
+# key: (what it selects, inverse, family, margin, rule)
+_SPEC: list[tuple[str, str, str, str, str, _Rule]] = [
+    ("longer", "is longer (more characters).", "is shorter (fewer characters).", "length",
+     "character counts differ by less than 10% of the longer response",
+     _Rule("n_chars", "relative", 0.10)),
+    ("more_paragraphs", "is split into more paragraphs.", "is written in fewer paragraphs.", "formatting",
+     "same number of paragraphs (blocks separated by a blank line)",
+     _Rule("n_paragraphs", "count", 1)),
+    ("more_list_items", "uses more bullet-point or numbered list items.",
+     "uses fewer list items (more running prose).", "formatting",
+     "same number of list lines", _Rule("n_list_items", "count", 1)),
+    ("more_markdown_emphasis", "uses more markdown headers or bold text.",
+     "uses fewer markdown headers and less bold text.", "formatting",
+     "same number of header lines plus **bold** spans", _Rule("n_markdown_emphasis", "count", 1)),
+    ("has_table", "contains a table.", "does not contain a table.", "formatting",
+     "both or neither contain a markdown table", _Rule("has_table", "binary")),
+    ("has_code_block", "contains a code block.", "does not contain a code block.", "formatting",
+     "both or neither contain a fenced code block", _Rule("has_code_block", "binary")),
+    ("step_by_step", "gives step-by-step instructions.", "does not lay out numbered steps.", "formatting",
+     "both or neither have 2+ 'Step N' mentions, 'step-by-step', or 3+ numbered items with 'then'/'next'/'finally'",
+     _Rule("is_step_by_step", "binary")),
+    ("hedges_more", "hedges more (qualifies its claims with words such as 'might', 'possibly', 'it depends').",
+     "hedges less (states its claims without qualifiers).", "stance",
+     "hedging-phrase rates differ by less than 0.5 per 100 words (or a response is empty)",
+     _Rule("hedge_rate", "absolute", 0.5)),
+    ("more_confident", "sounds more confident (uses more certainty markers such as 'definitely', 'clearly').",
+     "sounds less certain (uses fewer certainty markers).", "stance",
+     "certainty-marker rates differ by less than 0.5 per 100 words (or a response is empty)",
+     _Rule("certainty_rate", "absolute", 0.5)),
+    ("refuses", "refuses or declines to do what was asked.", "does what was asked instead of refusing.",
+     "safety", "both or neither contain a refusal phrase", _Rule("refuses", "binary")),
+    ("apologises", "apologises.", "does not apologise.", "safety",
+     "both or neither contain an apology", _Rule("apologises", "binary")),
+    ("mentions_ai", "mentions that it is an AI or a computer program.", "does not mention being an AI.",
+     "safety", "both or neither mention being an AI", _Rule("mentions_ai", "binary")),
+    ("has_disclaimer", "adds a disclaimer, caveat or warning (e.g. 'consult a professional', 'note that').",
+     "adds no disclaimers, caveats or warnings.", "safety",
+     "both or neither contain a disclaimer phrase", _Rule("has_disclaimer", "binary")),
+    ("asks_question", "asks the user a question.", "does not ask the user a question.", "engagement",
+     "both or neither ask the user a question", _Rule("asks_question", "binary")),
+    ("offers_further_help", "offers further help (e.g. 'let me know if ...').",
+     "does not offer further help.", "engagement",
+     "both or neither offer further help", _Rule("offers_help", "binary")),
+    ("more_polite", "is more polite (more courtesy phrases such as 'please', 'thank you', 'happy to help').",
+     "uses fewer courtesy phrases.", "engagement",
+     "same number of courtesy phrases", _Rule("n_polite", "count", 1)),
+    ("more_exclamations", "uses more exclamation marks.", "uses fewer exclamation marks.", "engagement",
+     "same number of exclamation marks", _Rule("n_exclamations", "count", 1)),
+    ("uses_emojis", "uses emojis.", "does not use emojis.", "engagement",
+     "both or neither contain an emoji", _Rule("has_emoji", "binary")),
+    ("more_numbers", "uses more numbers (figures, quantities, dates).", "uses fewer numbers.", "content",
+     "same count of numbers (list markers such as '1.' excluded)", _Rule("n_numbers", "count", 1)),
+    ("has_links_or_citations", "includes links or citations.", "includes no links or citations.", "content",
+     "both or neither contain a URL, [n] reference or (Author, year) citation",
+     _Rule("has_link_or_citation", "binary")),
+    ("gives_examples", "gives examples (e.g. 'for example', 'for instance').",
+     "gives no explicit examples.", "content",
+     "both or neither contain an example marker", _Rule("gives_examples", "binary")),
+    ("has_summary", "includes a summary or conclusion (e.g. 'In summary', 'Overall,').",
+     "has no summary or conclusion section.", "content",
+     "both or neither contain a summary marker", _Rule("has_summary", "binary")),
+    ("more_technical_words", "uses more long, technical words.", "uses plainer, shorter words.", "style",
+     "share of words with 10+ letters differs by less than 2 percentage points (or a response has no words)",
+     _Rule("long_word_share", "absolute", 0.02)),
+    ("more_quotes", "uses more quotations.", "uses fewer quotations.", "content",
+     "same number of quoted passages", _Rule("n_quotes", "count", 1)),
+    ("more_first_person", "talks about itself more (uses 'I', 'me', 'my' more often).",
+     "uses the first person ('I', 'me', 'my') less.", "style",
+     "same number of first-person pronouns", _Rule("n_first_person", "count", 1)),
+    ("more_readable", "is easier to read (shorter sentences on average).",
+     "uses longer, more complex sentences.", "style",
+     "average sentence lengths (words) differ by less than 15% (or a response is empty)",
+     _Rule("words_per_sentence", "relative", 0.15, sign=-1)),
+    ("more_vocabulary_diversity", "uses a more varied vocabulary.", "uses a more repetitive vocabulary.", "style",
+     "type/token ratios of the first 50 words differ by less than 0.05, or a response has fewer than 50 words",
+     _Rule("ttr_50", "absolute", 0.05)),
+    ("more_positive", "is more positive in tone.", "is more negative (or less positive) in tone.", "style",
+     "net positive-minus-negative word rates differ by less than 1 per 100 words (or a response is empty)",
+     _Rule("sentiment_rate", "absolute", 1.0)),
+    ("more_prompt_overlap", "reuses more of the prompt's words.",
+     "reuses fewer of the prompt's words (answers in its own words).", "prompt",
+     "shares of the prompt's distinct content words used differ by less than 0.10 (or the prompt has none)",
+     _Rule("prompt_overlap", "absolute", 0.10)),
+    ("restates_question", "restates the question before answering (its first sentence repeats the prompt's words).",
+     "gets straight to the point without restating the question.", "prompt",
+     "first sentences contain the same number of prompt content words, give or take 1",
+     _Rule("intro_prompt_words", "count", 2)),
+    ("follows_requested_format",
+     "follows the format the prompt asked for (a list, one sentence, a word limit, a table, JSON, yes/no).",
+     "ignores the format the prompt asked for.", "prompt",
+     "the prompt asks for no recognised format, or both or neither response comply",
+     _Rule("follows_format", "binary")),
+    ("semantically_closer", "stays closer in meaning to the prompt (embedding similarity).",
+     "drifts further from the prompt's topic (embedding similarity).", "prompt",
+     "cosine similarities to the prompt differ by less than 0.05 (needs the embedding model)",
+     _Rule("prompt_similarity", "absolute", 0.05)),
+]
+
+PRINCIPLES: list[Principle] = [
+    Principle(key=k, text=_S + sel, inverse_text=_S + inv, family=fam, margin=margin)
+    for k, sel, inv, fam, margin, _ in _SPEC
+]
+_RULES: dict[str, _Rule] = {k: rule for k, *_, rule in _SPEC}
+_BY_KEY: dict[str, Principle] = {p.key: p for p in PRINCIPLES}
+EMBEDDING_KEYS = frozenset({"semantically_closer"})
+
+# Every feature compute_features() can return, with a one-line description.
+FEATURES: dict[str, str] = {
+    "n_chars": "number of characters",
+    "n_words": "number of word tokens",
+    "n_sentences": "number of sentences (terminator followed by space, or line break)",
+    "n_paragraphs": "number of blocks separated by blank lines",
+    "n_list_items": "lines starting with a bullet (-, *, +, \u2022) or a number ('1.', '2)')",
+    "n_markdown_emphasis": "markdown header lines plus **bold** spans",
+    "has_table": "contains a markdown table rule line (|---|)",
+    "has_code_block": "contains a fenced code block (three backticks or three tildes)",
+    "is_step_by_step": "2+ 'step N' mentions, 'step-by-step', or 3+ numbered items with sequencing words",
+    "hedge_rate": "hedging phrases per 100 words (lexicons/hedges.txt)",
+    "certainty_rate": "certainty markers per 100 words (lexicons/certainty.txt)",
+    "refuses": "contains a refusal phrase (lexicons/refusal.txt)",
+    "apologises": "contains an apology (lexicons/apology.txt)",
+    "mentions_ai": "mentions being an AI (lexicons/ai_identity.txt)",
+    "has_disclaimer": "contains a disclaimer or warning (lexicons/disclaimer.txt)",
+    "asks_question": "a question containing 'you'/'your', or the response ends with '?'",
+    "offers_help": "offers further help (lexicons/offer_help.txt)",
+    "n_polite": "courtesy phrases (lexicons/politeness.txt)",
+    "n_exclamations": "exclamation marks",
+    "has_emoji": "contains a pictographic emoji or dingbat (U+1F300-1FAFF, U+2600-27BF, flags)",
+    "n_numbers": "numbers, not counting numbered-list markers",
+    "has_link_or_citation": "URL, www., doi:, [n] reference or (Author, year) citation",
+    "gives_examples": "contains an example marker (lexicons/examples.txt)",
+    "has_summary": "contains a summary marker (lexicons/summary.txt)",
+    "long_word_share": "share of purely alphabetic ASCII words that have 10+ letters",
+    "n_quotes": "quoted passages (\"...\", \u201c...\u201d, \u00ab...\u00bb, \u300c...\u300d)",
+    "n_first_person": "first-person singular pronouns (capital I; I'm/i'm, I've, I'd, I'll; me, my, mine, myself)",
+    "words_per_sentence": "words / sentences",
+    "ttr_50": "distinct words among the first 50 words / 50 (NaN under 50 words)",
+    "sentiment_rate": "(positive - negative lexicon words) per 100 words",
+    "prompt_overlap": "share of the prompt's distinct content words that the response uses",
+    "intro_prompt_words": "distinct prompt content words in the response's first sentence",
+    "follows_format": "1/0 = complies/does not comply with a recognised format request; NaN = none",
+    "prompt_similarity": "cosine similarity of prompt and response embeddings (needs an Embedder)",
+}
+_PAIR_FEATURES = frozenset({"prompt_overlap", "intro_prompt_words", "follows_format", "prompt_similarity"})
+
+
+def get_principle(key: str) -> Principle:
+    """The measurable principle with this key (KeyError with the known keys otherwise)."""
+    try:
+        return _BY_KEY[key]
+    except KeyError:
+        raise KeyError(f"unknown measurable principle {key!r}; known: {', '.join(_BY_KEY)}") from None
+
+
+def principles_frame(principles: Sequence[Principle] | None = None) -> pd.DataFrame:
+    """One row per principle (key, text, inverse_text, family, margin) for UI tables."""
+    ps = PRINCIPLES if principles is None else list(principles)
+    return pd.DataFrame(
+        {
+            "key": [p.key for p in ps],
+            "text": [p.text for p in ps],
+            "inverse_text": [p.inverse_text for p in ps],
+            "family": [p.family for p in ps],
+            "margin": [p.margin for p in ps],
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Feature computation
+# --------------------------------------------------------------------------------------------
+
+
+def _column(pairs: pd.DataFrame, name: str, required: bool = True) -> pd.Series:
+    if name not in pairs.columns:
+        if required:
+            raise KeyError(f"the pair table has no column {name!r} (needs prompt, text_a, text_b)")
+        return pd.Series("", index=pairs.index, dtype="str")
+    col = pairs[name]
+    if col.dtype != "str":
+        col = col.where(col.notna(), "").astype("str")
+    return col
+
+
+def _tokenize(texts: pd.Series | pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Word tokens of every text: (doc id per token as int64, tokens as an Arrow string array)."""
+    arr = texts if isinstance(texts, pa.Array | pa.ChunkedArray) else pa.array(texts)
+    arr = arr.cast(pa.large_string())
+    lists = pc.split_pattern_regex(arr, _TOKEN_SEPARATOR)
+    tokens = pc.utf8_trim(pc.list_flatten(lists), "'")
+    parents = pc.list_parent_indices(lists)
+    keep = pc.greater(pc.utf8_length(tokens), 0)
+    return pc.filter(parents, keep).to_numpy().astype(np.int64), pc.filter(tokens, keep)
+
+
+def _isin(tokens: pa.Array, words: Iterable[str]) -> np.ndarray:
+    return pc.is_in(tokens, value_set=pa.array(sorted(words), type=tokens.type)).to_numpy(zero_copy_only=False)
+
+
+def _extract(texts: pd.Series, pattern: str) -> dict[str, pd.Series]:
+    """Named groups of the first match of an RE2 `pattern` in each text ("" where none), via pyarrow."""
+    found = pc.extract_regex(pa.array(texts), pattern)
+    out = {}
+    for i in range(found.type.num_fields):
+        field = pc.fill_null(pc.struct_field(found, [i]), "")
+        out[found.type.field(i).name] = pd.Series(field.to_pandas(types_mapper=lambda _t: _STR_DTYPE), dtype="str")
+    return out
+
+
+def _rate(count: np.ndarray, words: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(words > 0, 100.0 * count / np.maximum(words, 1), np.nan)
+
+
+class _Measure:
+    """Features of one pair table, computed once per unique text on demand and cached."""
+
+    def __init__(self, pairs: pd.DataFrame, embedder=None, progress: Progress | None = None, cancel=None):
+        a = _column(pairs, "text_a")
+        b = _column(pairs, "text_b")
+        p = _column(pairs, "prompt", required=False)
+        n = len(pairs)
+        codes, uniq = pd.factorize(pd.concat([a, b], ignore_index=True))
+        self.n = n
+        self.ia = codes[:n]
+        self.ib = codes[n:]
+        self.raw = pd.Series(np.asarray(uniq, dtype=object), dtype="str")
+        pcodes, puniq = pd.factorize(p)
+        self.ip = pcodes
+        self.praw = pd.Series(np.asarray(puniq, dtype=object), dtype="str")
+        self.embedder = embedder
+        self.progress = progress
+        self.cancel = cancel
+        self._text: dict[str, np.ndarray] = {}
+        self._pair: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._memo: dict[str, object] = {}
+
+    # ---- shared intermediate results -----------------------------------------------------
+    def _get(self, name: str, fn):
+        if name not in self._memo:
+            self._memo[name] = fn()
+        return self._memo[name]
+
+    @property
+    def norm(self) -> pd.Series:
+        return self._get("norm", lambda: self.raw.str.replace("\u2019", "'", regex=False))
+
+    @property
+    def low(self) -> pd.Series:
+        return self._get("low", lambda: self.norm.str.lower())
+
+    @property
+    def prompt_low(self) -> pd.Series:
+        return self._get("prompt_low", lambda: self.praw.str.replace("\u2019", "'", regex=False).str.lower())
+
+    @property
+    def lines(self) -> pd.Series:
+        """"\n" + text, so that line-start patterns can start with "\n"."""
+        return self._get("lines", lambda: "\n" + self.norm)
+
+    def count(self, pat: str, lower: bool = True) -> np.ndarray:
+        s = self.low if lower else self.norm
+        return s.str.count(pat).to_numpy(dtype=np.float64)
+
+    def count_lines(self, pat: str) -> np.ndarray:
+        return self.lines.str.count(pat).to_numpy(dtype=np.float64)
+
+    def contains(self, pat: str, lower: bool = True, regex: bool = True) -> np.ndarray:
+        s = self.low if lower else self.norm
+        return s.str.contains(pat, regex=regex).to_numpy(dtype=np.float64)
+
+    @property
+    def tokens(self) -> tuple[np.ndarray, pa.Array]:
+        """(doc ids, lowercase tokens) of the unique response texts."""
+        return self._get("tokens", lambda: _tokenize(self.low))
+
+    def token_count(self, mask: np.ndarray) -> np.ndarray:
+        doc, _ = self.tokens
+        return np.bincount(doc, weights=mask.astype(np.float64), minlength=len(self.raw))
+
+    # ---- per-text features ------------------------------------------------------------------
+    def text(self, name: str) -> np.ndarray:
+        if name not in self._text:
+            self._text[name] = np.asarray(getattr(self, "_f_" + name)(), dtype=np.float64)
+        return self._text[name]
+
+    def _f_n_chars(self):
+        return self.raw.str.len().to_numpy(dtype=np.float64)
+
+    def _f_n_words(self):
+        doc, _ = self.tokens
+        return np.bincount(doc, minlength=len(self.raw)).astype(np.float64)
+
+    def _f_n_sentences(self):
+        return self.count(_SENTENCE, lower=False)
+
+    def _f_n_paragraphs(self):
+        stripped = self.norm.str.strip()
+        breaks = stripped.str.count(_PARAGRAPH_BREAK).to_numpy(dtype=np.float64)
+        return breaks + (stripped.str.len().to_numpy() > 0)
+
+    def _f_n_list_items(self):
+        return self.count_lines(_LIST_ITEM)
+
+    def _f_n_markdown_emphasis(self):
+        return self.count_lines(_HEADER) + self.count(_BOLD, lower=False)
+
+    def _f_has_table(self):
+        return (self.count_lines(_TABLE_RULE) > 0).astype(np.float64)
+
+    def _f_has_code_block(self):
+        return self.contains("```|~~~", lower=False)
+
+    def _f_is_step_by_step(self):
+        # "Step 1 ... Step 2", or "step-by-step", or a numbered list of 3+ items with sequencing
+        # words ("then", "next", "finally"); a numbered list alone (e.g. of resources) is not steps.
+        numbered = self.count_lines(_NUMBERED_ITEM)
+        steps = self.count(_STEP_MENTION)
+        announced = self.contains(_STEP_BY_STEP) > 0
+        sequenced = (numbered >= 3) & (self.contains(_SEQUENCE_WORD) > 0)
+        return ((steps >= 2) | announced | sequenced).astype(np.float64)
+
+    def _f_hedge_rate(self):
+        return _rate(self.count(_phrase_pattern("hedges")), self.text("n_words"))
+
+    def _f_certainty_rate(self):
+        return _rate(self.count(_phrase_pattern("certainty")), self.text("n_words"))
+
+    def _f_refuses(self):
+        return self.contains(_phrase_pattern("refusal"))
+
+    def _f_apologises(self):
+        return self.contains(_phrase_pattern("apology"))
+
+    def _f_mentions_ai(self):
+        return self.contains(_phrase_pattern("ai_identity"))
+
+    def _f_has_disclaimer(self):
+        return self.contains(_phrase_pattern("disclaimer"))
+
+    def _f_asks_question(self):
+        has_q = self.low.str.contains("?", regex=False).to_numpy()
+        out = np.zeros(len(self.raw), dtype=np.float64)
+        if has_q.any():
+            sub = self.low[has_q]
+            hit = sub.str.contains(_YOU_QUESTION) | sub.str.contains(_ENDS_WITH_QUESTION)
+            out[has_q] = hit.to_numpy(dtype=np.float64)
+        return out
+
+    def _f_offers_help(self):
+        return self.contains(_phrase_pattern("offer_help"))
+
+    def _f_n_polite(self):
+        return self.count(_phrase_pattern("politeness"))
+
+    def _f_n_exclamations(self):
+        return self.count("[!\uff01]", lower=False)
+
+    def _f_has_emoji(self):
+        return self.contains(_EMOJI_CLASS, lower=False)
+
+    def _f_n_numbers(self):
+        return self.count(_NUMBER, lower=False) - self.count_lines(_NUMBERED_ITEM)
+
+    def _f_has_link_or_citation(self):
+        return self.contains(_LINK_OR_CITATION, lower=False)
+
+    def _f_gives_examples(self):
+        return self.contains(_phrase_pattern("examples"))
+
+    def _f_has_summary(self):
+        return self.contains(_phrase_pattern("summary"))
+
+    def _f_long_word_share(self):
+        # Among purely alphabetic ASCII tokens, the share with 10+ letters.
+        _, tok = self.tokens
+        alpha = pc.match_substring_regex(tok, "^[a-z]+$").to_numpy(zero_copy_only=False)
+        long = alpha & (pc.utf8_length(tok).to_numpy(zero_copy_only=False) >= 10)
+        n_alpha = self.token_count(alpha)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(n_alpha > 0, self.token_count(long) / np.maximum(n_alpha, 1), np.nan)
+
+    def _f_n_quotes(self):
+        return self.count(_QUOTE, lower=False)
+
+    def _f_n_first_person(self):
+        # A bare "I" only in capitals (so "i" in code or "i.e." is not counted); "i'm", "i've"... in any case.
+        return self.count(_FIRST_PERSON, lower=False)
+
+    def _f_words_per_sentence(self):
+        words = self.text("n_words")
+        sents = self.text("n_sentences")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where((sents > 0) & (words > 0), words / np.maximum(sents, 1), np.nan)
+
+    def _f_ttr_50(self):
+        window = 50
+        n = len(self.raw)
+        doc, tok = self.tokens
+        if len(doc) == 0:
+            return np.full(n, np.nan)
+        starts = np.r_[0, np.flatnonzero(np.diff(doc)) + 1]  # tokens of one text are contiguous
+        pos = np.arange(len(doc)) - np.repeat(starts, np.diff(np.r_[starts, len(doc)]))
+        keep = pos < window
+        word_ids = pc.dictionary_encode(pc.filter(tok, pa.array(keep))).indices.to_numpy().astype(np.int64)
+        n_vocab = int(word_ids.max()) + 1
+        distinct = pd.unique(doc[keep] * n_vocab + word_ids)
+        n_types = np.bincount(distinct // n_vocab, minlength=n)
+        return np.where(self.text("n_words") >= window, n_types / window, np.nan)
+
+    def _f_sentiment_rate(self):
+        _, tok = self.tokens
+        pos = self.token_count(_isin(tok, load_lexicon("positive")))
+        neg = self.token_count(_isin(tok, load_lexicon("negative")))
+        return _rate(pos - neg, self.text("n_words"))
+
+    # ---- per-pair features ------------------------------------------------------------------
+    def pair(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in self._pair:
+            if name in _PAIR_FEATURES:
+                self._pair[name] = getattr(self, "_p_" + name)()
+            else:
+                values = self.text(name)
+                self._pair[name] = (values[self.ia], values[self.ib])
+        return self._pair[name]
+
+    def _content_matrices(self):
+        """Binary doc x vocabulary matrices of content words: responses, first sentences, prompts."""
+
+        def make():
+            first = _extract(self.low, _FIRST_SENTENCE)["x"].str.slice(0, 300)
+            plow = self.prompt_low.str.replace(_ROLE_LABEL, " ", regex=True)
+            n_t, n_p = len(self.raw), len(self.praw)
+            doc_t, tok_t = self.tokens
+            doc_f, tok_f = _tokenize(first)
+            doc_p, tok_p = _tokenize(plow)
+            docs = np.concatenate([doc_t, doc_f + n_t, doc_p + 2 * n_t])
+            toks = pa.chunked_array([tok_t, tok_f, tok_p], type=pa.large_string()).combine_chunks()
+            content = ~_isin(toks, load_lexicon("stopwords")) & (
+                pc.utf8_length(toks).to_numpy(zero_copy_only=False) >= 2
+            )
+            vocab_ids = pc.dictionary_encode(pc.filter(toks, pa.array(content))).indices.to_numpy().astype(np.int64)
+            docs = docs[content]
+            n_v = int(vocab_ids.max()) + 1 if len(vocab_ids) else 1
+            m = sparse.csr_matrix(
+                (np.ones(len(docs), dtype=np.float32), (docs, vocab_ids)), shape=(2 * n_t + n_p, n_v)
+            )
+            m.data[:] = 1.0  # duplicates were summed: make it binary
+            return m[:n_t], m[n_t : 2 * n_t], m[2 * n_t :]
+
+        return self._get("content", make)
+
+    def _overlap(self, resp: sparse.csr_matrix, prompts: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct prompt content words used by A and by B (computed per unique prompt/text combo)."""
+        n_t = resp.shape[0]
+        combo = np.concatenate([self.ip.astype(np.int64) * n_t + self.ia, self.ip.astype(np.int64) * n_t + self.ib])
+        inv, uniq = pd.factorize(combo)
+        pr, tx = uniq // n_t, uniq % n_t
+        shared = np.asarray(prompts[pr].multiply(resp[tx]).sum(axis=1)).ravel().astype(np.float64)
+        values = shared[inv]
+        return values[: self.n], values[self.n :]
+
+    def _p_prompt_overlap(self):
+        resp, _, prompts = self._content_matrices()
+        oa, ob = self._overlap(resp, prompts)
+        n_prompt = np.diff(prompts.indptr).astype(np.float64)[self.ip]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fa = np.where(n_prompt > 0, oa / np.maximum(n_prompt, 1), np.nan)
+            fb = np.where(n_prompt > 0, ob / np.maximum(n_prompt, 1), np.nan)
+        return fa, fb
+
+    def _p_intro_prompt_words(self):
+        _, first, prompts = self._content_matrices()
+        return self._overlap(first, prompts)
+
+    def _p_follows_format(self):
+        # The prompt's last user turn (HH-style dialogues keep the whole history in the prompt).
+        last = _extract(self.prompt_low, _LAST_USER_TURN)["x"]
+        want_list = last.str.contains(_REQ_LIST).to_numpy()
+        want_table = last.str.contains(_REQ_TABLE).to_numpy()
+        want_json = last.str.contains(_REQ_JSON).to_numpy()
+        want_yesno = last.str.contains(_REQ_YESNO).to_numpy()
+        want_one = last.str.contains(_REQ_ONE_SENTENCE).to_numpy()
+        up = _extract(last, _UPPER_WORDS)
+        upper = pd.to_numeric(up["a"] + up["b"], errors="coerce").to_numpy(dtype=np.float64)
+        ap = _extract(last, _APPROX_WORDS)
+        approx = pd.to_numeric(ap["a"] + ap["b"], errors="coerce").to_numpy(dtype=np.float64)
+        approx = np.where(np.isnan(upper), approx, np.nan)
+        any_request = want_list | want_table | want_json | want_yesno | want_one | ~np.isnan(upper) | ~np.isnan(approx)
+
+        words = self.text("n_words")
+        sents = self.text("n_sentences")
+        list_like = (self.text("n_list_items") >= 2) | (self.count_lines(_NONEMPTY_LINE) >= 3)
+        table = self.text("has_table") > 0
+        json_like = self.contains(_JSON_LIKE, lower=False) > 0
+        yesno = self.contains(_STARTS_YESNO) > 0
+        nonempty = words > 0
+
+        def comply(i: np.ndarray, p: np.ndarray) -> np.ndarray:
+            ok = nonempty[i].copy()
+            ok &= ~want_list[p] | list_like[i]
+            ok &= ~want_table[p] | table[i]
+            ok &= ~want_json[p] | json_like[i]
+            ok &= ~want_yesno[p] | yesno[i]
+            ok &= ~want_one[p] | (sents[i] <= 1)
+            up_p, ap_p = upper[p], approx[p]
+            with np.errstate(invalid="ignore"):
+                ok &= np.isnan(up_p) | (words[i] <= 1.1 * up_p + 2)
+                ok &= np.isnan(ap_p) | (np.abs(words[i] - ap_p) <= 0.25 * ap_p + 5)
+            return np.where(any_request[p], ok.astype(np.float64), np.nan)
+
+        return comply(self.ia, self.ip), comply(self.ib, self.ip)
+
+    def _p_prompt_similarity(self):
+        if self.embedder is None:
+            raise ValueError("the 'prompt_similarity' feature needs an Embedder")
+        tr = self.raw.to_numpy(dtype=object)
+        pr = self.praw.to_numpy(dtype=object)
+        t_ok = self.raw.str.strip().str.len().to_numpy() > 0
+        p_ok = self.praw.str.strip().str.len().to_numpy() > 0
+        todo = list(dict.fromkeys([*pr[p_ok], *tr[t_ok]]))
+        vecs = self.embedder.embed(todo, progress=self.progress, cancel=self.cancel) if todo else None
+        row = {t: i for i, t in enumerate(todo)}
+        dim = vecs.shape[1] if vecs is not None else 1
+        tv = np.zeros((len(tr), dim), dtype=np.float32)
+        pv = np.zeros((len(pr), dim), dtype=np.float32)
+        if vecs is not None:
+            tv[t_ok] = vecs[[row[t] for t in tr[t_ok]]]
+            pv[p_ok] = vecs[[row[t] for t in pr[p_ok]]]
+        # An empty response shares nothing with the prompt (similarity 0); an empty prompt -> NaN.
+        sim_a = np.einsum("ij,ij->i", pv[self.ip], tv[self.ia]).astype(np.float64)
+        sim_b = np.einsum("ij,ij->i", pv[self.ip], tv[self.ib]).astype(np.float64)
+        no_prompt = ~p_ok[self.ip]
+        sim_a[no_prompt] = np.nan
+        sim_b[no_prompt] = np.nan
+        return sim_a, sim_b
+
+
+def _vote(fa: np.ndarray, fb: np.ndarray, rule: _Rule) -> np.ndarray:
+    """int8 votes from two feature vectors; NaN on either side -> 0. Antisymmetric by construction."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = fa - fb
+        if rule.kind == "binary":
+            relevant = d != 0
+        elif rule.kind in ("count", "absolute"):
+            relevant = np.abs(d) >= rule.threshold
+        elif rule.kind == "relative":
+            denom = np.maximum(np.abs(fa), np.abs(fb))
+            relevant = (denom > 0) & (np.abs(d) >= rule.threshold * denom)
+        else:  # pragma: no cover - programming error
+            raise ValueError(f"unknown rule kind {rule.kind!r}")
+        relevant &= ~np.isnan(d)
+        votes = np.where(relevant, np.sign(np.nan_to_num(d)), 0.0) * rule.sign
+    return votes.astype(np.int8)
+
+
+def _resolve(principles: Iterable[Principle | str] | None) -> list[Principle]:
+    if principles is None:
+        return list(PRINCIPLES)
+    out = []
+    for p in principles:
+        key = p if isinstance(p, str) else p.key
+        if key not in _RULES:
+            raise ValueError(f"principle {key!r} is not a measurable principle (only these are: {', '.join(_RULES)})")
+        out.append(_BY_KEY[key])
+    return out
+
+
+def compute_features(pairs: pd.DataFrame, *, embedder=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All features of responses A and B: two DataFrames indexed like `pairs`, one column per
+    feature in `FEATURES` (`prompt_similarity` only when an `embedder` is given). Rates and ratios
+    are NaN where undefined (e.g. an empty response)."""
+    names = [f for f in FEATURES if embedder is not None or f != "prompt_similarity"]
+    if len(pairs) == 0:
+        empty = {name: np.zeros(0) for name in names}
+        return pd.DataFrame(empty, index=pairs.index), pd.DataFrame(empty, index=pairs.index)
+    m = _Measure(pairs, embedder=embedder)
+    cols_a, cols_b = {}, {}
+    for name in names:
+        cols_a[name], cols_b[name] = m.pair(name)
+    return (
+        pd.DataFrame(cols_a, index=pairs.index),
+        pd.DataFrame(cols_b, index=pairs.index),
+    )
+
+
+def compute_votes(
+    pairs: pd.DataFrame,
+    principles: Iterable[Principle | str] | None = None,
+    *,
+    embedder=None,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+) -> pd.DataFrame:
+    """Votes of the measurable principles on every pair.
+
+    Returns an int8 DataFrame indexed like `pairs`, one column per principle key (in the order of
+    `principles`, default `PRINCIPLES`): 1 = the principle selects A, -1 = selects B, 0 = not
+    relevant. Embedding principles are skipped (no column) when `embedder` is None. `progress` is
+    called after each principle; `cancel` is checked before each one (raises `jobs.Cancelled`).
+    """
+    todo = [p for p in _resolve(principles) if embedder is not None or p.key not in EMBEDDING_KEYS]
+    total = len(todo)
+    check(cancel)
+    if len(pairs) == 0:
+        return pd.DataFrame({p.key: np.zeros(0, dtype=np.int8) for p in todo}, index=pairs.index)
+    m = _Measure(pairs, embedder=embedder, cancel=cancel)
+    columns: dict[str, np.ndarray] = {}
+    for i, p in enumerate(todo):
+        check(cancel)
+        if progress is not None and p.key in EMBEDDING_KEYS:
+            m.progress = lambda d, t, msg, i=i, key=p.key: progress(i, total, f"{key}: {msg}")
+        fa, fb = m.pair(_RULES[p.key].feature)
+        columns[p.key] = _vote(fa, fb, _RULES[p.key])
+        if progress is not None:
+            progress(i + 1, total, f"Measured '{p.key}' ({i + 1} of {total})")
+    check(cancel)
+    if not columns:
+        return pd.DataFrame(index=pairs.index, dtype=np.int8)
+    return pd.DataFrame(columns, index=pairs.index)
