@@ -1,4 +1,4 @@
-"""Tests of the measurable principles (icai_core.judges) on real pairs from /work/shared/data.
+"""Tests of the measurable principles (icai_core.judges) on real pairs from the shared data (../shared/data).
 
 The hand-checked pairs below were read in full; each expected vote has a comment saying why it is
 right. Only the votes that were checked by hand are asserted for each pair.
@@ -14,9 +14,10 @@ import pytest
 
 from icai_core import judges
 from icai_core.jobs import Cancelled, CancelToken
+from tests.conftest import SHARED_DATA, SHARED_DATA_MISSING_REASON  # noqa: E402
 
-DATA = Path("/work/shared/data")
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="shared real data not available")
+DATA = SHARED_DATA or Path("/nonexistent")
+pytestmark = pytest.mark.skipif(SHARED_DATA is None, reason=SHARED_DATA_MISSING_REASON)
 
 
 def _read(name: str) -> pd.DataFrame:
