@@ -113,12 +113,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     result.reconstruction.table.to_csv(out / "reconstruction.csv", index=False)
     summary = result.summary()
     (out / "summary.txt").write_text(summary + "\n")
-    try:
-        from icai_core import report
+    from icai_core import report
 
-        report.write_all(result, out)
-    except (ImportError, AttributeError):
-        pass
+    (out / "votes.csv").write_bytes(report.votes_csv(result.pairs, result.votes))
+    (out / "report.md").write_text(report.markdown_summary(result))
+    (out / "report.html").write_text(report.html_report(result))
     print(summary)
     print(f"\nWrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}/")
     return 0
