@@ -37,5 +37,7 @@ C.HOME = pages[""][0]
 
 C.apply_query_params()
 C.collect_finished_job()
-C.dataset_badge()
-current.run()
+try:
+    current.run()
+finally:  # after the page, so the badge reflects a dataset loaded or an audit finished by this run
+    C.dataset_badge()

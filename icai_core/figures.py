@@ -133,11 +133,11 @@ def preference_balance(pairs: pd.DataFrame) -> go.Figure:
     fig.update_layout(
         **LAYOUT,
         barmode="stack",
-        height=150,
+        height=190,
         xaxis=dict(tickformat=".0%", range=[0, 1]),
         yaxis_visible=False,
         title="Preference balance",
-        legend=dict(orientation="h", y=-0.3),
+        legend=dict(orientation="h", y=-0.45, yanchor="top", x=0),
     )
     return fig
 
@@ -322,30 +322,42 @@ def reconstruction_bar(
     is_const = [str(m) in CONSTITUTION_METHODS for m in t["method"]]
     colors = [POS if c else NEUTRAL for c in is_const]
     n = t["n_test"] if "n_test" in t else pd.Series(np.nan, index=t.index)
+    lo = t["ci_low"].astype(float)
+    hi = t["ci_high"].astype(float)
+    x_min = max(0.0, min(0.4, float(np.nanmin(lo.to_numpy())) - 0.05)) if len(t) else 0.0
     fig = go.Figure(
         go.Bar(
-            x=labels,
-            y=t["agreement"],
+            y=labels,
+            x=t["agreement"],
+            orientation="h",
             marker_color=colors,
-            error_y=dict(
+            error_x=dict(
                 type="data",
-                array=(t["ci_high"] - t["agreement"]).clip(lower=0),
-                arrayminus=(t["agreement"] - t["ci_low"]).clip(lower=0),
+                array=(hi - t["agreement"]).clip(lower=0),
+                arrayminus=(t["agreement"] - lo).clip(lower=0),
                 color="#333",
             ),
             text=[f"{a:.1%}" for a in t["agreement"]],
-            textposition="outside",
-            customdata=np.column_stack([t["ci_low"], t["ci_high"], n]),
-            hovertemplate="%{x}<br>agreement %{y:.1%} [%{customdata[0]:.1%}, %{customdata[1]:.1%}]"
+            textposition="inside",
+            insidetextanchor="start",
+            customdata=np.column_stack([lo, hi, n]),
+            hovertemplate="%{y}<br>agreement %{x:.1%} [%{customdata[0]:.1%}, %{customdata[1]:.1%}]"
             "<br>n = %{customdata[2]}<extra></extra>",
         )
     )
-    fig.add_hline(y=0.5, line_dash="dot", line_color="#666", annotation_text="chance")
+    fig.add_vline(
+        x=0.5, line_dash="dot", line_color="#666", annotation_text="chance", annotation_position="top"
+    )
     fig.update_layout(
         **LAYOUT,
         title=title,
-        height=400,
-        yaxis=dict(title="agreement with annotator", tickformat=".0%", range=[0, 1.05]),
+        height=max(260, 44 * len(t) + 110),
+        xaxis=dict(
+            title="agreement with the annotator's held-out choices (95% CI)",
+            tickformat=".0%",
+            range=[x_min, 1.0],
+        ),
+        yaxis=dict(autorange="reversed"),
         showlegend=False,
     )
     return fig
@@ -387,8 +399,13 @@ def strength_heatmap(
             hovertemplate="%{text}<br>group %{x}<br>strength %{z:+.3f} [%{customdata[0]:+.3f}, %{customdata[1]:+.3f}]<extra></extra>",
         )
     )
+    layout = {**LAYOUT, "margin": dict(l=10, r=10, t=60 if title else 20, b=10)}
     fig.update_layout(
-        **LAYOUT, title=title, height=max(350, 26 * len(rows) + 150), xaxis=dict(side="top", tickangle=-30)
+        **layout,
+        title=title or None,
+        height=max(350, 26 * len(rows) + 190),
+        xaxis=dict(side="top", tickangle=-35, automargin=True),
+        yaxis=dict(autorange="reversed", automargin=True),
     )
     return fig
 

@@ -100,7 +100,9 @@ if len(result.groups) < 2:
 texts = dict(zip(audit.stats["key"], audit.stats["text"], strict=False))
 st.subheader(f"Principle strength by {result.by}")
 st.plotly_chart(
-    F.strength_heatmap(result.strength_matrix, result.strength_ci_low, result.strength_ci_high, texts=texts),
+    F.strength_heatmap(
+        result.strength_matrix, result.strength_ci_low, result.strength_ci_high, texts=texts, title=""
+    ),
     key="cmp_heatmap",
 )
 

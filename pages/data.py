@@ -64,10 +64,19 @@ with tab_upload:
                         index=opts.index(guess) if guess in opts else 0,
                         key=f"map_{fld}",
                     )
+                pref_col = I.suggested_value(outcome.suggested, "preferred")
+                values_text = st.text_input(
+                    "Preference labels (optional)",
+                    value=I.format_value_map(getattr(outcome.suggested, "values", None) or {})
+                    or I.suggested_value_map_text(uploaded.name, content, pref_col),
+                    key="map_values",
+                    help="How the preference column's values map to a / b / tie, e.g. `1=a, 2=b, 0=tie`. "
+                    "Not needed for a/b/tie, A/B, text_a/text_b or model_a/model_b labels.",
+                )
                 submitted = st.form_submit_button("Load with this mapping", type="primary")
             if submitted:
                 try:
-                    st.session_state["_mapping"] = I.mapping_from_choices(choices)
+                    st.session_state["_mapping"] = I.mapping_from_choices(choices, values_text)
                     st.session_state["_mapping_for"] = uploaded.file_id
                     st.rerun()
                 except ValueError as exc:

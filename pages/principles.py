@@ -18,8 +18,9 @@ with st.container(border=True):
     c1, c2, c3 = st.columns([2, 2, 3])
     c1.toggle(
         "Use sentence embeddings",
-        value=st.session_state.get("use_embeddings", True),
-        key="use_embeddings",
+        value=bool(st.session_state.get("use_embeddings", True)),
+        key="_use_embeddings_widget",
+        on_change=lambda: st.session_state.update(use_embeddings=st.session_state["_use_embeddings_widget"]),
         help="Adds the embedding-based judges (e.g. relevance to the prompt). Slower on the first run; "
         "the bundled MiniLM model runs locally.",
     )
@@ -60,6 +61,11 @@ m1.metric("Pairs", f"{len(audit.pairs):,}")
 m2.metric("Principles tested", len(stats))
 m3.metric("Significant", len(sig))
 m4.metric("Audit time", f"{audit.timings.get('total_s', 0):.1f} s")
+cfg = audit.config
+st.caption(
+    f"This audit: embedding-based judges {'on' if cfg.use_embeddings else 'off'} · "
+    f"held-out split {cfg.test_size:.0%} (seed {cfg.seed}) · α = {cfg.alpha:g}."
+)
 
 st.subheader("Principle table")
 st.caption(
@@ -91,9 +97,20 @@ points, clusters = cluster_result.points, cluster_result.clusters
 st.plotly_chart(F.principle_scatter(points), key="principle_map")
 
 st.markdown("**Clusters**")
-st.dataframe(clusters, hide_index=True, width="stretch", column_config=W.stats_column_config())
+st.dataframe(
+    clusters,
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "representative": st.column_config.TextColumn(width="large"),
+        "mean_strength": st.column_config.NumberColumn("mean strength", format="%+.3f"),
+        "max_abs_strength": st.column_config.NumberColumn("max |strength|", format="%.3f"),
+        "mean_similarity": st.column_config.NumberColumn("mean similarity", format="%.2f"),
+        "top_members": st.column_config.TextColumn("most central members", width="large"),
+    },
+)
 
-options = sorted(int(c) for c in points["cluster"].unique())
+options = sorted((int(c) for c in points["cluster"].unique()), key=lambda c: (c == -1, c))
 label = {c: ("noise (no cluster)" if c == -1 else f"cluster {c}") for c in options}
 choice = st.selectbox("Inspect a cluster", options, format_func=label.get, key="cl_choice")
 members = points[points["cluster"] == choice]

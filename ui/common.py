@@ -105,9 +105,10 @@ def set_dataset(ds: LoadedDataset) -> None:
             if str(k).startswith(("thr_", "cmp_", "ex_", "cl_")):
                 del st.session_state[k]
         # A cached audit of the same data and default config is reused at once.
-        cached = audit_cache().get((ds.hash, default_config_key()))
-        if cached is not None:
-            st.session_state[AUDIT] = cached
+        for key, cached in audit_cache().items():
+            if key[0] == ds.hash:
+                st.session_state[AUDIT] = cached
+                break
 
 
 def dataset_from_load_result(result: Any, *, name: str, source: str) -> LoadedDataset:
@@ -131,12 +132,6 @@ def audit_cache() -> dict:
 
 def config_key(config: Any) -> str:
     return repr(sorted(dataclasses.asdict(config).items()))
-
-
-def default_config_key() -> str:
-    from icai_core.audit import AuditConfig
-
-    return config_key(AuditConfig(use_embeddings=st.session_state.get("use_embeddings", True)))
 
 
 def start_audit(ds: LoadedDataset, config: Any) -> BackgroundJob | None:
@@ -408,7 +403,10 @@ def load_demo_dataset(*, start: bool = True) -> LoadedDataset | None:
     ds = dataset_from_load_result(result, name=demo_name(), source="demo")
     set_dataset(ds)
     if start and get_audit() is None:
-        start_audit(ds, audit_config_from_state())
+        # The demo runs the measurable judges without the (slower) embedding-based ones.
+        from icai_core.audit import AuditConfig
+
+        start_audit(ds, AuditConfig(use_embeddings=False))
     return ds
 
 

@@ -52,7 +52,7 @@ def _demo_section() -> None:
     st.subheader("Try it on real data")
     st.markdown(
         f"One click loads a bundled sample of real public judgements — **{C.escape_md(C.demo_description())}** — "
-        "and runs the offline audit: no key, no network."
+        "and runs the offline audit (measurable judges; the embedding-based ones can be added on the Principles page): no key, no network."
     )
     b1, b2 = st.columns([1, 3])
     clicked = b1.button("Demo", type="primary", icon=":material/play_arrow:", key="demo_button")

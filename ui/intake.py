@@ -77,6 +77,47 @@ def raw_columns(name: str, data: bytes) -> list[str]:
         return []
 
 
+def raw_values(name: str, data: bytes, column: str, limit: int = 30) -> list[str]:
+    """Distinct values (as text, most frequent first) of one column of an uploaded table."""
+    ext = _ext(name)
+    buf = io.BytesIO(data)
+    try:
+        if ext in ("parquet", "pq"):
+            s = pd.read_parquet(buf, columns=[column])[column]
+        elif ext in ("jsonl", "ndjson"):
+            s = pd.read_json(buf, lines=True, dtype=False)[column]
+        elif ext == "json":
+            s = pd.DataFrame(json.loads(data.decode("utf-8-sig")))[column]
+        else:
+            sep = "\t" if ext == "tsv" else None
+            s = pd.read_csv(
+                buf, sep=sep, engine="python", usecols=[column], dtype=str, keep_default_na=False
+            )[column]
+    except Exception:
+        return []
+    return [str(v) for v in s.astype(str).value_counts().index[:limit]]
+
+
+def format_value_map(values: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def parse_value_map(text: str) -> dict[str, str]:
+    """'1=a, 2=b, 0=tie' -> {'1': 'a', '2': 'b', '0': 'tie'}; raises ValueError on a bad item."""
+    out: dict[str, str] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "=" not in item:
+            raise ValueError(f"label map item {item!r} must look like VALUE=a, VALUE=b or VALUE=tie")
+        k, v = (x.strip() for x in item.rsplit("=", 1))
+        if v.lower() not in ("a", "b", "tie"):
+            raise ValueError(f"label map item {item!r}: the target must be a, b or tie")
+        out[k] = v.lower()
+    return out
+
+
 def handle_upload(name: str, data: bytes, *, ties: str = "keep", mapping: Any = None) -> UploadOutcome:
     """Load uploaded bytes; never raises for bad data (the message goes in `.error`)."""
     from icai_core import data as D
@@ -90,24 +131,40 @@ def handle_upload(name: str, data: bytes, *, ties: str = "keep", mapping: Any = 
     except D.DataError as exc:
         out = UploadOutcome(name=name, error=str(exc))
         cols = raw_columns(name, data)
-        if cols and getattr(exc, "row", None) is None:
+        # Structural problems (columns not recognised) and any failure of a user's own mapping get the
+        # mapping form, prefilled with the user's mapping or a suggestion from the column names.
+        if cols and (getattr(exc, "row", None) is None or mapping is not None):
             out.needs_mapping = True
             out.columns = cols
-            try:
-                out.suggested = D.suggest_mapping(cols)
-            except Exception:
-                out.suggested = None
+            if mapping is not None:
+                out.suggested = mapping
+            else:
+                try:
+                    out.suggested = D.suggest_mapping(cols)
+                except Exception:
+                    out.suggested = None
         return out
     except (UnicodeDecodeError, ValueError) as exc:  # defensive: the loader should raise DataError
         return UploadOutcome(name=name, error=f"{name}: could not read the file ({exc}).")
     return UploadOutcome(name=name, result=result)
 
 
-def mapping_from_choices(choices: dict[str, str]) -> Any:
-    """A ColumnMapping from the form's selections ('' = not mapped)."""
+def mapping_from_choices(choices: dict[str, str], values: str = "") -> Any:
+    """A ColumnMapping from the form's selections ('' = not mapped) and label map text."""
     from icai_core.data import ColumnMapping
 
-    return ColumnMapping(**{k: v for k, v in choices.items() if v})
+    return ColumnMapping(**{k: v for k, v in choices.items() if v}, values=parse_value_map(values))
+
+
+def suggested_value_map_text(name: str, data: bytes, column: str | None) -> str:
+    if not column:
+        return ""
+    from icai_core.data import suggest_value_map
+
+    try:
+        return format_value_map(suggest_value_map(raw_values(name, data, column)))
+    except Exception:
+        return ""
 
 
 def suggested_value(suggested: Any, fld: str) -> str | None:

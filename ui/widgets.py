@@ -44,42 +44,46 @@ def stats_column_config() -> dict:
     }
 
 
-STATS_VIEW = [
-    "key",
-    "text",
-    "family",
-    "in_constitution",
-    "strength",
-    "strength_ci_low",
-    "strength_ci_high",
-    "relevance",
-    "accuracy",
-    "accuracy_ci_low",
-    "accuracy_ci_high",
-    "n_relevant",
-    "q_value",
-    "significant",
-]
+def _ci(lo: pd.Series, hi: pd.Series, fmt: str) -> list[str]:
+    return [
+        "" if pd.isna(a) or pd.isna(b) else f"[{format(a, fmt)}, {format(b, fmt)}]"
+        for a, b in zip(lo, hi, strict=True)
+    ]
 
 
 def stats_view(stats: pd.DataFrame, selected: Iterable[str] = (), principles: pd.DataFrame | None = None):
+    """Readable principle table: one CI column per measure, sorted by |strength|."""
     s = stats.copy()
     if principles is not None and "family" in principles.columns and "family" not in s.columns:
         s = s.merge(principles[["key", "family"]], on="key", how="left")
-    s["in_constitution"] = s["key"].isin(set(selected))
     s = s.reindex(s["strength"].abs().sort_values(ascending=False).index)
-    return s[[c for c in STATS_VIEW if c in s.columns]]
+    out = pd.DataFrame(
+        {
+            "principle": s["text"],
+            "family": s["family"] if "family" in s else "",
+            "in constitution": s["key"].isin(set(selected)),
+            "strength": s["strength"],
+            "strength 95% CI": _ci(s["strength_ci_low"], s["strength_ci_high"], "+.3f"),
+            "relevance": s["relevance"],
+            "accuracy": s["accuracy"],
+            "accuracy 95% CI": _ci(s["accuracy_ci_low"], s["accuracy_ci_high"], ".1%"),
+            "n relevant": s["n_relevant"],
+            "q-value": s["q_value"],
+            "significant": s["significant"].astype(bool),
+            "key": s["key"],
+        }
+    )
+    return out
 
 
 def stats_table(
     stats: pd.DataFrame, selected: Iterable[str] = (), principles: pd.DataFrame | None = None, **kw
 ):
+    cfg = stats_column_config()
+    cfg["q-value"] = cfg["q_value"]
+    cfg["principle"] = st.column_config.TextColumn(width="large")
     st.dataframe(
-        stats_view(stats, selected, principles),
-        hide_index=True,
-        width="stretch",
-        column_config=stats_column_config(),
-        **kw,
+        stats_view(stats, selected, principles), hide_index=True, width="stretch", column_config=cfg, **kw
     )
 
 

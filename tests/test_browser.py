@@ -1,0 +1,229 @@
+"""Real-browser test: `streamlit run app.py` driven by Debian chromium (headless) through Playwright.
+
+Upload a shared CSV through the file input, run the offline audit, see the principle chart, visit
+every page (a screenshot each under test-artifacts/screenshots/), and download the HTML report.
+Browsers cannot be downloaded here: the test uses /usr/bin/chromium (`apt-get install chromium`)
+and is skipped with a reason when it is absent. Marker: `browser`.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = REPO / "test-artifacts" / "screenshots"
+_CANDIDATES = [os.environ.get("PRINCIPIA_DATA_DIR", ""), REPO / "shared" / "data", "/work/shared/data"]
+DATA = next((Path(p) for p in _CANDIDATES if p and (Path(p) / "alpacaeval_human_vs_gpt4.csv").exists()), None)
+UPLOAD = DATA / "alpacaeval_human_vs_gpt4.csv" if DATA else None
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="/usr/bin/chromium not installed (apt-get install chromium)"
+    ),
+    pytest.mark.skipif(UPLOAD is None, reason="shared real data (alpacaeval_human_vs_gpt4.csv) not found"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    port = _free_port()
+    home = tmp_path_factory.mktemp("principia-home")
+    env = {
+        **os.environ,
+        "PRINCIPIA_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+    }
+    log = open(home / "streamlit.log", "w")  # noqa: SIM115 - closed in the finaliser
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.3)
+        if proc.poll() is not None:
+            break
+    else:  # pragma: no cover - diagnostic
+        proc.kill()
+        pytest.fail("streamlit did not start: " + (home / "streamlit.log").read_text()[-2000:])
+    if proc.poll() is not None:
+        pytest.fail("streamlit exited: " + (home / "streamlit.log").read_text()[-2000:])
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:  # pragma: no cover
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        pg = context.new_page()
+        pg.set_default_timeout(60_000)
+        yield pg
+        context.close()
+        browser.close()
+
+
+def _idle(page, timeout: float = 90.0) -> None:
+    """Wait until Streamlit has finished the current script run (no 'running' status widget)."""
+    page.wait_for_timeout(300)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if page.locator('[data-testid="stStatusWidget"]').count() == 0:
+            page.wait_for_timeout(300)
+            if page.locator('[data-testid="stStatusWidget"]').count() == 0:
+                return
+        page.wait_for_timeout(250)
+
+
+def _goto_page(page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).first.click()
+    page.get_by_role("heading", name=title).first.wait_for()
+    _idle(page)
+
+
+def _shot(page, name: str) -> Path:
+    """Screenshot of the whole page: Streamlit scrolls inside its main section, so the viewport is
+    stretched to the content height for the shot."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    height = page.evaluate(
+        "() => Math.max(...Array.from(document.querySelectorAll("
+        "'[data-testid=stMain], [data-testid=stAppViewContainer], [data-testid=stSidebarContent]'))"
+        ".map(e => e.scrollHeight), 1000)"
+    )
+    page.set_viewport_size({"width": 1400, "height": min(int(height) + 40, 9000)})
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    return path
+
+
+def test_upload_audit_report_in_a_real_browser(page, app_url, tmp_path):
+    page.goto(app_url)
+    page.get_by_role("heading", name="Principia").first.wait_for()
+    _idle(page)
+    assert page.get_by_text("Which principles does your annotator really reward?").count() == 1
+    _shot(page, "01_home")
+
+    # Data: upload a real shared CSV through the browser's file input
+    _goto_page(page, "Data")
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(UPLOAD))
+    page.get_by_text(f"Loaded: {UPLOAD.name}").wait_for(timeout=60_000)
+    _idle(page)
+    assert page.get_by_text("principia").count() >= 1  # detected format shown
+    page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
+    _shot(page, "02_data")
+
+    # Principles: run the offline audit (embedding judges off to keep the test quick)
+    _goto_page(page, "Principles")
+    toggle = page.get_by_role("switch", name="Use sentence embeddings")
+    if toggle.is_checked():
+        page.locator("label").filter(has=toggle).first.click()
+        _idle(page)
+    assert not toggle.is_checked()
+    page.get_by_role("button", name="Run offline audit").click()
+    page.get_by_role("heading", name="Principle table").wait_for(timeout=120_000)
+    chart = page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first
+    chart.wait_for(timeout=60_000)
+    assert page.locator(".js-plotly-plot .bars, .js-plotly-plot .barlayer").count() >= 1
+    page.get_by_text("Principle map").first.wait_for()
+    page.locator('[data-testid="stPlotlyChart"]').nth(2).wait_for(timeout=120_000)  # the UMAP map
+    _idle(page, 120)
+    _shot(page, "03_principles")
+
+    # Constitution: the constitution text, used below to check the report
+    _goto_page(page, "Constitution & reconstruction")
+    code = page.locator('[data-testid="stCode"] code').first
+    code.wait_for()
+    constitution_text = code.inner_text().strip()
+    assert constitution_text.startswith("1. Select the response that")
+    _shot(page, "04_constitution")
+
+    # Compare: split by annotator (human majority vs 8 GPT-4 runs)
+    _goto_page(page, "Compare annotators")
+    page.get_by_role("heading", name="Principle strength by annotator").wait_for(timeout=60_000)
+    page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
+    _idle(page)
+    _shot(page, "05_compare")
+
+    # Report: download the HTML report and check it holds the constitution
+    _goto_page(page, "Report")
+    with page.expect_download(timeout=120_000) as dl:
+        page.get_by_role("button", name="HTML report").click()
+    target = tmp_path / "report.html"
+    dl.value.save_as(str(target))
+    report = target.read_text(encoding="utf-8")
+    assert report.startswith("<!DOCTYPE html>") and "window.PlotlyConfig" in report
+    first_rule = constitution_text.splitlines()[0]
+    assert html.escape(first_rule, quote=True) in report
+    _shot(page, "06_report")
+
+    # The downloaded report renders with every network request blocked (plotly.js is inline)
+    offline = page.context.new_page()
+    offline.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file:") else r.abort())
+    offline.set_viewport_size({"width": 1200, "height": 1000})
+    offline.goto(target.as_uri())
+    offline.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=30_000)
+    assert offline.locator(".js-plotly-plot").count() >= 3
+    offline.screenshot(path=str(SHOTS / "08_html_report.png"), full_page=True)
+    offline.close()
+
+    _goto_page(page, "Red-team & LLM engine")
+    _shot(page, "07_redteam")
