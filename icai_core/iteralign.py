@@ -174,7 +174,8 @@ class OfflineOracle:
 # ---------------------------------------------------------------- the loop
 
 
-def _respond_requests(prompts_, constitution: list[str], config: IterAlignConfig, tag: str):
+def respond_requests(prompts_, constitution: list[str], config: IterAlignConfig, tag: str) -> list[ChatRequest]:
+    """The base model answers each prompt, with the accumulated constitution in its system prompt."""
     block = (
         prompts.RESPOND_CONSTITUTION_BLOCK.format(constitution=prompts.numbered(constitution))
         if constitution else ""
@@ -186,6 +187,37 @@ def _respond_requests(prompts_, constitution: list[str], config: IterAlignConfig
             max_tokens=config.response_max_tokens, tag=f"{tag}:{i}",
         )
         for i, p in enumerate(prompts_)
+    ]
+
+
+def failure_examples(prompts_, replies, reasons) -> str:
+    """The flagged failures as the proposer sees them (each text cut to 1,500 characters)."""
+    return "\n\n".join(
+        f"Example {k}:\nPrompt: {prompts.truncate(p, 1500)}\nReply: {prompts.truncate(r, 1500)}"
+        f"\nWhy it is improper: {why}"
+        for k, (p, r, why) in enumerate(zip(prompts_, replies, reasons, strict=True), start=1)
+    )
+
+
+def propose_constitution_request(examples: str, config: IterAlignConfig, tag: str) -> ChatRequest:
+    return ChatRequest(
+        messages=prompts.PROPOSE_CONSTITUTION.messages(
+            system_fields={"n": config.principles_per_iteration}, examples=examples),
+        max_tokens=80 * config.principles_per_iteration + 60, json_mode=True, tag=f"{tag}:0",
+    )
+
+
+def revise_requests(prompts_, responses, constitution: list[str], config: IterAlignConfig,
+                    tag: str, ids=None) -> list[ChatRequest]:
+    """Self-reflection: the base model revises each reply under the constitution."""
+    ids = range(len(prompts_)) if ids is None else ids
+    return [
+        ChatRequest(messages=prompts.REVISE.messages(
+                        system_fields={"constitution": prompts.numbered(constitution)},
+                        prompt=prompts.truncate(p, config.max_text_chars),
+                        response=prompts.truncate(r, config.max_text_chars)),
+                    max_tokens=config.response_max_tokens, tag=f"{tag}:{i}")
+        for i, p, r in zip(ids, prompts_, responses, strict=True)
     ]
 
 
@@ -246,7 +278,7 @@ def run_iteralign(
     examples = []
     for t in range(1, config.iterations + 1):
         check(cancel)
-        reqs = _respond_requests(prompts_, constitution, config, f"it{t}:respond")
+        reqs = respond_requests(prompts_, constitution, config, f"it{t}:respond")
         answers = base_runner.run(f"it{t}:respond", reqs, f"Iteration {t}: base model answers")
         responses = [answers.get(r.tag) or "" for r in reqs]
         flags = oracle.flag(oracle_runner, f"it{t}:flag", prompts_, responses, f"Iteration {t}: oracle review")
@@ -259,29 +291,16 @@ def run_iteralign(
             continue
         # proposer sees a sample of failures
         shown = flagged[: config.max_examples_for_proposer]
-        ex_text = "\n\n".join(
-            f"Example {k}:\nPrompt: {prompts.truncate(prompts_[i], 1500)}\nReply: {prompts.truncate(responses[i], 1500)}"
-            f"\nWhy it is improper: {flags[i][1]}"
-            for k, i in enumerate(shown, start=1)
-        )
-        preq = [ChatRequest(
-            messages=prompts.PROPOSE_CONSTITUTION.messages(
-                system_fields={"n": config.principles_per_iteration}, examples=ex_text),
-            max_tokens=80 * config.principles_per_iteration + 60, json_mode=True, tag=f"it{t}:propose:0",
-        )]
+        ex_text = failure_examples([prompts_[i] for i in shown], [responses[i] for i in shown],
+                                   [flags[i][1] for i in shown])
+        preq = [propose_constitution_request(ex_text, config, f"it{t}:propose")]
         pans = prop_runner.run(f"it{t}:propose", preq, f"Iteration {t}: proposing principles")
         proposed = parse_proposals_free(pans.get(preq[0].tag), config.principles_per_iteration)
         added, dups = _dedup(proposed, constitution, embedder, config.dedup_threshold)
         constitution.extend(added)
         # self-reflection under the accumulated constitution
-        rreq = [
-            ChatRequest(messages=prompts.REVISE.messages(
-                    system_fields={"constitution": prompts.numbered(constitution or proposed)},
-                    prompt=prompts.truncate(prompts_[i], config.max_text_chars),
-                    response=prompts.truncate(responses[i], config.max_text_chars)),
-                max_tokens=config.response_max_tokens, tag=f"it{t}:revise:{i}")
-            for i in flagged
-        ]
+        rreq = revise_requests([prompts_[i] for i in flagged], [responses[i] for i in flagged],
+                               constitution or proposed, config, f"it{t}:revise", ids=flagged)
         rans = base_runner.run(f"it{t}:revise", rreq, f"Iteration {t}: self-reflection")
         revised = [rans.get(r.tag) for r in rreq]
         ok_idx = [i for i, rv in zip(flagged, revised, strict=True) if rv]

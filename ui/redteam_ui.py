@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 
 from icai_core import prompts as P
-from icai_core.iteralign import IterAlignConfig, IterAlignResult
+from icai_core.iteralign import IterAlignConfig, IterAlignResult, respond_requests
 
 JOB = "rt_job"  # session key of the running BackgroundJob
 RESULT = "rt_result"  # session key of the last finished RedTeamRun
@@ -221,22 +221,6 @@ def _placeholder_constitution(n: int) -> list[str]:
     ]
 
 
-def _respond_requests(prompts_: list[str], constitution: list[str], config: IterAlignConfig, tag: str):
-    from icai_core.llm import ChatRequest
-
-    block = P.RESPOND_CONSTITUTION_BLOCK.format(constitution=P.numbered(constitution)) if constitution else ""
-    return [
-        ChatRequest(
-            messages=P.RESPOND.messages(
-                system_fields={"constitution_block": block}, prompt=P.truncate(p, config.max_text_chars)
-            ),
-            max_tokens=config.response_max_tokens,
-            tag=f"{tag}:{i}",
-        )
-        for i, p in enumerate(prompts_)
-    ]
-
-
 def _oracle_requests(prompts_: list[str], reply: str, config: IterAlignConfig, tag: str):
     from icai_core.iteralign import LLMOracle
 
@@ -244,43 +228,17 @@ def _oracle_requests(prompts_: list[str], reply: str, config: IterAlignConfig, t
 
 
 def _propose_request(prompts_: list[str], reply: str, config: IterAlignConfig, tag: str):
-    from icai_core.llm import ChatRequest
+    from icai_core.iteralign import failure_examples, propose_constitution_request
 
     shown = prompts_[: config.max_examples_for_proposer]
-    ex_text = "\n\n".join(
-        f"Example {k}:\nPrompt: {P.truncate(p, 1500)}\nReply: {P.truncate(reply, 1500)}"
-        f"\nWhy it is improper: {_filler(12, 'reason')}"
-        for k, p in enumerate(shown, start=1)
-    )
-    return [
-        ChatRequest(
-            messages=P.PROPOSE_CONSTITUTION.messages(
-                system_fields={"n": config.principles_per_iteration}, examples=ex_text
-            ),
-            max_tokens=80 * config.principles_per_iteration + 60,
-            json_mode=True,
-            tag=f"{tag}:0",
-        )
-    ]
+    examples = failure_examples(shown, [reply] * len(shown), [_filler(12, "reason")] * len(shown))
+    return [propose_constitution_request(examples, config, tag)]
 
 
-def _revise_requests(
-    prompts_: list[str], reply: str, constitution: list[str], config: IterAlignConfig, tag: str
-):
-    from icai_core.llm import ChatRequest
+def _revise_requests(prompts_: list[str], reply: str, constitution: list[str], config: IterAlignConfig, tag: str):
+    from icai_core.iteralign import revise_requests
 
-    return [
-        ChatRequest(
-            messages=P.REVISE.messages(
-                system_fields={"constitution": P.numbered(constitution)},
-                prompt=P.truncate(p, config.max_text_chars),
-                response=P.truncate(reply, config.max_text_chars),
-            ),
-            max_tokens=config.response_max_tokens,
-            tag=f"{tag}:{i}",
-        )
-        for i, p in enumerate(prompts_)
-    ]
+    return revise_requests(prompts_, [reply] * len(prompts_), constitution, config, tag)
 
 
 ESTIMATE_COLUMNS = [
@@ -352,7 +310,7 @@ def estimate_plan(plan: RedTeamPlan, cache: Any = None) -> tuple[pd.DataFrame, d
                 t,
                 "respond",
                 "base",
-                _respond_requests(prompts_, before, config, f"it{t}:respond"),
+                respond_requests(prompts_, before, config, f"it{t}:respond"),
                 P.RESPOND.expected_completion_tokens,
             )
             add(
