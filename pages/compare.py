@@ -28,7 +28,8 @@ mode = st.radio(
 
 result = None
 if mode == "groups":
-    candidates = CU.split_columns(audit.pairs)
+    label_col = (getattr(ds.report, "mapping", None) or {}).get("preferred")
+    candidates = CU.split_columns(audit.pairs, exclude=(label_col,) if label_col else ())
     if not candidates:
         st.info(
             "This dataset has no column with 2 to 30 distinct values to split by (e.g. `annotator`, "
@@ -158,4 +159,9 @@ m1.metric("Shared", len(d.both))
 m2.metric("Flipped", len(d.flipped))
 m3.metric(f"Only {ga}"[:40], len(d.only_a))
 m4.metric(f"Only {gb}"[:40], len(d.only_b))
+if d.table.empty:
+    st.info(
+        "Neither group's constitution has a principle at these thresholds (too few pairs per group for "
+        "significance?). Loosen the thresholds on the Constitution page."
+    )
 st.dataframe(CU.diff_view(d, ga, gb), hide_index=True, width="stretch", key="cmp_diff_table")

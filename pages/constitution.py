@@ -35,7 +35,7 @@ with st.container(border=True):
     min_str = c2.slider(
         "Min |strength|",
         0.0,
-        0.3,
+        1.0,
         float(sel["min_abs_strength"]),
         0.005,
         key="thr_min_abs_strength",

@@ -22,7 +22,7 @@ PAGES = [
     "pages/constitution.py",
     "pages/compare.py",
     "pages/report.py",
-    "pages/redteam.py",
+    "pages/7_Red_team.py",
 ]
 _CANDIDATES = [os.environ.get("PRINCIPIA_DATA_DIR", ""), REPO / "shared" / "data", "/work/shared/data"]
 DATA = next((Path(p) for p in _CANDIDATES if p and (Path(p) / "prd_lfqa_expert.csv").exists()), None)
@@ -90,12 +90,12 @@ def test_pages_without_data_say_how_to_load(page):
     assert "load data on the **Data** page or click **Demo**" in msgs, msgs
 
 
-def test_redteam_placeholder_points_to_home():
+def test_redteam_page_is_registered_and_points_to_the_engine_on_home():
     at = new_app()
-    at.switch_page("pages/redteam.py").run()
+    at.switch_page("pages/7_Red_team.py").run()
     assert_ok(at)
-    assert "placeholder" in " ".join(texts(at.info))
-    assert any("live on the **Home** page" in m.value for m in at.markdown)
+    assert at.title[0].value.startswith("Red-team")
+    assert any("on the **Home** page" in w.value for w in at.warning)
 
 
 def test_engine_key_stays_in_session_only():
@@ -108,9 +108,15 @@ def test_engine_key_stays_in_session_only():
     assert eng.mode == "llm" and eng.api_key == "sk-test-secret-123456"
     assert "sk-test" not in repr(eng) and eng.public()["api_key_set"] is True
     # the key survives a page switch (held in the session, not only in the widget)
-    at.switch_page("pages/redteam.py").run()
+    at.switch_page("pages/data.py").run()
     assert at.session_state["engine"].api_key == "sk-test-secret-123456"
-    assert any("key set" in m.value for m in at.markdown)
+    home = at.session_state["engine"].public()
+    assert home == {
+        "mode": "llm",
+        "base_url": "http://127.0.0.1:9/v1",
+        "model": "gpt-4o-mini",
+        "api_key_set": True,
+    }
     # nothing written under PRINCIPIA_HOME contains the key
     home = Path(os.environ["PRINCIPIA_HOME"])
     for f in home.rglob("*"):

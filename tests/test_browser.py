@@ -225,5 +225,5 @@ def test_upload_audit_report_in_a_real_browser(page, app_url, tmp_path):
     offline.screenshot(path=str(SHOTS / "08_html_report.png"), full_page=True)
     offline.close()
 
-    _goto_page(page, "Red-team & LLM engine")
+    _goto_page(page, "Red-team (IterAlign)")
     _shot(page, "07_redteam")

@@ -12,15 +12,27 @@ from ui.jobs import BackgroundJob
 
 JOB = "cmp_job"
 RESULT = "cmp_datasets_result"
-NOT_SPLITTABLE = {"id", "pair_id", "prompt", "text_a", "text_b", "preferred"}
+# Text columns, ids and the label itself (splitting by the label would be circular).
+NOT_SPLITTABLE = {
+    "id",
+    "pair_id",
+    "prompt",
+    "text_a",
+    "text_b",
+    "preferred",
+    "preferred_text",
+    "raw_preference",
+}
 MIN_GROUPS, MAX_GROUPS = 2, 30
 
 
-def split_columns(pairs: pd.DataFrame) -> dict[str, int]:
-    """Columns with 2-30 distinct values (annotator, model_a, language, category, …) -> count."""
+def split_columns(pairs: pd.DataFrame, exclude: tuple[str, ...] = ()) -> dict[str, int]:
+    """Columns with 2-30 distinct values (annotator, model_a, language, category, …) -> count.
+
+    `exclude`: more columns to leave out, e.g. the source's label column named in the intake report."""
     out: dict[str, int] = {}
     for col in pairs.columns:
-        if col in NOT_SPLITTABLE:
+        if col in NOT_SPLITTABLE or col in exclude:
             continue
         try:
             n = int(pairs[col].astype(str).nunique(dropna=False))
