@@ -89,7 +89,8 @@ st.caption(
     "Principle texts embedded with the bundled MiniLM model, projected to 2-D with UMAP and clustered "
     "with HDBSCAN (grey = no cluster). Marker size = support (|strength| for measurable principles)."
 )
-cluster_result, err = C.principle_map(audit)
+with st.spinner("Embedding and clustering the principle texts…"):
+    cluster_result, err = C.principle_map(audit)
 if cluster_result is None:
     st.warning(f"The principle map is unavailable: {err}")
     st.stop()

@@ -42,6 +42,8 @@ def test_principles_page_runs_the_audit_in_the_background():
     home = new_app()
     frames = [d.value for d in home.dataframe]
     assert frames and "offline_audit" in set(frames[0]["kind"])
+    assert home.selectbox(key="run_pick").value is not None
+    assert home.code[-1].value == audit.constitution.text()  # the run's saved constitution
 
 
 def test_cancel_stops_a_running_audit():

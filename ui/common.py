@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -183,6 +184,8 @@ def collect_finished_job() -> BackgroundJob | None:
         ds = get_dataset()
         if ds is not None and job.key and job.key[0] == ds.hash:
             st.session_state[AUDIT] = job.result
+            if st.session_state.get("show_map", True):
+                warm_principle_map(job.result)
             cache = audit_cache()
             cache[job.key] = job.result
             while len(cache) > 8:
@@ -427,14 +430,42 @@ def summary_cached(dataset_hash: str, *, _pairs: pd.DataFrame) -> dict:
     return dataset_summary(_pairs)
 
 
-@st.cache_resource(show_spinner="Embedding and clustering the principle texts…", max_entries=16)
-def _cluster_texts(texts: tuple[str, ...]):
-    from icai_core.audit import default_cache_dir
-    from icai_core.cluster import cluster_principles
-    from icai_core.embed import Embedder
+_MAP_CACHE: dict[tuple[str, ...], Any] = {}
+_MAP_LOCK = threading.Lock()
 
-    embedder = Embedder(cache_path=default_cache_dir() / "embeddings.sqlite", max_seq_length=64)
-    return cluster_principles(list(texts), embedder=embedder)
+
+def cluster_texts(texts: tuple[str, ...]):
+    """Embed + UMAP + HDBSCAN of principle texts, memoised per process (a resource cache keyed by
+    the texts only). Thread-safe, so a background warm-up and a page never compute it twice."""
+    with _MAP_LOCK:
+        hit = _MAP_CACHE.get(texts)
+        if hit is not None:
+            return hit
+        from icai_core.audit import default_cache_dir
+        from icai_core.cluster import cluster_principles
+        from icai_core.embed import Embedder
+
+        embedder = Embedder(cache_path=default_cache_dir() / "embeddings.sqlite", max_seq_length=64)
+        result = cluster_principles(list(texts), embedder=embedder)
+        _MAP_CACHE[texts] = result
+        while len(_MAP_CACHE) > 16:
+            _MAP_CACHE.pop(next(iter(_MAP_CACHE)))
+        return result
+
+
+def warm_principle_map(audit: Any) -> None:
+    """Compute the principle map of a finished audit in a background thread (best effort)."""
+    texts = tuple(str(t) for t in audit.stats["text"])
+    if texts in _MAP_CACHE:
+        return
+
+    def _run():
+        try:
+            cluster_texts(texts)
+        except Exception:  # the page shows the error when it computes the map itself
+            pass
+
+    threading.Thread(target=_run, name="principia-map-warmup", daemon=True).start()
 
 
 def principle_map(audit: Any):
@@ -447,7 +478,7 @@ def principle_map(audit: Any):
 
     stats = audit.stats.reset_index(drop=True)
     try:
-        res = _cluster_texts(tuple(str(t) for t in stats["text"]))
+        res = cluster_texts(tuple(str(t) for t in stats["text"]))
     except Exception as exc:
         return None, f"{type(exc).__name__}: {exc}"
     pts = res.points.copy()

@@ -166,7 +166,25 @@ def _recent_runs() -> None:
     runs = C.recent_runs(limit=8)
     if runs is None:
         st.caption("The run store is not available.")
-    elif len(runs) == 0:
-        st.caption("No saved runs yet. Audits run from the CLI (`icai audit …`) are listed here.")
-    else:
-        st.dataframe(runs, hide_index=True, width="stretch")
+        return
+    if len(runs) == 0:
+        st.caption("No saved runs yet. Audits run here or from the CLI (`icai audit …`) are listed here.")
+        return
+    view = runs[["created", "kind", "dataset_name", "status"]].copy()
+    view["created"] = view["created"].dt.strftime("%Y-%m-%d %H:%M")
+    st.dataframe(view, hide_index=True, width="stretch", key="runs_table")
+    done = runs[runs["status"] == "done"]
+    if len(done) == 0:
+        return
+    labels = {r.id: f"{r.dataset_name} · {r.kind} · {r.created:%Y-%m-%d %H:%M}" for r in done.itertuples()}
+    run_id = st.selectbox(
+        "Constitution of a finished run", list(labels), format_func=labels.get, key="run_pick"
+    )
+    saved = C.run_constitution(run_id)
+    if saved is None:
+        st.caption("This run saved no constitution.")
+        return
+    from icai_core.constitution import Constitution
+
+    text = Constitution.from_dict(saved).text()
+    st.code(text or "(no principle passed the thresholds)", language=None, wrap_lines=True)

@@ -235,7 +235,9 @@ def _propose_request(prompts_: list[str], reply: str, config: IterAlignConfig, t
     return [propose_constitution_request(examples, config, tag)]
 
 
-def _revise_requests(prompts_: list[str], reply: str, constitution: list[str], config: IterAlignConfig, tag: str):
+def _revise_requests(
+    prompts_: list[str], reply: str, constitution: list[str], config: IterAlignConfig, tag: str
+):
     from icai_core.iteralign import revise_requests
 
     return revise_requests(prompts_, [reply] * len(prompts_), constitution, config, tag)
