@@ -307,8 +307,20 @@ METHOD_LABELS = {
     "random_constitution": "random constitution (same size)",
     "random_guess": "random guess",
     "no_constitution": "no constitution",
+    "llm_with_constitution": "LLM annotator + constitution",
+    "llm_no_constitution": "LLM annotator, no constitution",
+    "llm_random_constitution": "LLM annotator + random constitution",
+    "llm_with_constitution_flipped": "LLM + constitution, A/B swapped",
 }
-CONSTITUTION_METHODS = ("logistic_regression", "logistic", "weighted_majority")
+METHOD_LABELS.update({f"votes_{k}": f"votes: {v}" for k, v in list(METHOD_LABELS.items())})
+CONSTITUTION_METHODS = (
+    "logistic_regression",
+    "logistic",
+    "weighted_majority",
+    "llm_with_constitution",
+    "votes_logistic_regression",
+    "votes_weighted_majority",
+)
 
 
 def reconstruction_bar(

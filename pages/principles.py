@@ -7,7 +7,67 @@ import streamlit as st
 
 from icai_core import figures as F
 from ui import common as C
+from ui import icai_ui as IC
 from ui import widgets as W
+
+
+def _icai_section(ds) -> None:
+    """ICAI through the LLM engine: estimate, run in the background, results."""
+    eng = C.engine()
+    with st.expander(f"ICAI with the LLM engine ({C.escape_md(eng.model)})", expanded=True):
+        st.caption(
+            "Inverse Constitutional AI: the LLM proposes principles from training pairs, near-duplicates are "
+            "clustered (UMAP + HDBSCAN), the representatives (plus the measurable library) are tested on "
+            "every pair, and an LLM annotator reconstructs held-out choices with the constitution."
+        )
+        from icai_core.icai import ICAIConfig
+
+        c1, c2, c3 = st.columns(3)
+        n_prop = c1.number_input("Pairs for proposals", 5, 2000, 50, 5, key="icai_prop")
+        n_cand = c2.number_input("Max. candidate principles", 2, 100, 20, 1, key="icai_cand")
+        n_ann = c3.number_input("Held-out pairs annotated", 5, 2000, 100, 5, key="icai_ann")
+        config = ICAIConfig(
+            max_propose_pairs=int(n_prop), max_candidates=int(n_cand), max_annotate_pairs=int(n_ann)
+        )
+        job = st.session_state.get(IC.JOB)
+        busy = job is not None and job.running
+        b1, b2 = st.columns([1, 1])
+        if b1.button("Estimate cost", key="icai_estimate", icon=":material/calculate:"):
+            try:
+                st.session_state["icai_estimate_table"] = IC.estimate_table(ds.pairs, config, eng)
+            except Exception as exc:  # shown, never raised
+                st.error(f"Could not estimate the cost: {exc}")
+        if b2.button("Run ICAI", type="primary", key="icai_run", disabled=busy, icon=":material/smart_toy:"):
+            IC.start_icai(ds, config, eng)
+            st.rerun()
+        est = st.session_state.get("icai_estimate_table")
+        if est is not None:
+            st.dataframe(
+                est,
+                hide_index=True,
+                width="stretch",
+                column_config={"dollars": st.column_config.NumberColumn(format="$%.2f")},
+            )
+        C.job_panel(IC.JOB, collect=IC.collect)
+        result = IC.current_result(ds)
+        if result is None:
+            return
+        m1, m2, m3, m4 = st.columns(4)
+        m1.metric("Proposals", f"{len(result.proposals):,}")
+        m2.metric("Clusters", getattr(result.clusters, "n_clusters", 0))
+        m3.metric("Candidates tested", len(result.candidates))
+        m4.metric("LLM cost", f"${float((result.usage or {}).get('dollars', 0) or 0):.2f}")
+        if getattr(result.clusters, "points", None) is not None and len(result.clusters.points):
+            st.plotly_chart(
+                F.principle_scatter(result.clusters.points, title="Proposed principles (size = proposals)"),
+                key="icai_map",
+            )
+        st.markdown("**Constitution (ICAI)**")
+        text = result.constitution.text()
+        st.code(text or "(no principle passed the thresholds)", language=None, wrap_lines=True)
+        W.stats_table(result.stats, result.constitution.keys, key="icai_stats")
+        st.plotly_chart(F.reconstruction_bar(result.reconstruction), key="icai_recon")
+
 
 st.title("Principles")
 ds = C.require_data()
@@ -31,20 +91,14 @@ with st.container(border=True):
     ):
         C.start_audit(ds, C.audit_config_from_state())
         st.rerun()
-    eng = C.engine()
     with c3:
-        if eng.llm_ready:
-            st.button(
-                "Run ICAI with the LLM engine",
-                icon=":material/smart_toy:",
-                disabled=True,
-                key="run_icai",
-                help="ICAI principle proposals through the LLM engine are not wired into the app yet.",
-            )
-        else:
+        if not C.engine().llm_ready:
             st.caption(
                 "ICAI with an LLM (principle proposals) needs the LLM engine: set it up on the Home page."
             )
+
+if C.engine().llm_ready:
+    _icai_section(ds)
 
 C.job_panel()
 audit = C.get_audit()

@@ -9,7 +9,15 @@ import pytest
 
 from icai_core.audit import AuditConfig
 from icai_core.data import load_pairs
-from tests.test_app_common import DATA, assert_ok, demo_app, needs_data, new_app, wait_for
+from tests.test_app_common import (
+    DATA,
+    _principia_home,  # noqa: F401  (autouse: PRINCIPIA_HOME -> tmp)
+    assert_ok,
+    demo_app,
+    needs_data,
+    new_app,
+    wait_for,
+)
 from ui.common import LoadedDataset, pairs_hash
 
 pytestmark = needs_data

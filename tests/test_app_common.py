@@ -29,12 +29,15 @@ DATA = next((Path(p) for p in _CANDIDATES if p and (Path(p) / "prd_lfqa_expert.c
 needs_data = pytest.mark.skipif(DATA is None, reason="shared real data (shared/data) not found")
 
 
-@pytest.fixture(autouse=True)
-def _principia_home(tmp_path_factory, monkeypatch):
-    home = tmp_path_factory.getbasetemp() / "principia-home"
-    home.mkdir(exist_ok=True)
-    monkeypatch.setenv("PRINCIPIA_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+@pytest.fixture(scope="module", autouse=True)
+def _principia_home(tmp_path_factory):
+    """PRINCIPIA_HOME -> a fresh temporary directory for the whole module (module scope, so it is set
+    before any module-scoped app fixture starts an audit); restored afterwards."""
+    home = tmp_path_factory.mktemp("principia-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PRINCIPIA_HOME", str(home))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield home
 
 
 def new_app(**session) -> AppTest:

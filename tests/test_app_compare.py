@@ -4,7 +4,13 @@ compare bundled datasets (AlpacaEval GPT-4 judge vs Chatbot Arena users); heatma
 from __future__ import annotations
 
 from icai_core.data import bundled_datasets, load_demo
-from tests.test_app_common import assert_ok, needs_data, new_app, wait_for
+from tests.test_app_common import (
+    _principia_home,  # noqa: F401  (autouse: PRINCIPIA_HOME -> tmp)
+    assert_ok,
+    needs_data,
+    new_app,
+    wait_for,
+)
 from ui.common import LoadedDataset, pairs_hash
 from ui.compare_ui import split_columns
 

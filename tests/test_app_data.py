@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 
 from icai_core.data import DataError, load_pairs
-from tests.test_app_common import DATA, assert_ok, needs_data, new_app, texts
+from tests.test_app_common import (
+    DATA,
+    _principia_home,  # noqa: F401  (autouse: PRINCIPIA_HOME -> tmp)
+    assert_ok,
+    needs_data,
+    new_app,
+    texts,
+)
 from ui import intake as I
 
 pytestmark = needs_data

@@ -15,7 +15,12 @@ import pytest
 import streamlit.testing.v1.app_test as app_test_mod
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
-from tests.test_app_common import assert_ok, demo_app, needs_data
+from tests.test_app_common import (
+    _principia_home,  # noqa: F401  (autouse: PRINCIPIA_HOME -> tmp)
+    assert_ok,
+    demo_app,
+    needs_data,
+)
 
 pytestmark = needs_data
 
