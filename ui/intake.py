@@ -144,8 +144,8 @@ def handle_upload(name: str, data: bytes, *, ties: str = "keep", mapping: Any = 
                 except Exception:
                     out.suggested = None
         return out
-    except (UnicodeDecodeError, ValueError) as exc:  # defensive: the loader should raise DataError
-        return UploadOutcome(name=name, error=f"{name}: could not read the file ({exc}).")
+    except Exception as exc:  # defensive: the loader raises DataError; anything else is still a message
+        return UploadOutcome(name=name, error=f"{name}: could not read the file ({type(exc).__name__}: {exc}).")
     return UploadOutcome(name=name, result=result)
 
 
