@@ -182,17 +182,20 @@ if keys:
         f"{C.escape_md(top['text'])} (strength {top['strength']:+.3f})"
     )
     col = audit.votes[top["key"]]
-    relevant = audit.pairs.index[(col != 0) & (audit.pairs["preferred"] != "tie")]
-    if len(relevant) == 0:
+    target = audit.pairs["preferred"].map({"a": 1, "b": -1}).fillna(0).astype(int)
+    relevant = (col != 0) & (target != 0)
+    # distinct prompts, two where the principle agrees with the annotator and one where it does not
+    agree = audit.pairs[relevant & (col == target)].drop_duplicates("prompt").index[:2]
+    disagree = audit.pairs[relevant & (col != target)].drop_duplicates("prompt").index[:1]
+    shown = list(agree) + list(disagree)
+    if not shown:
         st.caption("This principle never votes on a labelled pair.")
-    else:
-        n_show = min(3, len(relevant))
-        for i in relevant[:n_show]:
-            row = audit.pairs.loc[i]
-            vote = W.VOTE_LABEL[int(col.loc[i])]
-            agrees = "agrees" if {"a": 1, "b": -1}.get(row["preferred"]) == int(col.loc[i]) else "disagrees"
-            with st.expander(
-                f"Pair {C.escape_md(row['id'])}: principle picks {vote}, annotator picked "
-                f"{W.CHOICE_LABEL.get(row['preferred'], row['preferred'])} ({agrees})"
-            ):
-                W.render_pair(row, height=200)
+    for i in shown:
+        row = audit.pairs.loc[i]
+        vote = W.VOTE_LABEL[int(col.loc[i])]
+        agrees = "agrees" if int(target.loc[i]) == int(col.loc[i]) else "disagrees"
+        with st.expander(
+            f"Pair {C.escape_md(row['id'])}: principle picks {vote}, annotator picked "
+            f"{W.CHOICE_LABEL.get(row['preferred'], row['preferred'])} ({agrees})"
+        ):
+            W.render_pair(row, height=200)

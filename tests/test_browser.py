@@ -227,3 +227,9 @@ def test_upload_audit_report_in_a_real_browser(page, app_url, tmp_path):
 
     _goto_page(page, "Red-team (IterAlign)")
     _shot(page, "07_redteam")
+
+    # Home now summarises the audit of the uploaded data
+    page.locator('[data-testid="stSidebarNav"] a').filter(has_text="Home").first.click()
+    page.get_by_text("Most rewarded").wait_for()
+    _idle(page)
+    _shot(page, "09_home_after_audit")

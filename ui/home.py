@@ -21,7 +21,7 @@ def render() -> None:
     with c1:
         st.markdown(
             "##### 1 · Measure\n"
-            "About forty measurable judges (length, lists, headers, code, hedging, confidence, refusals, "
+            f"{_n_judges()} measurable judges (length, lists, headers, code, hedging, confidence, refusals, "
             "politeness, overlap with the prompt…) vote on every pair: *A*, *B* or *not relevant*."
         )
     with c2:
@@ -45,6 +45,15 @@ def render() -> None:
         _engine_section()
     with right:
         _recent_runs()
+
+
+def _n_judges() -> str:
+    try:
+        from icai_core.judges import PRINCIPLES
+
+        return str(len(PRINCIPLES))
+    except Exception:
+        return "Dozens of"
 
 
 # --------------------------------------------------------------------------- demo
