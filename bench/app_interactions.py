@@ -51,9 +51,6 @@ def data_dir() -> Path:
     ):
         if c and (Path(c) / FILES[0]).exists():
             return Path(c)
-    for c in (Path("/work/shared/data"),):
-        if (c / FILES[0]).exists():
-            return c
     sys.exit("shared data not found: set PRINCIPIA_DATA_DIR")
 
 

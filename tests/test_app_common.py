@@ -24,7 +24,8 @@ PAGES = [
     "pages/report.py",
     "pages/7_Red_team.py",
 ]
-_CANDIDATES = [os.environ.get("PRINCIPIA_DATA_DIR", ""), REPO / "shared" / "data", "/work/shared/data"]
+# PRINCIPIA_DATA_DIR, else the shared data beside the clone (CI layout: ../shared/data), else inside it
+_CANDIDATES = [os.environ.get("PRINCIPIA_DATA_DIR", ""), REPO.parent / "shared" / "data", REPO / "shared" / "data"]
 DATA = next((Path(p) for p in _CANDIDATES if p and (Path(p) / "prd_lfqa_expert.csv").exists()), None)
 needs_data = pytest.mark.skipif(DATA is None, reason="shared real data (shared/data) not found")
 

@@ -22,7 +22,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = REPO / "test-artifacts" / "screenshots"
-_CANDIDATES = [os.environ.get("PRINCIPIA_DATA_DIR", ""), REPO / "shared" / "data", "/work/shared/data"]
+# PRINCIPIA_DATA_DIR, else the shared data beside the clone (CI layout: ../shared/data), else inside it
+_CANDIDATES = [os.environ.get("PRINCIPIA_DATA_DIR", ""), REPO.parent / "shared" / "data", REPO / "shared" / "data"]
 DATA = next((Path(p) for p in _CANDIDATES if p and (Path(p) / "alpacaeval_human_vs_gpt4.csv").exists()), None)
 UPLOAD = DATA / "alpacaeval_human_vs_gpt4.csv" if DATA else None
 CHROMIUM_ARGS = [

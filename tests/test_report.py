@@ -19,7 +19,8 @@ from icai_core.reconstruct import evaluate, split_train_test
 from icai_core.stats import principle_stats
 
 REPO = Path(__file__).resolve().parents[1]
-_CANDIDATES = [os.environ.get("PRINCIPIA_DATA_DIR", ""), REPO / "shared" / "data", "/work/shared/data"]
+# PRINCIPIA_DATA_DIR, else the shared data beside the clone (CI layout: ../shared/data), else inside it
+_CANDIDATES = [os.environ.get("PRINCIPIA_DATA_DIR", ""), REPO.parent / "shared" / "data", REPO / "shared" / "data"]
 DATA = next((Path(p) for p in _CANDIDATES if p and (Path(p) / "prd_lfqa_expert.csv").exists()), None)
 pytestmark = pytest.mark.skipif(DATA is None, reason="real data (shared/data) not found")
 
