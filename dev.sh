@@ -52,7 +52,7 @@ case "$cmd" in
   test)
     ensure_env dev
     ensure_chromium
-    "$VENV/bin/ruff" check icai_core pages app.py tests bench
+    "$VENV/bin/ruff" check icai_core ui pages app.py tests bench
     exec "$VENV/bin/pytest" -q "$@"
     ;;
   *)
