@@ -6,7 +6,6 @@
   plus the dataset's own annotator as the default annotator. Version 2.0 files (responses as dicts
   with a `text` field) are read too.
 * The constitution as JSON (ours, round-trips) and as ICAI's plain numbered text.
-* Votes as CSV (A / B / not relevant), safe for spreadsheets.
 """
 
 from __future__ import annotations
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from icai_core.report import safe_csv, votes_csv
 
 FORMAT_VERSION = "1.0"
 DEFAULT_ANNOTATOR_DESCRIPTION = "Default annotator from original dataset (from column `preferred_text`)"
@@ -154,34 +155,6 @@ def constitution_to_icai_text(constitution) -> str:
     return constitution.text()
 
 
-_DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralise_cell(value):
-    """Prefix a quote to text cells a spreadsheet would run as a formula (CSV injection)."""
-    if isinstance(value, str) and value.startswith(_DANGEROUS):
-        return "'" + value
-    return value
-
-
-def safe_csv(df: pd.DataFrame) -> str:
-    """CSV text of `df` with every object/string cell neutralised against formula injection."""
-    out = df.copy()
-    for col in out.columns:
-        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
-            out[col] = out[col].map(neutralise_cell)
-    out.columns = [neutralise_cell(str(c)) for c in out.columns]
-    return out.to_csv(index=False)
-
-
-def votes_table(pairs: pd.DataFrame, votes: pd.DataFrame) -> pd.DataFrame:
-    """One row per pair: id, the annotator's choice, and each principle's vote as A / B / not relevant."""
-    lab = votes.replace({1: "A", -1: "B", 0: "not relevant"}).astype(object)
-    out = pd.DataFrame({"id": pairs["id"].to_numpy(), "preferred": pairs["preferred"].str.upper().to_numpy()},
-                       index=votes.index)
-    return pd.concat([out, lab], axis=1)
-
-
 def write_icai_outputs(result, out: Path) -> None:
     """Files of an ICAI run: constitution (JSON + text), stats, reconstruction, proposals, clusters,
     votes (safe CSV) and the annotated pairs JSON."""
@@ -190,9 +163,9 @@ def write_icai_outputs(result, out: Path) -> None:
     (out / "constitution.txt").write_text(constitution_to_icai_text(result.constitution) + "\n")
     result.stats.to_csv(out / "principle_stats.csv", index=False)
     result.reconstruction.to_csv(out / "reconstruction.csv", index=False)
-    (out / "proposals.csv").write_text(safe_csv(result.proposals))
-    (out / "clusters.csv").write_text(safe_csv(result.clusters.points))
-    (out / "votes.csv").write_text(safe_csv(votes_table(result.pairs, result.votes)))
+    (out / "proposals.csv").write_bytes(safe_csv(result.proposals))
+    (out / "clusters.csv").write_bytes(safe_csv(result.clusters.points))
+    (out / "votes.csv").write_bytes(votes_csv(result.pairs, result.votes))
     principles = list(result.candidates)
     extra = [k for k in result.votes.columns if k not in {c.key for c in principles}]
     if extra:

@@ -100,11 +100,15 @@ class IterAlignResult:
                 "iteration", "flagged_after"]
         return pd.DataFrame(rows, columns=cols)
 
-    def preference_csv(self) -> str:
-        """The pairs as an ICAI/Principia CSV (preferred_text = text_a / text_b)."""
+    def preference_table(self) -> pd.DataFrame:
+        """The pairs in the ICAI/Principia CSV layout (preferred_text = text_a / text_b)."""
         df = self.preference_pairs().rename(columns={"preferred": "preferred_text"})
         df["preferred_text"] = df["preferred_text"].map({"a": "text_a", "b": "text_b"})
-        return df.to_csv(index=False)
+        return df
+
+    def preference_csv(self) -> str:
+        """The pairs as an exact ICAI/Principia CSV, for re-import (use report.safe_csv for spreadsheets)."""
+        return self.preference_table().to_csv(index=False)
 
     def constitution_dict(self) -> dict:
         return {

@@ -28,7 +28,6 @@ import pandas as pd
 
 from icai_core import __version__
 from icai_core import figures as F
-from icai_core.interop import neutralise_cell  # the one CSV-injection rule of the project
 
 __all__ = [
     "neutralise_cell",
@@ -53,6 +52,17 @@ MIME = {
 
 
 # --------------------------------------------------------------------------- CSV
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(value):
+    """The one CSV-injection rule of the project: a text cell a spreadsheet would run as a formula
+    (starting with = + - @ tab or CR) gets a leading single quote. Numbers are untouched."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def neutralise_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Copy of `df` with every text cell neutralised (column names too); numbers untouched."""
     out = df.copy()

@@ -659,13 +659,11 @@ def duplicates_table(result: IterAlignResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["iteration", "dropped principle", "duplicate of", "similarity"])
 
 
-def pairs_csv(result: IterAlignResult) -> str:
-    """`result.preference_csv()`'s table (ICAI/Principia CSV) with cells neutralised (CSV injection)."""
-    from icai_core.interop import safe_csv
+def pairs_csv(result: IterAlignResult) -> bytes:
+    """The pairs (ICAI/Principia CSV layout) with formula-like cells neutralised (CSV injection)."""
+    from icai_core.report import safe_csv
 
-    df = result.preference_pairs().rename(columns={"preferred": "preferred_text"})
-    df["preferred_text"] = df["preferred_text"].map({"a": "text_a", "b": "text_b"})
-    return safe_csv(df)
+    return safe_csv(result.preference_table())
 
 
 EXPORT_FILES = {
@@ -678,7 +676,7 @@ EXPORT_FILES = {
 def export_payloads(result: IterAlignResult) -> dict[str, bytes]:
     return {
         "sft": result.sft_jsonl().encode("utf-8"),
-        "pairs": pairs_csv(result).encode("utf-8"),
+        "pairs": pairs_csv(result),
         "constitution": json.dumps(result.constitution_dict(), indent=2, ensure_ascii=False).encode("utf-8"),
     }
 
