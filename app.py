@@ -30,7 +30,7 @@ pages = {
         st.Page("pages/compare.py", title="Compare annotators", icon=":material/compare_arrows:"),
     ],
     "Export": [st.Page("pages/report.py", title="Report", icon=":material/download:")],
-    "Experimental": [st.Page("pages/7_Red_team.py", title="Red-team (IterAlign)", icon=":material/shield:")],
+    "IterAlign": [st.Page("pages/redteam.py", title="Red-team (IterAlign)", icon=":material/shield:")],
 }
 current = st.navigation(pages)
 C.HOME = pages[""][0]

@@ -22,7 +22,7 @@ PAGES = [
     "pages/constitution.py",
     "pages/compare.py",
     "pages/report.py",
-    "pages/7_Red_team.py",
+    "pages/redteam.py",
 ]
 # PRINCIPIA_DATA_DIR, else the shared data beside the clone (CI layout: ../shared/data), else inside it
 _CANDIDATES = [os.environ.get("PRINCIPIA_DATA_DIR", ""), REPO.parent / "shared" / "data", REPO / "shared" / "data"]
@@ -96,7 +96,7 @@ def test_pages_without_data_say_how_to_load(page):
 
 def test_redteam_page_is_registered_and_points_to_the_engine_on_home():
     at = new_app()
-    at.switch_page("pages/7_Red_team.py").run()
+    at.switch_page("pages/redteam.py").run()
     assert_ok(at)
     assert at.title[0].value.startswith("Red-team")
     assert any("on the **Home** page" in w.value for w in at.warning)

@@ -22,7 +22,7 @@ from tests.support.scripted_openai import ScriptedOpenAI
 from ui import redteam_ui as R
 from ui.engine import LLM, EngineSettings
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "7_Red_team.py")
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "redteam.py")
 KEY = "sk-redteam-page-KEY-9f8e7d6c5b"
 N_PROMPTS = 10
 

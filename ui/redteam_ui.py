@@ -1,6 +1,6 @@
 """Helpers of the Red-team (IterAlign) page, without Streamlit (so tests can call them directly).
 
-The page (`pages/7_Red_team.py`) only draws widgets; everything it computes goes through here:
+The page (`pages/redteam.py`) only draws widgets; everything it computes goes through here:
 
 * prompt sets: the bundled real HH-RLHF red-team prompts or an uploaded file (`load_prompts` errors
   become a message, never a traceback);
