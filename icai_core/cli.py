@@ -178,8 +178,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         flipped_check=args.flipped,
         max_annotate_pairs=args.max_annotate_pairs,
+        merge_with_llm=args.merge_clusters,
     )
     client = _client(_llm_config(args), args.cache_dir)
+    embedder = None
+    if args.embedding_model:
+        from icai_core.embed import RemoteEmbedder
+
+        embedder = RemoteEmbedder(client.config, model=args.embedding_model)
     _print_estimate(estimate_run(pairs, config, client))
     if args.estimate_only:
         return 0
@@ -194,7 +200,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     bar, progress = _tqdm_progress()
     cancel = CancelToken()
     try:
-        result = run_icai(pairs, client, config, store=store, run_id=run_id, progress=progress, cancel=cancel)
+        result = run_icai(pairs, client, config, store=store, run_id=run_id, embedder=embedder,
+                          progress=progress, cancel=cancel)
     except (KeyboardInterrupt, Cancelled):
         bar.close()
         store.update(run_id, status="interrupted", message="cancelled", cost=client.usage.to_dict())
@@ -311,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=10, help="principles per vote call")
     r.add_argument("--max-annotate-pairs", type=int, default=300)
     r.add_argument("--flipped", action="store_true", help="also annotate with A/B swapped (position bias)")
+    r.add_argument("--merge-clusters", action="store_true", help="let the LLM summarise each cluster")
+    r.add_argument("--embedding-model", default=None,
+                   help="embed principles with this model of the endpoint (default: bundled MiniLM, offline)")
     r.add_argument("--estimate-only", action="store_true", help="print the cost estimate and stop")
     r.set_defaults(func=cmd_run)
 

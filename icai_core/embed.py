@@ -139,3 +139,34 @@ class Embedder:
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine similarity of two arrays of unit vectors."""
     return np.einsum("ij,ij->i", a, b)
+
+
+class RemoteEmbedder:
+    """Embeds texts with an OpenAI-compatible embeddings endpoint instead of the bundled model.
+
+    Same interface as Embedder (`embed(texts, progress, cancel)` -> unit vectors); duplicate texts
+    are sent once. The HTTP call itself lives in icai_core.llm (the only module that talks HTTP).
+    """
+
+    def __init__(self, config, model: str = "text-embedding-3-small", batch_size: int = 256):
+        self.config = config
+        self.model_name = model
+        self.batch_size = batch_size
+
+    def embed(self, texts: Sequence[str], progress: Progress | None = None, cancel=None) -> np.ndarray:
+        from icai_core.llm import embed_remote
+
+        texts = ["" if t is None else str(t) for t in texts]
+        unique = list(dict.fromkeys(texts))
+        vecs: dict[str, np.ndarray] = {}
+        for i in range(0, len(unique), self.batch_size):
+            check(cancel)
+            batch = unique[i : i + self.batch_size]
+            arr = np.asarray(embed_remote(self.config, batch, self.model_name, self.batch_size), dtype=np.float32)
+            arr /= np.maximum(np.linalg.norm(arr, axis=1, keepdims=True), 1e-12)
+            vecs.update(zip(batch, arr, strict=True))
+            if progress is not None:
+                progress(min(i + len(batch), len(unique)), len(unique), f"Embedded {i + len(batch):,} texts remotely")
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.vstack([vecs[t] for t in texts])

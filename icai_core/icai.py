@@ -47,6 +47,7 @@ class ICAIConfig:
     max_annotate_pairs: int = 300  # held-out pairs annotated per reconstruction condition
     flipped_check: bool = False  # also annotate with A/B swapped to expose position bias
     random_constitution: bool = True
+    merge_with_llm: bool = False  # ask the LLM to summarise each multi-member cluster in one principle
     max_text_chars: int = 4000
     chunk_size: int = 128  # requests per stored chunk (progress + resume granularity)
 
@@ -274,6 +275,35 @@ class ChunkedRunner:
         return done
 
 
+def merge_requests(members_by_cluster: dict[int, list[str]]) -> list[ChatRequest]:
+    return [
+        ChatRequest(messages=prompts.MERGE_CLUSTER.messages(principles=prompts.numbered(members[:20])),
+                    max_tokens=80, json_mode=True, tag=f"merge:{c}")
+        for c, members in members_by_cluster.items()
+    ]
+
+
+def merge_clusters(clusters, cluster_ids: list[int], representatives: list[str], runner, config) -> list[str]:
+    """Ask the LLM for one summary principle per multi-member cluster; keep the representative when
+    a cluster has one member or the answer is unusable."""
+    points = clusters.points
+    members = {c: points.loc[points["cluster"] == c, "text"].astype(str).tolist() for c in cluster_ids}
+    multi = {c: m for c, m in members.items() if len(m) > 1}
+    answers = runner.run("merge", merge_requests(multi), "Merging clusters") if multi else {}
+    out = []
+    for c, rep in zip(cluster_ids, representatives, strict=True):
+        data = parse_json_answer(answers.get(f"merge:{c}") or "")
+        text = data.get("principle") if isinstance(data, dict) else None
+        if isinstance(text, str) and text.strip():
+            text = " ".join(text.split())
+            if not text.lower().startswith("select the response that"):
+                text = "Select the response that " + text[0].lower() + text[1:]
+            out.append(text)
+        else:
+            out.append(rep)
+    return out
+
+
 def estimate_run(pairs: pd.DataFrame, config: ICAIConfig, client, n_candidates: int | None = None) -> dict:
     """Calls, tokens and dollars per stage (a dict of llm.CostEstimate), computed before a run starts.
 
@@ -296,6 +326,9 @@ def estimate_run(pairs: pd.DataFrame, config: ICAIConfig, client, n_candidates: 
     for c in range(n_conditions):
         ann += annotate_requests(pairs, ann_idx, f"1. condition {c}", config, tag=f"estimate{c}")
     stages["annotate"] = (ann, prompts.ANNOTATE.expected_completion_tokens)
+    if config.merge_with_llm:  # at most one merge call per candidate cluster
+        stages["merge"] = (merge_requests({c: placeholder[c : c + 2] for c in range(n)}),
+                           prompts.MERGE_CLUSTER.expected_completion_tokens)
     return {name: client.estimate_cost(reqs, expected_completion_tokens=completion)
             for name, (reqs, completion) in stages.items()}
 
@@ -357,10 +390,13 @@ def run_icai(
         cancel=cancel,
     )
     cl = clusters.clusters.sort_values("size", ascending=False).head(config.max_candidates)
+    texts = [str(t) for t in cl["representative"]]
+    if config.merge_with_llm:
+        texts = merge_clusters(clusters, cl["cluster"].tolist(), texts, runner, config)
     candidates = [
-        LLMPrinciple(key=f"llm_{k:02d}", text=r["representative"], inverse_text=_inverse(r["representative"]),
-                     cluster=int(r["cluster"]), support=int(r["size"]))
-        for k, (_, r) in enumerate(cl.iterrows())
+        LLMPrinciple(key=f"llm_{k:02d}", text=t, inverse_text=_inverse(t), cluster=int(r["cluster"]),
+                     support=int(r["size"]))
+        for k, (t, (_, r)) in enumerate(zip(texts, cl.iterrows(), strict=True))
     ]
     check(cancel)
 

@@ -1067,3 +1067,32 @@ __all__ = [
     "raise_if_fatal",
     "scrub",
 ]
+
+
+def embed_remote(config: LLMConfig, texts: Sequence[str], model: str, batch_size: int = 256) -> list[list[float]]:
+    """Embeddings from an OpenAI-compatible `/v1/embeddings` endpoint, in input order.
+
+    Used when a user prefers their endpoint's embedding model to the bundled MiniLM. Retries like
+    chat calls (429 / 5xx / timeouts with backoff); raises LLMError with the endpoint's message.
+    """
+    import time as _time
+
+    import openai
+
+    client = openai.OpenAI(api_key=config.api_key or NO_KEY_PLACEHOLDER, base_url=config.base_url,
+                           timeout=config.timeout_s, max_retries=0)
+    out: list[list[float]] = []
+    with client:
+        for start in range(0, len(texts), batch_size):
+            batch = list(texts[start : start + batch_size])
+            for attempt in range(config.max_retries + 1):
+                try:
+                    resp = client.embeddings.create(model=model, input=batch)
+                    break
+                except Exception as exc:
+                    failure = _classify(exc, config)
+                    if not failure.retryable or attempt == config.max_retries:
+                        raise LLMError(f"embeddings: {failure.message}", failure.kind) from None
+                    _time.sleep(min(config.backoff_max_s, config.backoff_base_s * 2**attempt))
+            out.extend(d.embedding for d in sorted(resp.data, key=lambda d: d.index))
+    return out

@@ -195,3 +195,27 @@ def test_cli_run_resumes_after_kill(shared_data, tmp_path):
     for p in (tmp_path / "home").rglob("*"):
         if p.is_file():
             assert KEY.encode() not in p.read_bytes()
+
+
+def test_llm_cluster_merge_and_remote_embeddings(real_pairs, tmp_path):
+    """Optional stages: principles embedded by the endpoint's /v1/embeddings (fake vectors from the
+    scripted server) and each multi-member cluster summarised by the LLM."""
+    from icai_core.embed import RemoteEmbedder
+
+    small = real_pairs.head(80).reset_index(drop=True)
+    cfg = ICAIConfig(max_propose_pairs=40, max_annotate_pairs=10, include_measurable=False, merge_with_llm=True,
+                     random_constitution=False)
+    with ScriptedOpenAI() as srv:
+        install(srv)
+        config = LLMConfig(base_url=srv.base_url, model="scripted-model", api_key=KEY)
+        client = LLMClient(config, cache=ResponseCache(tmp_path / "c.sqlite"))
+        r = run_icai(small, client, cfg, embedder=RemoteEmbedder(config, model="scripted-embedding"))
+        emb_calls = [x for x in srv.requests if x.path.endswith("/embeddings")]
+        merge_calls = [x for x in srv.chat_requests
+                       if x.body["messages"][0]["content"].startswith("TASK: merge_cluster")]
+    assert emb_calls and all(x.body["model"] == "scripted-embedding" for x in emb_calls)
+    multi = (r.clusters.clusters.set_index("cluster").loc[[c.cluster for c in r.candidates], "size"] > 1).sum()
+    assert len(merge_calls) == multi >= 1
+    proposed = set(r.proposals["principle"])
+    # the scripted merger answers with the first listed member: every candidate is a real proposal
+    assert all(c.text in proposed for c in r.candidates)
