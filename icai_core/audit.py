@@ -73,7 +73,7 @@ class AuditResult:
         Cheap: reuses the cached votes and train stats, so sliders in the app respond at once.
         """
         merged = {**self.config.constitution_settings(), **settings}
-        constitution = build_constitution(self.train_stats, principles=self._principle_objects(), **merged)
+        constitution = build_constitution(self.train_stats, principles=self.principle_objects(), **merged)
         recon = evaluate(
             self.votes,
             self.pairs["preferred"],
@@ -84,7 +84,8 @@ class AuditResult:
         )
         return constitution, recon
 
-    def _principle_objects(self):
+    def principle_objects(self) -> list:
+        """The Principle objects behind the vote columns, in column order."""
         return [judges.get_principle(k) for k in self.votes.columns]
 
     def summary(self) -> str:

@@ -294,7 +294,7 @@ def principle_objects(audit: Any):
     if audit is None:
         return None
     try:
-        return audit._principle_objects()
+        return audit.principle_objects()
     except Exception:
         return None
 
