@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from icai_core import judges
-from icai_core.constitution import Constitution, build_constitution
+from icai_core.constitution import Constitution, build_constitution, settings_of
 from icai_core.jobs import CancelToken, Progress, check, noop_progress
 from icai_core.reconstruct import ReconstructionResult, evaluate, split_train_test
 from icai_core.stats import principle_stats
@@ -42,13 +42,7 @@ class AuditConfig:
     principles: tuple[str, ...] | None = None  # subset of judge keys; None = all
 
     def constitution_settings(self) -> dict:
-        return {
-            "min_relevance": self.min_relevance,
-            "min_abs_strength": self.min_abs_strength,
-            "alpha": self.alpha,
-            "max_size": self.max_size,
-            "require_significant": self.require_significant,
-        }
+        return settings_of(self)
 
 
 @dataclass

@@ -138,6 +138,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+SETTINGS_FIELDS = ("min_relevance", "min_abs_strength", "alpha", "max_size", "require_significant")
+
+
+def settings_of(config: Any) -> dict:
+    """The build_constitution keyword arguments held by a run config (AuditConfig, ICAIConfig)."""
+    return {name: getattr(config, name) for name in SETTINGS_FIELDS}
+
+
 def build_constitution(
     stats: pd.DataFrame,
     *,

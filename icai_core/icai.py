@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from icai_core import prompts
-from icai_core.constitution import Constitution, build_constitution
+from icai_core.constitution import Constitution, build_constitution, settings_of
 from icai_core.jobs import CancelToken, Progress, check, noop_progress
 from icai_core.llm import ChatRequest, parse_json_answer, raise_if_fatal
 from icai_core.reconstruct import evaluate, split_train_test
@@ -52,13 +52,7 @@ class ICAIConfig:
     chunk_size: int = 128  # requests per stored chunk (progress + resume granularity)
 
     def constitution_settings(self) -> dict:
-        return {
-            "min_relevance": self.min_relevance,
-            "min_abs_strength": self.min_abs_strength,
-            "alpha": self.alpha,
-            "max_size": self.max_size,
-            "require_significant": self.require_significant,
-        }
+        return settings_of(self)
 
 
 @dataclass

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
@@ -14,44 +11,17 @@ from scipy import stats as sps
 from icai_core.compare import DIFF_COLUMNS, REST, compare_datasets, compare_groups, constitution_diff
 from icai_core.constitution import Constitution, ConstitutionEntry
 from icai_core.stats import STATS_COLUMNS, bh_qvalues, principle_stats
+from tests.support.realvotes import load, needs_data, simple_votes
 
-REPO = Path(__file__).resolve().parents[1]
-_CANDIDATES = [os.environ.get("PRINCIPIA_DATA_DIR", ""), REPO.parent / "shared" / "data"]
-DATA = next((Path(p) for p in _CANDIDATES if p and (Path(p) / "prd_lfqa_expert.csv").exists()), None)
-pytestmark = pytest.mark.skipif(DATA is None, reason="real data (shared/data) not found")
-LABELS = {"text_a": "a", "text_b": "b", "tie": "tie"}
+pytestmark = needs_data
 HUMAN = "human_crowd_majority_of_4"
 Z = 1.959963984540054
-
-
-def load(name: str) -> pd.DataFrame:
-    df = pd.read_csv(DATA / name, keep_default_na=False)
-    df["preferred"] = df["preferred_text"].map(LABELS)
-    return df
-
-
-def _margin_sign(a: pd.Series, b: pd.Series, rel: float = 0.1) -> np.ndarray:
-    a, b = a.to_numpy(float), b.to_numpy(float)
-    return np.where(np.abs(a - b) > rel * np.maximum(a, b), np.sign(a - b), 0).astype(np.int8)
-
-
-def _bullets(text: str) -> int:
-    return sum(1 for line in text.splitlines() if line.lstrip().startswith(("- ", "* ", "1.")))
-
-
-def simple_votes(df: pd.DataFrame) -> pd.DataFrame:
-    length = _margin_sign(df["text_a"].str.len(), df["text_b"].str.len())
-    bullets = np.sign(df["text_a"].map(_bullets) - df["text_b"].map(_bullets)).to_numpy()
-    questions = np.sign(df["text_a"].str.count(r"\?") - df["text_b"].str.count(r"\?")).to_numpy()
-    return pd.DataFrame(
-        {"length": length, "bullets": bullets, "questions": questions}, index=df.index
-    ).astype(np.int8)
 
 
 @pytest.fixture(scope="module")
 def human_vs_gpt4():
     df = load("alpacaeval_human_vs_gpt4.csv")
-    return df, simple_votes(df)
+    return df, simple_votes(df, shorter=False)
 
 
 def test_group_by_annotator_all_nine_one_vs_rest(human_vs_gpt4):
@@ -135,7 +105,7 @@ def test_small_groups_are_reported_not_dropped(human_vs_gpt4):
 def test_compare_datasets_uses_common_principles(human_vs_gpt4):
     df, votes = human_vs_gpt4
     alpaca1 = load("alpacaeval1_gpt4_judge.csv")
-    v1 = simple_votes(alpaca1).drop(columns=["questions"])
+    v1 = simple_votes(alpaca1, shorter=False).drop(columns=["questions"])
     res = compare_datasets(
         [("alpacaeval1", v1, alpaca1["preferred"]), ("human_vs_gpt4", votes, df["preferred"])]
     )

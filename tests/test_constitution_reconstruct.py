@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,12 +12,9 @@ import pytest
 from icai_core.constitution import Constitution, ConstitutionEntry, build_constitution
 from icai_core.reconstruct import METHODS, RESULT_COLUMNS, audit_split, evaluate, split_train_test
 from icai_core.stats import principle_stats
+from tests.support.realvotes import load, needs_data, simple_votes
 
-REPO = Path(__file__).resolve().parents[1]
-_CANDIDATES = [os.environ.get("PRINCIPIA_DATA_DIR", ""), REPO.parent / "shared" / "data"]
-DATA = next((Path(p) for p in _CANDIDATES if p and (Path(p) / "prd_lfqa_expert.csv").exists()), None)
-pytestmark = pytest.mark.skipif(DATA is None, reason="real data (shared/data) not found")
-LABELS = {"text_a": "a", "text_b": "b", "tie": "tie"}
+pytestmark = needs_data
 
 PRINCIPLES = [
     SimpleNamespace(
@@ -43,30 +38,6 @@ PRINCIPLES = [
         inverse_text="Select the response that asks fewer questions.",
     ),
 ]
-
-
-def load(name: str) -> pd.DataFrame:
-    df = pd.read_csv(DATA / name, keep_default_na=False)
-    df["preferred"] = df["preferred_text"].map(LABELS)
-    return df
-
-
-def _margin_sign(a: pd.Series, b: pd.Series, rel: float = 0.1) -> np.ndarray:
-    a, b = a.to_numpy(float), b.to_numpy(float)
-    return np.where(np.abs(a - b) > rel * np.maximum(a, b), np.sign(a - b), 0).astype(np.int8)
-
-
-def _bullets(text: str) -> int:
-    return sum(1 for line in text.splitlines() if line.lstrip().startswith(("- ", "* ", "1.")))
-
-
-def simple_votes(df: pd.DataFrame) -> pd.DataFrame:
-    length = _margin_sign(df["text_a"].str.len(), df["text_b"].str.len())
-    bullets = np.sign(df["text_a"].map(_bullets) - df["text_b"].map(_bullets)).to_numpy()
-    questions = np.sign(df["text_a"].str.count(r"\?") - df["text_b"].str.count(r"\?")).to_numpy()
-    return pd.DataFrame(
-        {"length": length, "shorter": -length, "bullets": bullets, "questions": questions}, index=df.index
-    ).astype(np.int8)
 
 
 @pytest.fixture(scope="module")

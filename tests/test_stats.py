@@ -26,7 +26,7 @@ from icai_core.stats import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-_CANDIDATES = [os.environ.get("PRINCIPIA_DATA_DIR", ""), REPO / "shared" / "data", "/work/shared/data"]
+_CANDIDATES = [os.environ.get("PRINCIPIA_DATA_DIR", ""), REPO.parent / "shared" / "data"]
 DATA = next((Path(p) for p in _CANDIDATES if p and (Path(p) / "prd_lfqa_expert.csv").exists()), None)
 needs_data = pytest.mark.skipif(DATA is None, reason="real data (shared/data) not found")
 LABELS = {"text_a": "a", "text_b": "b", "tie": "tie"}

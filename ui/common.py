@@ -137,7 +137,7 @@ def config_key(config: Any) -> str:
 
 def start_audit(ds: LoadedDataset, config: Any) -> BackgroundJob | None:
     """Start the offline audit of `ds` in a background thread (or reuse a cached result)."""
-    from icai_core.audit import default_cache_dir, run_offline_audit
+    from icai_core.audit import config_dict, default_cache_dir, run_offline_audit
 
     key = (ds.hash, config_key(config))
     cached = audit_cache().get(key)
@@ -152,7 +152,7 @@ def start_audit(ds: LoadedDataset, config: Any) -> BackgroundJob | None:
     name = ds.name
 
     def work(progress, cancel):
-        recorder = RunRecorder(name, ds.hash, config)
+        recorder = RunRecorder("offline_audit", name, ds.hash, config_dict(config))
         try:
             result = run_offline_audit(
                 pairs,
@@ -165,7 +165,8 @@ def start_audit(ds: LoadedDataset, config: Any) -> BackgroundJob | None:
         except BaseException as exc:
             recorder.finish(exc)
             raise
-        recorder.finish(None, result)
+        recorder.finish(None, {"stats": result.stats, "constitution": result.constitution.to_dict(),
+                               "reconstruction": result.reconstruction.table}, message="Audit finished (app)")
         return result
 
     job = BackgroundJob(work, label="offline audit", key=key)
@@ -559,18 +560,20 @@ def run_constitution(run_id: str) -> dict | None:
 
 
 class RunRecorder:
-    """Records an app audit in the local run store (best effort: a store problem never stops an audit)."""
+    """Records an app job in the local run store (best effort: a store problem never stops the job).
 
-    def __init__(self, dataset_name: str, data_hash: str, config: Any):
+    `kind` is the store's run kind ('offline_audit', 'iteralign', ...); `config` must hold no key.
+    """
+
+    def __init__(self, kind: str, dataset_name: str, data_hash: str, config: dict):
         self.run_id = None
         self.store = None
         self._last = 0.0
         try:
-            from icai_core.audit import config_dict
             from icai_core.store import RunStore
 
             self.store = RunStore()
-            self.run_id = self.store.create_run("offline_audit", dataset_name, data_hash, config_dict(config))
+            self.run_id = self.store.create_run(kind, dataset_name, data_hash, config)
         except Exception:
             self.store = None
 
@@ -587,17 +590,20 @@ class RunRecorder:
 
         return _progress
 
-    def finish(self, exc: BaseException | None, result: Any = None) -> None:
+    def finish(
+        self, exc: BaseException | None, results: dict | None = None, *, message: str = "finished (app)",
+        cost: dict | None = None,
+    ) -> None:
+        """Mark the run done (saving `results`, name -> object), cancelled or failed."""
         if self.store is None:
             return
         try:
             from icai_core.jobs import Cancelled
 
             if exc is None:
-                self.store.update(self.run_id, status="done", message="Audit finished (app)")
-                self.store.save_result(self.run_id, "stats", result.stats)
-                self.store.save_result(self.run_id, "constitution", result.constitution.to_dict())
-                self.store.save_result(self.run_id, "reconstruction", result.reconstruction.table)
+                self.store.update(self.run_id, status="done", message=message, cost=cost)
+                for name, obj in (results or {}).items():
+                    self.store.save_result(self.run_id, name, obj)
             elif isinstance(exc, Cancelled):
                 self.store.update(self.run_id, status="cancelled", message="cancelled by the user")
             else:

@@ -33,6 +33,7 @@ import pandas as pd
 
 from icai_core import prompts as P
 from icai_core.iteralign import IterAlignConfig, IterAlignResult, respond_requests
+from ui.common import RunRecorder
 
 JOB = "rt_job"  # session key of the running BackgroundJob
 RESULT = "rt_result"  # session key of the last finished RedTeamRun
@@ -439,62 +440,6 @@ class RedTeamRun:
         return self._exports
 
 
-class _Recorder:
-    """Best-effort record of the run in the local run store (Home's "Recent runs"); never the key."""
-
-    def __init__(self, plan: RedTeamPlan):
-        self.store = self.run_id = None
-        self._last = 0.0
-        try:
-            from icai_core.store import RunStore
-
-            self.store = RunStore()
-            self.run_id = self.store.create_run(
-                "iteralign", plan.prompt_set.name, plan.prompt_set.hash, plan.public()
-            )
-        except Exception:
-            self.store = None
-
-    def wrap(self, progress):
-        def _p(done: int, total: int, message: str = "") -> None:
-            progress(done, total, message)
-            now = time.time()
-            if self.store is not None and now - self._last > 1.0:
-                self._last = now
-                try:
-                    self.store.update(self.run_id, done=done, total=total, message=message)
-                except Exception:
-                    pass
-
-        return _p
-
-    def finish(self, exc: BaseException | None, result: IterAlignResult | None = None) -> None:
-        if self.store is None:
-            return
-        try:
-            from icai_core.jobs import Cancelled
-
-            if exc is None and result is not None:
-                cost = {
-                    "dollars": sum(float(u.get("dollars", 0.0)) for u in result.usage.values()),
-                    **{role: u for role, u in result.usage.items()},
-                }
-                self.store.update(self.run_id, status="done", message="IterAlign finished (app)", cost=cost)
-                self.store.save_result(self.run_id, "constitution", result.constitution_dict())
-                self.store.save_result(self.run_id, "iterations", result.iteration_table())
-            elif isinstance(exc, Cancelled):
-                self.store.update(self.run_id, status="cancelled", message="cancelled by the user")
-            elif exc is not None:
-                self.store.update(self.run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-        except Exception:
-            pass
-        finally:
-            try:
-                self.store.close()
-            except Exception:
-                pass
-
-
 def run_plan(
     plan: RedTeamPlan,
     *,
@@ -524,7 +469,8 @@ def run_plan(
     else:
         oracle = OfflineOracle()
     staged = StagedProgress(progress or noop_progress, len(plan.prompts), plan.config.iterations)
-    recorder = _Recorder(plan) if record else None
+    recorder = (RunRecorder("iteralign", plan.prompt_set.name, plan.prompt_set.hash, plan.public())
+                if record else None)
     prog = recorder.wrap(staged) if recorder is not None else staged
     t0 = time.perf_counter()
     try:
@@ -543,7 +489,9 @@ def run_plan(
             recorder.finish(exc)
         raise
     if recorder is not None:
-        recorder.finish(None, result)
+        cost = {"dollars": sum(float(u.get("dollars", 0.0)) for u in result.usage.values()), **result.usage}
+        recorder.finish(None, {"constitution": result.constitution_dict(), "iterations": result.iteration_table()},
+                        message="IterAlign finished (app)", cost=cost)
     staged.finish()
     return RedTeamRun(
         result=result,
