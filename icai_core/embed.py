@@ -106,7 +106,8 @@ class Embedder:
         texts = ["" if t is None else str(t) for t in texts]
         if not texts:
             return np.zeros((0, EMBED_DIM), dtype=np.float32)
-        keys = [_key(self.model_name, t) for t in texts]
+        # The truncation length changes the vector, so it is part of the cache key.
+        keys = [_key(f"{self.model_name}@{self.max_seq_length}", t) for t in texts]
         unique: dict[str, str] = {}
         for k, t in zip(keys, texts, strict=True):
             unique.setdefault(k, t)
