@@ -21,7 +21,7 @@ import pandas as pd
 from icai_core import judges
 from icai_core.constitution import Constitution, build_constitution, settings_of
 from icai_core.jobs import CancelToken, Progress, check, noop_progress
-from icai_core.reconstruct import ReconstructionResult, evaluate, split_train_test
+from icai_core.reconstruct import ReconstructionResult, content_groups, evaluate, split_train_test
 from icai_core.stats import principle_stats
 
 CANONICAL_COLUMNS = ["id", "prompt", "text_a", "text_b", "preferred"]
@@ -177,7 +177,10 @@ def run_offline_audit(
     principle_objs = [judges.get_principle(k) for k in votes.columns]
     preferred = pairs["preferred"]
     stats = principle_stats(votes, preferred, principle_objs, alpha=config.alpha)
-    train_index, test_index = split_train_test(preferred, test_size=config.test_size, seed=config.seed)
+    # Rows judging the same pair (several annotators) stay on one side of the split: no leakage.
+    train_index, test_index = split_train_test(
+        preferred, test_size=config.test_size, seed=config.seed, groups=content_groups(pairs)
+    )
     train_stats = principle_stats(
         votes.iloc[train_index], preferred.iloc[train_index], principle_objs, alpha=config.alpha
     )

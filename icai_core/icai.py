@@ -22,7 +22,7 @@ from icai_core import prompts
 from icai_core.constitution import Constitution, build_constitution, settings_of
 from icai_core.jobs import CancelToken, Progress, check, noop_progress
 from icai_core.llm import ChatRequest, parse_json_answer, raise_if_fatal
-from icai_core.reconstruct import evaluate, split_train_test
+from icai_core.reconstruct import content_groups, evaluate, split_train_test
 from icai_core.stats import principle_stats, wilson_interval
 
 STAGES = ("propose", "cluster", "vote", "annotate")
@@ -328,7 +328,8 @@ def estimate_run(pairs: pd.DataFrame, config: ICAIConfig, client, n_candidates: 
 
 
 def _indices(pairs: pd.DataFrame, config: ICAIConfig):
-    train_idx, test_idx = split_train_test(pairs["preferred"], test_size=config.test_size, seed=config.seed)
+    train_idx, test_idx = split_train_test(pairs["preferred"], test_size=config.test_size, seed=config.seed,
+                                          groups=content_groups(pairs))
     train_idx, test_idx = np.asarray(train_idx), np.asarray(test_idx)
     rng = np.random.default_rng(config.seed)
     labelled_train = train_idx[pairs["preferred"].to_numpy()[train_idx] != "tie"]

@@ -32,17 +32,37 @@ METHODS = [
 _LABEL = {1: "a", -1: "b"}
 
 
+def content_groups(pairs: pd.DataFrame) -> np.ndarray:
+    """One id per distinct (prompt, text_a, text_b): rows that judge the same pair (several annotators,
+    repeated runs) share an id, so a split can keep them on the same side."""
+    cols = [c for c in ("prompt", "text_a", "text_b") if c in pairs.columns]
+    return pd.util.hash_pandas_object(pairs[cols].astype(str), index=False).to_numpy()
+
+
 def split_train_test(
-    preferred: Any, test_size: float = 0.3, seed: int = 0, stratify: bool = True
+    preferred: Any, test_size: float = 0.3, seed: int = 0, stratify: bool = True, groups: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split into sorted positional index arrays ``(train_index, test_index)``.
 
     With ``stratify`` each label ("a", "b", "tie") is split separately in the proportion
     ``test_size`` (largest-remainder rounding so the test split has ``round(test_size * n)`` rows), so
     ties land in both splits proportionally. The same ``seed`` gives the same split.
+
+    ``groups`` (one id per row, e.g. ``content_groups(pairs)``): rows of one group always land on the
+    same side, so the same pair judged by several annotators cannot be both trained and tested on.
+    Groups are then split like rows (stratified on each group's first label), which makes the test
+    share approximate. Without repeated ids this is exactly the ungrouped split.
     """
     if not 0 < test_size < 1:
         raise ValueError("test_size must be a fraction in (0, 1)")
+    if groups is not None:
+        codes = pd.factorize(pd.Series(np.asarray(groups)))[0]
+        if len(np.unique(codes)) < len(codes):
+            y_rows = encode_preferred(preferred)
+            _, first = np.unique(codes, return_index=True)
+            g_train, g_test = split_train_test(y_rows[first], test_size, seed, stratify)
+            test_mask = np.isin(codes, g_test)
+            return np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
     y = encode_preferred(preferred)
     n = len(y)
     rng = np.random.default_rng(seed)

@@ -218,3 +218,21 @@ def test_empty_constitution_falls_back_to_majority(alpaca1):
     assert np.isnan(table.loc["random_constitution", "agreement"])
     # without a constitution the best single principle is chosen among all principles
     assert res.best_principle in {"length", "shorter"}
+
+
+def test_grouped_split_keeps_each_pair_on_one_side():
+    """alpacaeval_human_vs_gpt4: 9 annotators judged each of 521 pairs; no pair may straddle the split."""
+    from icai_core.reconstruct import content_groups
+
+    df = load("alpacaeval_human_vs_gpt4.csv")
+    groups = content_groups(df)
+    assert len(set(groups)) == df["pair_id"].nunique() == 521
+    train, test = split_train_test(df["preferred"], test_size=0.3, seed=0, groups=groups)
+    assert len(train) + len(test) == len(df) and set(train).isdisjoint(test)
+    assert set(df["pair_id"].iloc[train]).isdisjoint(df["pair_id"].iloc[test])
+    assert abs(len(test) / len(df) - 0.3) < 0.02
+    # without repeated ids the grouped split is exactly the plain one
+    single = load("prd_lfqa_expert.csv").drop_duplicates(["prompt", "text_a", "text_b"]).reset_index(drop=True)
+    plain = split_train_test(single["preferred"], seed=3)
+    grouped = split_train_test(single["preferred"], seed=3, groups=content_groups(single))
+    assert all((a == b).all() for a, b in zip(plain, grouped, strict=True))
