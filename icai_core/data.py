@@ -13,6 +13,9 @@ layouts without a manual mapping (`SUPPORTED_FORMATS`):
   winner_model_a, winner_model_b, winner_tie``.
 * ``hh_rlhf``    -- Anthropic HH-RLHF and other ``chosen`` / ``rejected`` data.
 
+An annotated pairs JSON file (ICAI / Feedback Forensics format, as `icai run` exports it) is read
+as the canonical table: its comparisons with the default annotator's preferences.
+
 Anything else is read through an explicit `ColumnMapping`.
 
 Rules: nothing is silently dropped or altered. Text is never stripped, ids stay strings, "NA" and
@@ -637,6 +640,8 @@ def _parse_json(text: str, file: str) -> _Table:
             f"the file is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
             "Fix the JSON at that position (a missing comma, bracket or quote is typical) or export the data again",
         ) from None
+    if isinstance(obj, dict) and "comparisons" in obj and "annotators" in obj:
+        return _annotated_pairs_table(obj, file)
     if isinstance(obj, dict):
         if len(obj) == 1 and isinstance(next(iter(obj.values())), list) and all(
             isinstance(r, dict) for r in next(iter(obj.values()))
@@ -656,6 +661,26 @@ def _parse_json(text: str, file: str) -> _Table:
                             "Make every element of the list an object such as {\"prompt\": ..., \"text_a\": ...}")
     df = pd.DataFrame(obj, dtype=object)
     return _Table(df=df, records=obj)
+
+
+def _annotated_pairs_table(obj: dict, file: str) -> _Table:
+    """An annotated pairs file (ICAI / Feedback Forensics, as `icai run` exports): its pairs and the
+    default annotator's labels become the canonical table; principle annotations are not data."""
+    from icai_core.interop import from_annotated_pairs
+
+    try:
+        pairs, votes, _ = from_annotated_pairs(obj)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(file, None, None, f"the annotated pairs file is malformed: {exc}",
+                        "Export it again, or save the pairs as a list of records") from None
+    if pairs.empty:
+        raise _no_rows(file, "the annotated pairs file has no comparisons")
+    table = _Table(df=pairs.astype(object))
+    table.warnings.append(
+        f"read as an annotated pairs file (ICAI / Feedback Forensics format); its {votes.shape[1]} principle "
+        "annotations are not imported, the default annotator's preferences are the labels"
+    )
+    return table
 
 
 def _json_columns(obj: dict, file: str) -> _Table:

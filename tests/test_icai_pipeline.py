@@ -219,3 +219,16 @@ def test_llm_cluster_merge_and_remote_embeddings(real_pairs, tmp_path):
     proposed = set(r.proposals["principle"])
     # the scripted merger answers with the first listed member: every candidate is a real proposal
     assert all(c.text in proposed for c in r.candidates)
+
+
+def test_annotated_pairs_file_loads_in_the_audit(first_run, tmp_path):
+    from icai_core.data import load_pairs
+    from icai_core.interop import write_icai_outputs
+
+    r = first_run["result"]
+    write_icai_outputs(r, tmp_path)
+    loaded = load_pairs(tmp_path / "annotated_pairs.json")
+    assert loaded.format == "canonical"
+    assert any("annotated pairs" in w for w in loaded.report.warnings)
+    for col in ("prompt", "text_a", "text_b", "preferred"):
+        assert loaded.pairs[col].tolist() == r.pairs[col].tolist()
