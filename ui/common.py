@@ -14,7 +14,6 @@ dataset's content hash and the audit configuration -- never by the engine settin
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -82,13 +81,10 @@ def get_job() -> BackgroundJob | None:
 
 
 def pairs_hash(pairs: pd.DataFrame) -> str:
-    try:
-        from icai_core.audit import dataset_hash
+    """Content hash of a pair table (the audit's cache key)."""
+    from icai_core.audit import dataset_hash
 
-        return dataset_hash(pairs)
-    except Exception:  # pragma: no cover - fallback if audit is unavailable
-        h = pd.util.hash_pandas_object(pairs.astype(str), index=False).to_numpy()
-        return hashlib.sha256(h.tobytes()).hexdigest()[:16]
+    return dataset_hash(pairs)
 
 
 def set_dataset(ds: LoadedDataset) -> None:
