@@ -117,6 +117,32 @@ def _diff_test(a_agree, a_dis, a_n, b_agree, b_dis, b_n, alpha):
     return s_a, s_b, diff, low, high, z, p
 
 
+def _pair_scores(votes: pd.DataFrame, preferred: np.ndarray, pair_ids: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
+    """Mean per-pair score (vote x label, ties left out) of the given rows, one row per distinct pair."""
+    rows = rows[preferred[rows] != 0]
+    scores = votes.to_numpy(dtype=float)[rows] * preferred[rows][:, None]
+    return pd.DataFrame(scores, index=pair_ids[rows]).groupby(level=0).mean()
+
+
+def _paired_test(sa: pd.DataFrame, sb: pd.DataFrame, alpha: float):
+    """Paired difference of strengths on the pairs both sides judged: (s_a, s_b, diff, low, high, z, p, m).
+
+    When two annotators judged the same pairs, each principle votes the same way for both, so the
+    per-pair difference of scores removes the between-pair variance the independent test carries.
+    """
+    common = sa.index.intersection(sb.index)
+    a, b = sa.loc[common].to_numpy(), sb.loc[common].to_numpy()
+    m = len(common)
+    d = a - b
+    diff = d.mean(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se = d.std(axis=0, ddof=1) / np.sqrt(m)
+        zc = z_value(alpha)
+        z = np.where(se > 0, diff / se, np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
+        p = 2 * sps.norm.sf(np.abs(z))
+    return a.mean(axis=0), b.mean(axis=0), diff, diff - zc * se, diff + zc * se, z, p, m
+
+
 def compare_groups(
     votes: pd.DataFrame,
     pairs: pd.DataFrame,
@@ -125,12 +151,17 @@ def compare_groups(
     min_pairs: int = 20,
     alpha: float = 0.05,
     max_pairwise_groups: int = 6,
+    paired: bool = True,
 ) -> CompareResult:
     """Principle statistics per group of ``pairs[by]`` and tests of between-group differences.
 
     ``pairs`` must hold ``preferred`` and be row-aligned with ``votes``; ``by`` is a column name of
     ``pairs`` or a sequence of group labels. With at most ``max_pairwise_groups`` kept groups every
     pair of groups is tested, otherwise each group against the pooled other kept groups.
+
+    With ``paired`` (default), two sides that judged (nearly) the same pairs — at least 90% of each
+    side's pairs shared, identified by content — are compared with a paired test on the shared pairs
+    (``comparison`` = "paired" / "paired_one_vs_rest"); otherwise the groups are independent samples.
     """
     if "preferred" not in pairs.columns:
         raise KeyError("pairs need a 'preferred' column")
@@ -199,9 +230,32 @@ def compare_groups(
             rest = (tot[0] - c[0], tot[1] - c[1], tot[2] - c[2])
             comparisons.append((g, REST, c, rest))
 
+    pair_scores: dict[str, pd.DataFrame] = {}
+    if paired and len(groups) >= 2 and {"text_a", "text_b"} <= set(pairs.columns):
+        from icai_core.reconstruct import content_groups
+
+        pair_ids = content_groups(pairs)
+        pair_scores = {g: _pair_scores(votes, preferred, pair_ids, np.flatnonzero(labels == g)) for g in groups}
+        if mode == "one_vs_rest":
+            for g in groups:
+                others = np.flatnonzero(np.isin(labels, [h for h in groups if h != g]))
+                pair_scores[(g, REST)] = _pair_scores(votes, preferred, pair_ids, others)
+
+    def matched(sa: pd.DataFrame, sb: pd.DataFrame) -> bool:
+        shared = len(sa.index.intersection(sb.index))
+        return shared >= min_pairs and shared >= 0.9 * max(len(sa), len(sb))
+
     diff_frames = []
     for g1, g2, c1, c2 in comparisons:
-        s_a, s_b, diff, low, high, z, p = _diff_test(c1[0], c1[1], c1[2], c2[0], c2[1], c2[2], alpha)
+        sa = pair_scores.get(g1)
+        sb = pair_scores.get(g2) if g2 != REST else pair_scores.get((g1, REST))
+        if sa is not None and sb is not None and matched(sa, sb):
+            s_a, s_b, diff, low, high, z, p, m = _paired_test(sa, sb, alpha)
+            kind = "paired" if mode == "pairwise" else "paired_one_vs_rest"
+            c1, c2 = (None, None, m), (None, None, m)
+        else:
+            s_a, s_b, diff, low, high, z, p = _diff_test(c1[0], c1[1], c1[2], c2[0], c2[1], c2[2], alpha)
+            kind = mode
         diff_frames.append(
             pd.DataFrame(
                 {
@@ -218,7 +272,7 @@ def compare_groups(
                     "diff_ci_high": high,
                     "z": z,
                     "p_value": p,
-                    "comparison": mode,
+                    "comparison": kind,
                 }
             )
         )

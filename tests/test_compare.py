@@ -26,7 +26,7 @@ def human_vs_gpt4():
 
 def test_group_by_annotator_all_nine_one_vs_rest(human_vs_gpt4):
     df, votes = human_vs_gpt4
-    res = compare_groups(votes, df, "annotator")
+    res = compare_groups(votes, df, "annotator", paired=False)
     k, g = votes.shape[1], df["annotator"].nunique()
     assert g == 9 and res.mode == "one_vs_rest" and res.skipped.empty
     assert res.groups == sorted(df["annotator"].unique())
@@ -61,7 +61,7 @@ def test_human_vs_two_gpt4_runs_pairwise_by_hand(human_vs_gpt4):
     df, votes = human_vs_gpt4
     keep = df["annotator"].isin([HUMAN, "gpt4_alpacafarm_gpt4_b1_seed0", "gpt4_alpacafarm_gpt4_b5_seed0"])
     sub, v = df[keep].reset_index(drop=True), votes[keep].reset_index(drop=True)
-    res = compare_groups(v, sub, "annotator")
+    res = compare_groups(v, sub, "annotator", paired=False)
     assert res.mode == "pairwise" and len(res.groups) == 3
     assert len(res.differences) == 3 * v.shape[1]  # 3 pairs of groups x principles
 
@@ -84,6 +84,35 @@ def test_human_vs_two_gpt4_runs_pairwise_by_hand(human_vs_gpt4):
     assert row["diff_ci_high"] == pytest.approx(diff + Z * se)
     assert row["z"] == pytest.approx(diff / se)
     assert row["p_value"] == pytest.approx(2 * sps.norm.sf(abs(diff / se)))
+
+
+def test_same_pairs_are_compared_with_a_paired_test_by_hand(human_vs_gpt4):
+    """Human majority vs one GPT-4 run judged the same 521 pairs: the default test is paired."""
+    df, votes = human_vs_gpt4
+    g4 = "gpt4_alpacafarm_gpt4_b1_seed0"
+    keep = df["annotator"].isin([HUMAN, g4])
+    sub, v = df[keep].reset_index(drop=True), votes[keep].reset_index(drop=True)
+    res = compare_groups(v, sub, "annotator")
+    row = res.differences.set_index(["key", "group_a"]).loc[("length", g4)]
+    assert row["comparison"] == "paired" and row["n_a"] == row["n_b"] == 521
+
+    def scores(name):
+        part = sub[sub["annotator"] == name].sort_values("pair_id")
+        y = part["preferred"].map({"a": 1, "b": -1}).to_numpy()
+        return v.loc[part.index, "length"].to_numpy() * y
+
+    d = scores(g4) - scores(HUMAN)
+    se = d.std(ddof=1) / math.sqrt(len(d))
+    assert row["difference"] == pytest.approx(d.mean())
+    assert row["diff_ci_low"] == pytest.approx(d.mean() - Z * se)
+    assert row["p_value"] == pytest.approx(2 * sps.norm.sf(abs(d.mean() / se)))
+    # pairing removes the between-pair variance: a narrower interval than the independent test
+    indep = compare_groups(v, sub, "annotator", paired=False).differences.set_index(["key", "group_a"])
+    assert row["diff_ci_high"] - row["diff_ci_low"] < (
+        indep.loc[("length", g4), "diff_ci_high"] - indep.loc[("length", g4), "diff_ci_low"])
+    # with nine annotators (one vs the rest) the paired test is used too
+    many = compare_groups(votes, df, "annotator")
+    assert set(many.differences["comparison"]) == {"paired_one_vs_rest"}
 
 
 def test_small_groups_are_reported_not_dropped(human_vs_gpt4):
