@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +20,16 @@ import pandas as pd
 
 from icai_core import judges
 from icai_core.constitution import Constitution, build_constitution, settings_of
+from icai_core.data import CANONICAL_COLUMNS
 from icai_core.jobs import CancelToken, Progress, check, noop_progress
-from icai_core.reconstruct import ReconstructionResult, content_groups, evaluate, split_train_test
+from icai_core.reconstruct import (
+    ReconstructionResult,
+    audit_split,
+    content_groups,
+    evaluate,
+    split_train_test,
+)
 from icai_core.stats import principle_stats
-
-CANONICAL_COLUMNS = ["id", "prompt", "text_a", "text_b", "preferred"]
 
 
 @dataclass(frozen=True)
@@ -181,17 +186,9 @@ def run_offline_audit(
     train_index, test_index = split_train_test(
         preferred, test_size=config.test_size, seed=config.seed, groups=content_groups(pairs)
     )
-    train_stats = principle_stats(
-        votes.iloc[train_index], preferred.iloc[train_index], principle_objs, alpha=config.alpha
-    )
-    constitution = build_constitution(train_stats, principles=principle_objs, **config.constitution_settings())
-    recon = evaluate(
-        votes,
-        preferred,
-        train_index=train_index,
-        test_index=test_index,
-        constitution=constitution,
-        seed=config.seed,
+    train_stats, constitution, recon = audit_split(
+        votes, preferred, principle_objs, train_index=train_index, test_index=test_index,
+        test_size=config.test_size, seed=config.seed, **config.constitution_settings(),
     )
     timings["stats_s"] = time.perf_counter() - t1
     timings["total_s"] = time.perf_counter() - t0
@@ -213,10 +210,6 @@ def run_offline_audit(
         test_index=np.asarray(test_index),
         timings=timings,
     )
-
-
-def with_config(config: AuditConfig, **changes) -> AuditConfig:
-    return replace(config, **changes)
 
 
 def config_dict(config: AuditConfig) -> dict:

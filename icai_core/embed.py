@@ -138,10 +138,6 @@ class Embedder:
         return np.vstack([have[k] for k in keys]).astype(np.float32)
 
 
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity of two arrays of unit vectors."""
-    return np.einsum("ij,ij->i", a, b)
-
 
 class RemoteEmbedder:
     """Embeds texts with an OpenAI-compatible embeddings endpoint instead of the bundled model.

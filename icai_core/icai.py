@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from icai_core import prompts
-from icai_core.constitution import Constitution, build_constitution, settings_of
+from icai_core.constitution import Constitution, settings_of
 from icai_core.jobs import CancelToken, Progress, check, noop_progress
 from icai_core.llm import ChatRequest, parse_json_answer, raise_if_fatal
-from icai_core.reconstruct import content_groups, evaluate, split_train_test
+from icai_core.reconstruct import audit_split, content_groups, split_train_test
 from icai_core.stats import principle_stats, wilson_interval
 
 STAGES = ("propose", "cluster", "vote", "annotate")
@@ -422,14 +422,14 @@ def run_icai(
     # 4. stats and constitution (train split only)
     preferred = pairs["preferred"]
     stats = principle_stats(votes, preferred, principle_objs, alpha=config.alpha)
-    train_stats = principle_stats(votes.iloc[train_idx], preferred.iloc[train_idx], principle_objs,
-                                  alpha=config.alpha)
-    constitution = build_constitution(train_stats, principles=principle_objs, **config.constitution_settings())
+    train_stats, constitution, offline_result = audit_split(
+        votes, preferred, principle_objs, train_index=train_idx, test_index=test_idx,
+        test_size=config.test_size, seed=config.seed, **config.constitution_settings(),
+    )
 
     # 5. reconstruction
     stage("annotate")
-    offline = evaluate(votes, preferred, train_index=train_idx, test_index=test_idx,
-                       constitution=constitution, seed=config.seed).table.copy()
+    offline = offline_result.table.copy()
     offline["method"] = "votes_" + offline["method"].astype(str)
     conditions = [("llm_with_constitution", constitution.text(), False),
                   ("llm_no_constitution", None, False)]

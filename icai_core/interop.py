@@ -150,17 +150,12 @@ def from_annotated_pairs(obj: dict | str | Path):
     return pairs, votes, principles
 
 
-def constitution_to_icai_text(constitution) -> str:
-    """ICAI's plain constitution: a numbered list of principles."""
-    return constitution.text()
-
-
 def write_icai_outputs(result, out: Path) -> None:
     """Files of an ICAI run: constitution (JSON + text), stats, reconstruction, proposals, clusters,
     votes (safe CSV) and the annotated pairs JSON."""
     out = Path(out)
     (out / "constitution.json").write_text(json.dumps(result.constitution.to_dict(), indent=2))
-    (out / "constitution.txt").write_text(constitution_to_icai_text(result.constitution) + "\n")
+    (out / "constitution.txt").write_text(result.constitution.text() + "\n")  # ICAI's numbered list
     result.stats.to_csv(out / "principle_stats.csv", index=False)
     result.reconstruction.to_csv(out / "reconstruction.csv", index=False)
     (out / "proposals.csv").write_bytes(safe_csv(result.proposals))

@@ -28,10 +28,6 @@ class CancelToken:
     def cancelled(self) -> bool:
         return self._event.is_set()
 
-    def raise_if_cancelled(self) -> None:
-        if self._event.is_set():
-            raise Cancelled("cancelled by the user")
-
 
 def noop_progress(done: int, total: int, message: str = "") -> None:
     """A progress callback that does nothing."""
