@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from scipy import sparse
 
 from icai_core.jobs import CancelToken, Progress, check
+from icai_core.judge import Judge
 
 __all__ = [
     "EMBEDDING_KEYS",
@@ -44,20 +45,8 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Principle:
-    """One principle as shown to users and stored in a constitution.
-
-    `text` is the principle ("Select the response that ..."), `inverse_text` its opposite (used when
-    an annotator rewards the reverse), `margin` a human description of when a pair is not relevant.
-    """
-
-    key: str
-    text: str
-    inverse_text: str
-    family: str
-    margin: str
-    source: str = "measurable"
+# The measurable principles are Judges of kind "measurable" (icai_core.judge holds the one judge type).
+Principle = Judge
 
 
 @dataclass(frozen=True)
