@@ -1,93 +1,182 @@
-"""Benchmark: the full offline audit on real shared data replicated to N pairs (default 50,000).
+"""Benchmark: the offline audit on N *distinct* pairs built from real shared texts.
 
-Prints pairs/second and peak memory (RSS) for: data intake of the real files, the measurable judges,
-the embedding judge (cold cache and warm cache), stats + constitution + reconstruction.
-Target (DEVELOPERS/issue): under 30 s and under 2 GB on a 2-core machine.
+    .venv/bin/python bench/offline_audit.py --pairs 50000 [--embeddings] [--chunked] [--backend auto]
+    .venv/bin/python bench/offline_audit.py --long-text-mb 10 [--embeddings]   # issue 11 item 6
+    .venv/bin/python bench/offline_audit.py --replicated --pairs 50000          # cache benchmark only
 
-    .venv/bin/python bench/offline_audit.py [--pairs 50000] [--files alpacaeval1_gpt4_judge.csv ...]
+Every prompt and response is distinct (bench/synth.py: crossovers of real texts at sentence
+boundaries), because the judges and the embedder work once per distinct text: replicating rows
+would measure a cache. The pairs are first written to a Parquet file; the measured run happens in a
+fresh child process that reads it, so wall time, CPU time and peak RSS are those of the audit alone
+(data generation excluded). Modes of the measured run:
 
-Replication repeats real rows (ids suffixed) so the text distribution is real; the number of *unique*
-texts stays that of the source files, which is what the embedding cache sees, and is printed.
+* default: the in-memory audit (`run_offline_audit`: judges, stats, constitution, reconstruction),
+  cold caches in a temporary PRINCIPIA_HOME; `--embeddings` adds the embedding judge.
+* `--chunked`: `icai_core.chunked.chunked_principle_stats` streams the Parquet file in chunks
+  (judges + stats; memory bounded by the chunk size, not the number of pairs).
+* `--long-text-mb M`: 2,000 real pairs, one response replaced by an M-MB real-text crossover
+  (peak memory must not grow with text length).
+* `--replicated`: the old benchmark (real rows repeated; ~12k distinct texts whatever N): a cache
+  benchmark, labelled as such.
+
+The last line printed is one JSON object: pairs, distinct_texts, wall_s, cpu_s, peak_rss_mb,
+pairs_per_s, mode, embeddings, backend, load_avg (1-minute load average before and after).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
-
-from icai_core.audit import AuditConfig, run_offline_audit
-from icai_core.data import load_pairs
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 
-def peak_rss_mb() -> float:
+def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def data_dir() -> Path:
-    env = os.environ.get("PRINCIPIA_DATA_DIR")
-    return Path(env) if env else ROOT.parent / "shared" / "data"
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _distinct_texts(path: Path) -> int:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path, columns=["prompt", "text_a", "text_b"])
+    texts = [t.column(c) for c in ("prompt", "text_a", "text_b")]
+    import pyarrow as pa
+
+    return len(pc.unique(pa.chunked_array([c for col in texts for c in col.chunks])))
+
+
+def _run(args) -> dict:
+    """The measured part, in its own process: read the Parquet file and audit it."""
+    import pandas as pd
+
+    home = tempfile.mkdtemp(prefix="principia-bench-")
+    os.environ["PRINCIPIA_HOME"] = home
+    t0, c0 = time.perf_counter(), _cpu_s()
+    extra: dict = {}
+    if args.chunked:
+        from icai_core.chunked import chunked_principle_stats
+
+        res = chunked_principle_stats(args.run, chunk_rows=args.chunk_rows)
+        extra["principles"] = int(len(res.stats))
+        n = res.n_pairs
+    else:
+        from icai_core.audit import AuditConfig, run_offline_audit
+
+        pairs = pd.read_parquet(args.run)
+        for c in ("prompt", "text_a", "text_b", "preferred", "id"):
+            pairs[c] = pairs[c].astype("str")
+        n = len(pairs)
+        cfg = AuditConfig(use_embeddings=args.embeddings)
+        r = run_offline_audit(pairs, cfg, dataset_name="bench", cache_dir=home if args.embeddings else None)
+        extra.update(votes_s=round(r.timings["votes_s"], 2), stats_s=round(r.timings["stats_s"], 2),
+                     principles=int(r.votes.shape[1]))
+        if args.embeddings:
+            from icai_core import embed
+
+            extra["backend"] = embed.last_backend_name()
+    wall = time.perf_counter() - t0
+    return {"pairs": n, "wall_s": round(wall, 2), "cpu_s": round(_cpu_s() - c0, 2),
+            "peak_rss_mb": round(_peak_rss_mb(), 1), "pairs_per_s": round(n / wall, 1), **extra}
+
+
+def _long_text_pairs(path: Path, mb: float) -> None:
+    """2,000 real pairs; the first response becomes an `mb`-megabyte text made of real sentences."""
+    import numpy as np
+
+    from bench.synth import _Crossover, real_pairs
+
+    base = real_pairs().iloc[:2000].reset_index(drop=True)
+    rng = np.random.default_rng(0)
+    cross = _Crossover(base["text_a"], rng)
+    parts, size = [], 0
+    while size < mb * 1e6:
+        chunk = cross.draw(200)
+        parts.extend(chunk)
+        size += sum(len(c) for c in chunk)
+    base.loc[0, "text_a"] = "\n\n".join(parts)[: int(mb * 1e6)]
+    base.to_parquet(path)
+
+
+def _replicated(path: Path, n: int) -> None:
+    import pandas as pd
+
+    from bench.synth import real_pairs
+
+    base = real_pairs()
+    reps = -(-n // len(base))
+    pairs = pd.concat([base] * reps, ignore_index=True).iloc[:n].copy()
+    pairs["id"] = pairs["id"].astype(str) + "-r" + (pairs.index // len(base)).astype(str)
+    pairs.to_parquet(path)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=50_000)
-    ap.add_argument(
-        "--files",
-        nargs="*",
-        default=["alpacaeval1_gpt4_judge.csv", "arena_llama3_70b_human.csv", "hh_rlhf_harmless_test.csv"],
-        help="shared data files to replicate (default: AlpacaEval 1 GPT-4 judge, Arena, HH-RLHF)",
-    )
+    ap.add_argument("--embeddings", action="store_true", help="include the embedding judge (cold cache)")
+    ap.add_argument("--chunked", action="store_true", help="stream the Parquet file in chunks (judges + stats)")
+    ap.add_argument("--chunk-rows", type=int, default=50_000)
+    ap.add_argument("--long-text-mb", type=float, default=0.0, help="audit 2,000 real pairs with one huge text")
+    ap.add_argument("--replicated", action="store_true", help="cache benchmark: real rows repeated")
+    ap.add_argument("--backend", default=None, help="embedding backend (PRINCIPIA_EMBED_BACKEND)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--run", type=Path, help=argparse.SUPPRESS)  # internal: the measured child process
     args = ap.parse_args()
 
-    t = time.perf_counter()
-    frames = [load_pairs(data_dir() / f).pairs for f in args.files]
-    base = pd.concat(frames, ignore_index=True)
-    t_load = time.perf_counter() - t
-    reps = -(-args.pairs // len(base))
-    pairs = pd.concat([base] * reps, ignore_index=True).iloc[: args.pairs].copy()
-    pairs["id"] = pairs["id"].astype(str) + "-r" + (pairs.index // len(base)).astype(str)
-    unique_texts = pd.unique(pd.concat([pairs["prompt"], pairs["text_a"], pairs["text_b"]]))
-    print(f"data: {', '.join(args.files)}: {len(base):,} real pairs read in {t_load:.2f} s; "
-          f"replicated to {len(pairs):,} pairs ({len(unique_texts):,} unique texts)")
-    print(f"{'run':<46}{'wall s':>8}{'pairs/s':>10}{'peak RSS MB':>13}")
+    if args.run is not None:
+        print(json.dumps(_run(args)))
+        return 0
 
-    def row(label, seconds):
-        print(f"{label:<46}{seconds:>8.1f}{len(pairs) / seconds:>10,.0f}{peak_rss_mb():>13,.0f}")
+    from bench.synth import write_parquet
 
-    with tempfile.TemporaryDirectory() as cache:
-        cfg = AuditConfig(use_embeddings=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "pairs.parquet"
         t = time.perf_counter()
-        r = run_offline_audit(pairs, cfg, dataset_name="bench", cache_dir=None)
-        row("full audit, measurable judges (no embeddings)", time.perf_counter() - t)
-        print(f"    votes {r.timings['votes_s']:.1f} s, stats+constitution+reconstruction {r.timings['stats_s']:.1f} s, "
-              f"{r.votes.shape[1]} principles")
-
-        cfg = AuditConfig(use_embeddings=True)
-        t = time.perf_counter()
-        r = run_offline_audit(pairs, cfg, dataset_name="bench", cache_dir=cache)
-        row("full audit incl. embedding judge, cold cache", time.perf_counter() - t)
-
-        # Same data, new process-level state except the on-disk caches: a rerun / resumed run.
-        pairs2 = pairs.copy()
-        pairs2["id"] = pairs2["id"] + "x"  # new dataset hash -> votes recomputed, embeddings from cache
-        t = time.perf_counter()
-        r = run_offline_audit(pairs2, cfg, dataset_name="bench2", cache_dir=cache)
-        row("full audit incl. embedding judge, warm embeddings", time.perf_counter() - t)
-
-        t = time.perf_counter()
-        r = run_offline_audit(pairs2, cfg, dataset_name="bench2", cache_dir=cache)
-        row("rerun of the same data (votes cached)", time.perf_counter() - t)
-    print(f"peak RSS over the whole benchmark: {peak_rss_mb():,.0f} MB (includes torch + the MiniLM model)")
-    # No agreement figures here: replicated rows fall on both sides of the split, so they would leak.
+        if args.long_text_mb:
+            _long_text_pairs(path, args.long_text_mb)
+            mode = f"long text ({args.long_text_mb:g} MB response)"
+        elif args.replicated:
+            _replicated(path, args.pairs)
+            mode = "replicated rows (CACHE benchmark: few distinct texts)"
+        else:
+            write_parquet(path, args.pairs, seed=args.seed)
+            mode = "distinct, chunked" if args.chunked else "distinct, in memory"
+        distinct = _distinct_texts(path)
+        print(f"data: {mode}; {distinct:,} distinct texts; generated in {time.perf_counter() - t:.1f} s "
+              f"({path.stat().st_size / 1e6:,.0f} MB Parquet)", flush=True)
+        cmd = [sys.executable, __file__, "--run", str(path), "--chunk-rows", str(args.chunk_rows)]
+        cmd += ["--embeddings"] * args.embeddings + ["--chunked"] * args.chunked
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        if args.backend:
+            env["PRINCIPIA_EMBED_BACKEND"] = args.backend
+        load_before = os.getloadavg()[0]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(out.stdout, out.stderr, file=sys.stderr)
+            return out.returncode
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        for line in out.stderr.splitlines():
+            if "warning" in line.lower():
+                print("child:", line)
+    res.update(distinct_texts=distinct, mode=mode, embeddings=args.embeddings,
+               load_avg=[round(load_before, 2), round(os.getloadavg()[0], 2)])
+    print(f"{'pairs':>10}{'wall s':>9}{'CPU s':>9}{'pairs/s':>10}{'peak RSS MB':>13}")
+    print(f"{res['pairs']:>10,}{res['wall_s']:>9.1f}{res['cpu_s']:>9.1f}{res['pairs_per_s']:>10,.0f}"
+          f"{res['peak_rss_mb']:>13,.0f}")
+    print(json.dumps(res))
     return 0
 
 
