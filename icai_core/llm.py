@@ -14,9 +14,33 @@ Key points
   thread, from inside a running loop, or from a Streamlit script. Progress callbacks are invoked
   in the *calling* thread (the worker forwards events through a queue).
 * `ResponseCache` (SQLite) is keyed by sha256(base_url, model, messages, temperature, max_tokens,
-  json_mode): a rerun makes zero repeated calls. Identical requests inside one batch are sent once.
+  json_mode[, json_schema]): a rerun makes zero repeated calls. Identical requests inside one batch
+  are sent once. A damaged cache file is moved aside (`llm_cache.sqlite.corrupt-<ts>`) and a fresh
+  one started, with one warning.
 * `estimate_cost` predicts, before a run, exactly the number of calls a fault-free run will send.
-* The API key never appears in `repr`, `to_dict`, logs, exception text, cache rows or pickles.
+* The API key never appears in `repr`, `to_dict`, logs, exception text, cache rows or pickles, even
+  when an endpoint echoes it in a 200 answer (answer texts are scrubbed before they are returned or
+  cached).
+
+API used by the pipeline (issues 10, 11, 14)
+--------------------------------------------
+* `ChatRequest(messages, max_tokens=None, temperature=None, json_mode=False, tag="", json_schema=None)`:
+  with `json_schema` the client sends `response_format={"type": "json_schema", ...}`, falls back to
+  `{"type": "json_object"}` and then to plain text when the endpoint rejects it, and remembers per
+  endpoint and model what worked (`endpoint_caps(config) -> EndpointCaps`).
+* `ChatResult.finish_reason` and `ChatResult.truncated` (finish_reason == "length"). A cut-off answer
+  is never cached as final: it is resent once with twice the max_tokens; if still cut off it is
+  returned with `truncated=True` (and cached marked as truncated).
+* `LLMUsage.faults` counts faults by kind (http_429, http_5xx, http_4xx, timeout, connection,
+  unreachable, malformed_body, empty, truncated) and `LLMUsage.response_format` the mode each answer
+  used; both are in `to_dict()`. `LLMUsage.from_dict` / `add` and `LLMClient.carry_usage(previous)`
+  let a resumed run record the cost of all its processes.
+* One malformed 200 body is an invalid answer for that request (`error_kind="malformed_body"`),
+  never fatal. `raise_if_fatal(results)` is the one place that decides what is fatal: wrong key /
+  model / URL, or a batch in which every request failed on the server side (5xx, 429, timeouts,
+  bodies that are not chat completions) -- with a message that says so.
+* `preflight(config) -> None`: one cheap request before a run; `LLMError` with one clear message for
+  unreachable, unauthorised, unknown or not-a-chat-model endpoints.
 
 Token estimates use a simple approximation: one token per 4 characters of message content, plus 4
 tokens per message and 3 for the reply priming (close to OpenAI's accounting for English text).
@@ -266,13 +290,19 @@ class LLMConfig:
 
 @dataclass
 class ChatRequest:
-    """One chat completion. None for max_tokens / temperature means "use the config's value"."""
+    """One chat completion. None for max_tokens / temperature means "use the config's value".
+
+    `json_schema`: the JSON Schema of the answer (a bare schema, or a `{"name", "schema", "strict"}`
+    payload as built by `prompts.*_schema`). The client sends `response_format={"type":
+    "json_schema", ...}` where the endpoint accepts it, else `{"type": "json_object"}`, else plain
+    text (see `LLMClient`); it implies JSON mode. `json_mode` alone asks for `json_object`."""
 
     messages: list[dict]
     max_tokens: int | None = None
     temperature: float | None = None
     json_mode: bool = False
     tag: str = ""
+    json_schema: dict | None = None
 
 
 @dataclass
@@ -280,7 +310,10 @@ class ChatResult:
     """Outcome of one request. Exactly one of `text` / `error` is set.
 
     `cached` is True for cache hits (and for duplicates of a request sent in the same batch); their
-    `cost` is 0. Tokens are the server's usage (or the stored usage for cache hits)."""
+    `cost` is 0. Tokens are the server's usage (or the stored usage for cache hits).
+    `finish_reason` is the server's ("stop", "length", ...; None when it sent none); `truncated`
+    means the answer was cut off at max_tokens even after the client's one retry with twice the
+    budget, so the caller should parse it as incomplete (see `icai_core.answers`)."""
 
     text: str | None
     error: str | None = None
@@ -291,10 +324,15 @@ class ChatResult:
     tag: str = ""
     attempts: int = 0
     error_kind: str | None = None
+    finish_reason: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.text is not None
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
 
 
 @dataclass
@@ -314,7 +352,16 @@ class CostEstimate:
 class LLMUsage:
     """Running totals for one LLMClient. `calls` counts requests sent (first attempts), `retries`
     the extra attempts, so HTTP requests made = calls + retries. Tokens and dollars count only
-    what was sent (cache hits are free)."""
+    what was sent (cache hits are free).
+
+    `faults` counts every faulty HTTP attempt or answer by kind: http_429, http_5xx, http_4xx,
+    timeout, connection, unreachable, malformed_body (a 200 whose body is not a chat completion),
+    empty (an empty answer), truncated (cut off at max_tokens; each cut-off attempt counts).
+    `response_format` counts the structured-output mode each sent request finally used
+    (json_schema / json_object / text).
+
+    A resumed run continues the totals of its earlier processes with `from_dict` + `add` (or
+    `LLMClient.carry_usage`), so its cost record is the sum, not the last process's share."""
 
     calls: int = 0
     cache_hits: int = 0
@@ -324,9 +371,40 @@ class LLMUsage:
     completion_tokens: int = 0
     dollars: float = 0.0
     usage_estimated: int = 0  # answers whose server sent no usage (tokens estimated)
+    faults: dict[str, int] = field(default_factory=dict)
+    response_format: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["faults"] = dict(sorted(self.faults.items()))
+        out["response_format"] = dict(sorted(self.response_format.items()))
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> LLMUsage:
+        """Totals from `to_dict()` output (unknown keys ignored, missing ones 0)."""
+        out = cls()
+        for f in dataclasses.fields(cls):
+            value = (data or {}).get(f.name)
+            if value is None:
+                continue
+            if isinstance(getattr(out, f.name), dict):
+                setattr(out, f.name, {str(k): int(v) for k, v in dict(value).items()})
+            else:
+                setattr(out, f.name, type(getattr(out, f.name))(value))
+        return out
+
+    def add(self, other: LLMUsage | dict[str, Any]) -> LLMUsage:
+        """Add another usage's totals to this one (in place); returns self."""
+        other = other if isinstance(other, LLMUsage) else LLMUsage.from_dict(other)
+        for f in dataclasses.fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, dict):
+                for k, v in theirs.items():
+                    mine[k] = mine.get(k, 0) + int(v)
+            else:
+                setattr(self, f.name, mine + theirs)
+        return self
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,6 +436,17 @@ class CachedResponse:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    finish_reason: str | None = None
+
+
+def _is_corruption(exc: BaseException) -> bool:
+    """A damaged file (SQLITE_CORRUPT / SQLITE_NOTADB / failed integrity check), as opposed to a
+    busy or unwritable one: only the former is healed by moving the file aside."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (11, 26):  # SQLITE_CORRUPT, SQLITE_NOTADB
+        return True
+    msg = str(exc).lower()
+    return any(m in msg for m in ("malformed", "not a database", "integrity check failed", "corrupt"))
 
 
 def default_home() -> Path:
@@ -370,24 +459,82 @@ def default_cache_path() -> Path:
 
 class ResponseCache:
     """SQLite cache of successful answers, keyed by sha256(base_url, model, messages, temperature,
-    max_tokens, json_mode). Stores the answer text and token usage; never the API key. Thread-safe."""
+    max_tokens, json_mode[, json_schema]). Stores the answer text (scrubbed of every known API key),
+    token usage and finish_reason; never the API key. Thread-safe.
+
+    A truncated answer (finish_reason "length") is stored only as the client's final word after
+    its retry with a larger budget, with finish_reason kept, so a cache hit reports it as truncated.
+
+    Self-healing: a file that is not a readable SQLite database (truncated, garbage, a failed
+    integrity check) is moved aside to `<name>.corrupt-<timestamp>` and a fresh cache is started,
+    with one warning in the log; the same happens when corruption shows up later, on a read or a
+    write. Nothing raises a raw `sqlite3.DatabaseError` to the caller."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None):
         self.path = str(path) if path is not None else str(default_cache_path())
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        with self._lock:
+        self.healed: str | None = None  # where a corrupt file was moved, if it was
+        try:
+            self._conn = self._open()
+        except sqlite3.DatabaseError as exc:
+            if not _is_corruption(exc):
+                raise
+            self._heal(exc)
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        try:
             if self.path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA busy_timeout=30000")
-            self._conn.execute(
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(
                 "CREATE TABLE IF NOT EXISTS responses ("
                 " key TEXT PRIMARY KEY, model TEXT, text TEXT NOT NULL,"
-                " prompt_tokens INTEGER, completion_tokens INTEGER, created REAL)"
+                " prompt_tokens INTEGER, completion_tokens INTEGER, created REAL, finish_reason TEXT)"
             )
-            self._conn.commit()
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(responses)")}
+            if "finish_reason" not in columns:  # a cache written before finish_reason was kept
+                conn.execute("ALTER TABLE responses ADD COLUMN finish_reason TEXT")
+            check = conn.execute("PRAGMA quick_check(1)").fetchone()
+            if not check or str(check[0]).lower() != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {check[0] if check else 'no answer'}")
+            conn.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+        return conn
+
+    def _heal(self, exc: BaseException) -> None:
+        """Move a corrupt cache file aside (with its WAL / SHM files) and start an empty cache."""
+        with self._lock:
+            old = getattr(self, "_conn", None)
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    old.close()
+            if self.path == ":memory:":
+                self._conn = self._open()
+                return
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            target = f"{self.path}.corrupt-{stamp}"
+            n = 1
+            while os.path.exists(target):
+                n += 1
+                target = f"{self.path}.corrupt-{stamp}-{n}"
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.path, target)
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.path + suffix, target + suffix)
+            self.healed = target
+            log.warning(
+                "The LLM response cache %s was damaged (%s); it was moved to %s and a fresh cache was "
+                "started (earlier answers will be requested again).",
+                self.path, scrub(exc), target,
+            )
+            self._conn = self._open()
 
     @staticmethod
     def make_key(
@@ -397,16 +544,20 @@ class ResponseCache:
         temperature: float,
         max_tokens: int,
         json_mode: bool,
+        json_schema: dict | None = None,
     ) -> str:
+        fields: list[Any] = [
+            normalize_base_url(base_url),
+            model,
+            list(messages),
+            float(temperature),
+            int(max_tokens),
+            bool(json_mode),
+        ]
+        if json_schema is not None:  # appended only when set: keys of older requests do not change
+            fields.append(json_schema)
         payload = json.dumps(
-            [
-                normalize_base_url(base_url),
-                model,
-                list(messages),
-                float(temperature),
-                int(max_tokens),
-                bool(json_mode),
-            ],
+            fields,
             sort_keys=True,
             ensure_ascii=False,
             separators=(",", ":"),
@@ -418,44 +569,78 @@ class ResponseCache:
         return self.get_many([key]).get(key)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, CachedResponse]:
+        """Cached answers for the keys found (a damaged cache heals and answers nothing)."""
         keys = list(dict.fromkeys(keys))
         out: dict[str, CachedResponse] = {}
         with self._lock:
-            for start in range(0, len(keys), 500):
-                chunk = keys[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = self._conn.execute(
-                    f"SELECT key, text, prompt_tokens, completion_tokens FROM responses WHERE key IN ({marks})",
-                    chunk,
-                ).fetchall()
-                for key, text, pt, ct in rows:
-                    out[key] = CachedResponse(text, int(pt or 0), int(ct or 0))
+            try:
+                for start in range(0, len(keys), 500):
+                    chunk = keys[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    rows = self._conn.execute(
+                        "SELECT key, text, prompt_tokens, completion_tokens, finish_reason FROM responses"
+                        f" WHERE key IN ({marks})",
+                        chunk,
+                    ).fetchall()
+                    for key, text, pt, ct, fr in rows:
+                        out[key] = CachedResponse(text, int(pt or 0), int(ct or 0), fr)
+            except sqlite3.DatabaseError as exc:
+                if not _is_corruption(exc):
+                    raise
+                self._heal(exc)
+                return {}
         return out
 
     def put(
-        self, key: str, text: str, prompt_tokens: int = 0, completion_tokens: int = 0, model: str = ""
+        self,
+        key: str,
+        text: str,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        model: str = "",
+        finish_reason: str | None = None,
     ) -> None:
+        """Store an answer; its text is scrubbed of every known API key first."""
+        row = (key, model, scrub(text), int(prompt_tokens), int(completion_tokens), time.time(), finish_reason)
+        sql = ("INSERT OR REPLACE INTO responses"
+               " (key, model, text, prompt_tokens, completion_tokens, created, finish_reason)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?)")
         with self._lock:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO responses (key, model, text, prompt_tokens, completion_tokens, created)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (key, model, text, int(prompt_tokens), int(completion_tokens), time.time()),
-            )
-            self._conn.commit()
+            try:
+                self._conn.execute(sql, row)
+                self._conn.commit()
+            except sqlite3.DatabaseError as exc:
+                if not _is_corruption(exc):
+                    raise
+                self._heal(exc)
+                self._conn.execute(sql, row)
+                self._conn.commit()
+
+    def _write(self, sql: str, args: tuple = ()) -> None:
+        with self._lock:
+            try:
+                self._conn.execute(sql, args)
+                self._conn.commit()
+            except sqlite3.DatabaseError as exc:
+                if not _is_corruption(exc):
+                    raise
+                self._heal(exc)
 
     def delete(self, key: str) -> None:
-        with self._lock:
-            self._conn.execute("DELETE FROM responses WHERE key = ?", (key,))
-            self._conn.commit()
+        self._write("DELETE FROM responses WHERE key = ?", (key,))
 
     def clear(self) -> None:
-        with self._lock:
-            self._conn.execute("DELETE FROM responses")
-            self._conn.commit()
+        self._write("DELETE FROM responses")
 
     def __len__(self) -> int:
         with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+            try:
+                return int(self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+            except sqlite3.DatabaseError as exc:
+                if not _is_corruption(exc):
+                    raise
+                self._heal(exc)
+                return 0
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(sqlite3.Error):
@@ -555,6 +740,11 @@ class _Failure:
     message: str
     retryable: bool
     retry_after: float | None = None
+    fault: str = "other"  # the LLMUsage.faults key this failure counts under
+
+
+def _fault_key(status: int) -> str:
+    return "http_429" if status == 429 else "http_5xx" if status >= 500 else f"http_{status // 100}xx"
 
 
 def _classify(exc: Exception, config: LLMConfig) -> _Failure:
@@ -562,7 +752,8 @@ def _classify(exc: Exception, config: LLMConfig) -> _Failure:
 
     url = config.base_url
     if isinstance(exc, openai.APITimeoutError):
-        return _Failure("timeout", f"the request to {url} timed out after {config.timeout_s:g} s", True)
+        return _Failure("timeout", f"the request to {url} timed out after {config.timeout_s:g} s", True,
+                        fault="timeout")
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
         cause_name = type(cause).__name__ if cause is not None else ""
@@ -572,43 +763,65 @@ def _classify(exc: Exception, config: LLMConfig) -> _Failure:
                 "unreachable",
                 f"could not reach the endpoint at {url}{detail}; is the server running and the base URL right?",
                 True,
+                fault="unreachable",
             )
         return _Failure(
-            "connection", f"the connection to {url} broke before an answer arrived ({cause_name})", True
+            "connection", f"the connection to {url} broke before an answer arrived ({cause_name})", True,
+            fault="connection",
         )
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        server = _server_message(exc)
-        if status == 401:
-            hint = "" if config.api_key else " (no API key was set: use PRINCIPIA_API_KEY or OPENAI_API_KEY)"
-            return _Failure("auth", f"the endpoint rejected the API key (HTTP 401){hint}: {server}", False)
-        if status == 403:
-            return _Failure("auth", f"the endpoint refused access (HTTP 403): {server}", False)
-        if status == 404:
-            return _Failure(
-                "model_not_found",
-                f"model '{config.model}' not found at {url} (HTTP 404): {server}",
-                False,
-            )
-        if status == 429:
-            return _Failure(
-                "rate_limited", f"rate limited by {url} (HTTP 429): {server}", True, _retry_after_seconds(exc)
-            )
-        if status in (408, 409) or status >= 500:
-            return _Failure(
-                "server", f"server error {status} from {url}: {server}", True, _retry_after_seconds(exc)
-            )
-        return _Failure("bad_request", f"the endpoint rejected the request (HTTP {status}): {server}", False)
+        failure = _classify_status(exc, config)
+        failure.fault = _fault_key(exc.status_code)
+        return failure
     if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError | _BadResponse):
         return _Failure(
-            "bad_response",
-            f"{url} returned a response that is not OpenAI-compatible chat completion JSON; "
-            "check the base URL (it usually ends in /v1)",
+            "malformed_body",
+            f"{url} returned an HTTP 200 answer that is not OpenAI-compatible chat completion JSON "
+            "(counted as an invalid answer for this request; if every answer looks like this, check that "
+            "the base URL ends in /v1)",
             False,
+            fault="malformed_body",
         )
     if isinstance(exc, openai.OpenAIError):
         return _Failure("other", f"OpenAI client error: {scrub(exc)}", False)
     return _Failure("other", f"unexpected error talking to {url}: {type(exc).__name__}: {scrub(exc)}", False)
+
+
+_NOT_CHAT = ("not a chat model", "not supported in the v1/chat/completions", "does not support chat",
+             "not a chat completion model", "chat template")
+
+
+def _classify_status(exc: Any, config: LLMConfig) -> _Failure:
+    url = config.base_url
+    status = exc.status_code
+    server = _server_message(exc)
+    if status in (400, 404) and any(m in server.lower() for m in _NOT_CHAT):
+        return _Failure(
+            "model_not_found",
+            f"model '{config.model}' at {url} is not a chat model (HTTP {status}): {server}; "
+            "choose a chat / instruct model",
+            False,
+        )
+    if status == 401:
+        hint = "" if config.api_key else " (no API key was set: use PRINCIPIA_API_KEY or OPENAI_API_KEY)"
+        return _Failure("auth", f"the endpoint rejected the API key (HTTP 401){hint}: {server}", False)
+    if status == 403:
+        return _Failure("auth", f"the endpoint refused access (HTTP 403): {server}", False)
+    if status == 404:
+        return _Failure(
+            "model_not_found",
+            f"model '{config.model}' not found at {url} (HTTP 404): {server}",
+            False,
+        )
+    if status == 429:
+        return _Failure(
+            "rate_limited", f"rate limited by {url} (HTTP 429): {server}", True, _retry_after_seconds(exc)
+        )
+    if status in (408, 409) or status >= 500:
+        return _Failure(
+            "server", f"server error {status} from {url}: {server}", True, _retry_after_seconds(exc)
+        )
+    return _Failure("bad_request", f"the endpoint rejected the request (HTTP {status}): {server}", False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -626,21 +839,112 @@ class _Job:
 _SKIPPED = object()  # marker: job not started because of cancellation
 
 
+@dataclass
+class EndpointCaps:
+    """What one endpoint (base_url, model) accepted, learned from its answers and shared by every
+    client in the process: None = not tried yet, True = worked, False = rejected (HTTP 400/422, or a
+    5xx naming response_format / json_schema / grammar)."""
+
+    json_schema: bool | None = None
+    json_object: bool | None = None
+    max_completion_tokens: bool = False  # the endpoint wants max_completion_tokens, not max_tokens
+    no_temperature: bool = False  # the endpoint rejects a temperature
+
+    def mode_for(self, request: ChatRequest) -> str:
+        """The structured-output mode to send for `request`: json_schema, json_object or text."""
+        if request.json_schema is not None and self.json_schema is not False:
+            return "json_schema"
+        if (request.json_mode or request.json_schema is not None) and self.json_object is not False:
+            return "json_object"
+        return "text"
+
+
+_CAPS: dict[tuple[str, str], EndpointCaps] = {}
+_CAPS_LOCK = threading.Lock()
+
+
+def endpoint_caps(config: LLMConfig) -> EndpointCaps:
+    """The capabilities learned so far for this config's endpoint and model."""
+    key = (normalize_base_url(config.base_url), config.model)
+    with _CAPS_LOCK:
+        return _CAPS.setdefault(key, EndpointCaps())
+
+
+def forget_endpoint_caps() -> None:
+    """Forget every learned capability (tests; a server that was upgraded)."""
+    with _CAPS_LOCK:
+        _CAPS.clear()
+
+
+def _response_format(schema: dict) -> dict:
+    """`response_format` payload for a JSON schema (a bare schema is wrapped under the name 'answer')."""
+    if "schema" in schema and isinstance(schema.get("schema"), dict):
+        payload = {"name": str(schema.get("name") or "answer"), "schema": schema["schema"]}
+        if "strict" in schema:
+            payload["strict"] = bool(schema["strict"])
+    else:
+        payload = {"name": "answer", "schema": schema}
+    return {"type": "json_schema", "json_schema": payload}
+
+
+_FORMAT_WORDS = ("response_format", "json_schema", "json schema", "grammar", "schema")
+
+
 class LLMClient:
-    """Batch chat completions against one OpenAI-compatible endpoint, with cache and accounting."""
+    """Batch chat completions against one OpenAI-compatible endpoint, with cache and accounting.
+
+    Structured outputs: a request with `json_schema` is sent with `response_format={"type":
+    "json_schema"}`; if the endpoint rejects that (HTTP 400 / 422, or a 5xx whose message names
+    response_format / json_schema / grammar) the same request is resent with `{"type":
+    "json_object"}`, and if that is rejected too, as plain text. What worked is remembered per
+    endpoint and model (`endpoint_caps`) for every later request of the process; `usage.response_format`
+    counts the mode each answer was obtained with.
+
+    Truncation: an answer with finish_reason "length" is never cached as final. It is resent once
+    with twice the `max_tokens`; if the second answer is cut off too it is returned with
+    `truncated=True` (and cached under the request's key with finish_reason "length", so a rerun
+    reports it as truncated without paying again). Every cut-off attempt counts as a "truncated"
+    fault.
+
+    Faults: one bad HTTP 200 body (not a chat completion) is an invalid answer for that request
+    (`error_kind="malformed_body"`), never fatal for the run; `raise_if_fatal` decides what is.
+    """
+
+    truncation_growth = 2  # max_tokens multiplier of the one retry of a cut-off answer
 
     def __init__(self, config: LLMConfig, cache: ResponseCache | str | os.PathLike[str] | None = None):
         self.config = config
         self.cache = ResponseCache(cache) if isinstance(cache, str | os.PathLike) else cache
         self.usage = LLMUsage()
         self._lock = threading.Lock()
-        # Parameter adaptations learned from 400 answers (e.g. servers without response_format).
-        self._no_json_mode = False
-        self._use_max_completion_tokens = False
-        self._no_temperature = False
+        self.caps = endpoint_caps(config)
 
     def __repr__(self) -> str:
         return f"LLMClient(base_url={self.config.base_url!r}, model={self.config.model!r})"
+
+    # Backwards-compatible views of the learned adaptations.
+    @property
+    def _no_json_mode(self) -> bool:
+        return self.caps.json_object is False
+
+    @property
+    def _use_max_completion_tokens(self) -> bool:
+        return self.caps.max_completion_tokens
+
+    @property
+    def _no_temperature(self) -> bool:
+        return self.caps.no_temperature
+
+    def carry_usage(self, previous: LLMUsage | dict[str, Any] | None) -> None:
+        """Add the totals of earlier processes of the same run (a resumed run's stored cost record)
+        to this client's usage, so the record written next is the sum of every process."""
+        if previous:
+            with self._lock:
+                self.usage.add(previous)
+
+    def _fault(self, kind: str) -> None:
+        with self._lock:
+            self.usage.faults[kind] = self.usage.faults.get(kind, 0) + 1
 
     # -- keys and estimates -------------------------------------------------------------------
     def _effective(self, request: ChatRequest) -> tuple[int, float]:
@@ -657,6 +961,7 @@ class LLMClient:
             temperature,
             max_tokens,
             request.json_mode,
+            request.json_schema,
         )
 
     def _plan(
@@ -737,7 +1042,8 @@ class LLMClient:
             hit = hits.get(key)
             if hit is not None:
                 results[i] = ChatResult(
-                    hit.text, None, True, hit.prompt_tokens, hit.completion_tokens, 0.0, requests[i].tag
+                    hit.text, None, True, hit.prompt_tokens, hit.completion_tokens, 0.0, requests[i].tag,
+                    finish_reason=hit.finish_reason,
                 )
         n_hits = sum(r is not None for r in results)
         with self._lock:
@@ -854,37 +1160,51 @@ class LLMClient:
                 await client.close()
         return bool(state["skipped"])
 
-    def _params(self, job: _Job) -> dict[str, Any]:
+    def _params(self, job: _Job, max_tokens: int | None = None) -> tuple[dict[str, Any], str]:
+        """Request parameters for a job and the structured-output mode they use."""
+        caps = self.caps
         params: dict[str, Any] = {"model": self.config.model, "messages": job.request.messages}
-        if self._use_max_completion_tokens:
-            params["max_completion_tokens"] = job.max_tokens
+        budget = job.max_tokens if max_tokens is None else max_tokens
+        if caps.max_completion_tokens:
+            params["max_completion_tokens"] = budget
         else:
-            params["max_tokens"] = job.max_tokens
-        if not self._no_temperature:
+            params["max_tokens"] = budget
+        if not caps.no_temperature:
             params["temperature"] = job.temperature
-        if job.request.json_mode and not self._no_json_mode:
+        mode = caps.mode_for(job.request)
+        if mode == "json_schema":
+            params["response_format"] = _response_format(job.request.json_schema or {})
+        elif mode == "json_object":
             params["response_format"] = {"type": "json_object"}
-        return params
+        return params, mode
 
-    def _adapt(self, exc: Exception, job: _Job) -> bool:
-        """Learn from a 400 that names an unsupported parameter; True if a resend makes sense."""
+    def _adapt(self, exc: Exception, job: _Job, mode: str) -> bool:
+        """Learn from an answer that names an unsupported parameter; True if a resend makes sense."""
         import openai
 
-        if not isinstance(exc, openai.BadRequestError):
+        if not isinstance(exc, openai.APIStatusError):
             return False
+        status = exc.status_code
         msg = _server_message(exc).lower()
-        if job.request.json_mode and not self._no_json_mode and "response_format" in msg:
-            self._no_json_mode = True
+        caps = self.caps
+        names_format = any(w in msg for w in _FORMAT_WORDS)
+        if mode != "text" and names_format and (status in (400, 422) or status >= 500):
+            if mode == "json_schema":
+                caps.json_schema = False
+                log.info("%s rejected response_format json_schema; falling back to json_object",
+                         self.config.base_url)
+            else:
+                caps.json_object = False
+                log.info("%s rejected response_format json_object; falling back to plain text",
+                         self.config.base_url)
             return True
-        if not self._use_max_completion_tokens and "max_completion_tokens" in msg:
-            self._use_max_completion_tokens = True
+        if status not in (400, 422):
+            return False
+        if not caps.max_completion_tokens and "max_completion_tokens" in msg:
+            caps.max_completion_tokens = True
             return True
-        if (
-            not self._no_temperature
-            and "temperature" in msg
-            and ("unsupported" in msg or "not support" in msg)
-        ):
-            self._no_temperature = True
+        if not caps.no_temperature and "temperature" in msg and ("unsupported" in msg or "not support" in msg):
+            caps.no_temperature = True
             return True
         return False
 
@@ -893,20 +1213,41 @@ class LLMClient:
         tag = job.request.tag
         attempts = 0
         adaptations = 0
+        budget = job.max_tokens
+        grown = False
         with self._lock:
             self.usage.calls += 1
         while True:
             attempts += 1
+            params, mode = self._params(job, budget)
             try:
-                response = await client.chat.completions.create(**self._params(job))
-                return self._accept(job, response, attempts)
+                response = await client.chat.completions.create(**params)
+                result = self._accept(job, response, attempts, mode)
             except Exception as exc:  # classified below
-                if adaptations < 3 and self._adapt(exc, job):
+                if adaptations < 4 and self._adapt(exc, job, mode):
                     adaptations += 1
                     with self._lock:
                         self.usage.retries += 1
                     continue
                 failure = _classify(exc, config)
+            else:
+                if result.ok and mode != "text":
+                    if mode == "json_schema":
+                        self.caps.json_schema = True
+                    else:
+                        self.caps.json_object = True
+                if result.truncated:
+                    self._fault("truncated")
+                    if not grown:
+                        grown = True
+                        budget = int(budget * self.truncation_growth)
+                        with self._lock:
+                            self.usage.retries += 1
+                        log.info("answer cut off at max_tokens; resending once with max_tokens=%d", budget)
+                        continue
+                self._store(job, result, mode)
+                return result
+            self._fault(failure.fault)
             if not failure.retryable or attempts > config.max_retries:
                 with self._lock:
                     self.usage.failures += 1
@@ -914,7 +1255,7 @@ class LLMClient:
                 if failure.retryable:
                     message = f"{message} (gave up after {attempts} attempts)"
                 log.warning("LLM request failed (%s): %s", failure.kind, scrub(message))
-                return ChatResult(None, message, tag=tag, attempts=attempts, error_kind=failure.kind)
+                return ChatResult(None, scrub(message), tag=tag, attempts=attempts, error_kind=failure.kind)
             if failure.retry_after is not None:
                 delay = min(failure.retry_after, config.backoff_max_s)
                 delay += random.uniform(0, 0.1 * delay)
@@ -935,11 +1276,28 @@ class LLMClient:
                     break
                 await asyncio.sleep(min(0.05, remaining))
 
-    def _accept(self, job: _Job, response: Any, attempts: int) -> ChatResult:
+    def _store(self, job: _Job, result: ChatResult, mode: str) -> None:
+        """Count the answer's response format and cache it (a truncated one only as the final word)."""
+        if not result.ok:
+            return
+        with self._lock:
+            self.usage.response_format[mode] = self.usage.response_format.get(mode, 0) + 1
+        if self.cache is not None:
+            self.cache.put(job.key, result.text or "", result.prompt_tokens, result.completion_tokens,
+                           self.config.model, result.finish_reason)
+
+    def _accept(self, job: _Job, response: Any, attempts: int, mode: str = "text") -> ChatResult:
+        if isinstance(response, str | bytes) or not hasattr(response, "choices"):
+            raise _BadResponse("response without choices")
         try:
-            text = response.choices[0].message.content
+            choice = response.choices[0]
+            text = choice.message.content
         except (AttributeError, IndexError, KeyError, TypeError) as exc:
             raise _BadResponse("response without choices[0].message") from exc
+        if text is not None and not isinstance(text, str):
+            raise _BadResponse("choices[0].message.content is not a string")
+        finish_reason = getattr(choice, "finish_reason", None)
+        finish_reason = str(finish_reason) if finish_reason is not None else None
         usage = getattr(response, "usage", None)
         estimated = usage is None or getattr(usage, "prompt_tokens", None) is None
         if estimated:
@@ -956,6 +1314,7 @@ class LLMClient:
             self.usage.dollars += cost
             self.usage.usage_estimated += int(estimated)
         if text is None or not str(text).strip():
+            self._fault("empty")
             with self._lock:
                 self.usage.failures += 1
             return ChatResult(
@@ -968,11 +1327,11 @@ class LLMClient:
                 job.request.tag,
                 attempts,
                 "empty",
+                finish_reason,
             )
-        text = str(text)
-        if self.cache is not None:
-            self.cache.put(job.key, text, pt, ct, self.config.model)
-        return ChatResult(text, None, False, pt, ct, cost, job.request.tag, attempts, None)
+        # an endpoint that echoes the key in its answer must not carry it into caches, stores or exports
+        text = scrub(str(text))
+        return ChatResult(text, None, False, pt, ct, cost, job.request.tag, attempts, None, finish_reason)
 
 
 def estimate_cost(
@@ -986,13 +1345,116 @@ def estimate_cost(
     return LLMClient(config or LLMConfig(), cache).estimate_cost(requests, expected_completion_tokens)
 
 
+_SERVER_SIDE = {"server": "server errors (HTTP 5xx)", "rate_limited": "rate limits (HTTP 429)",
+                "timeout": "timeouts", "connection": "broken connections",
+                "malformed_body": "answers that are not chat completion JSON"}
+
+
 def raise_if_fatal(results: Sequence[ChatResult | None]) -> None:
-    """Raise LLMError for the first fatal error (auth, model not found, unreachable, bad response)."""
-    for r in results:
-        if r is not None and r.error_kind in FATAL_KINDS:
+    """The one place that decides whether a batch's failures end the run. Raises LLMError for
+
+    * the first fatal error (wrong key, unknown model / not a chat model, unreachable endpoint);
+    * a batch in which EVERY request failed on the server side (HTTP 5xx, 429, timeouts, broken
+      connections or bodies that are not chat completions, after the client's retries): the message
+      says so, with the counts by kind and the first error, instead of letting a later stage blame
+      the model for "proposing nothing".
+
+    Anything else (some invalid answers among valid ones) is not fatal: the caller counts it."""
+    answered = [r for r in results if r is not None]
+    for r in answered:
+        if r.error_kind in FATAL_KINDS:
             raise LLMError(
                 r.error.removeprefix("not sent: ") if r.error else "fatal error", r.error_kind or "other"
             )
+    if answered and all(not r.ok and r.error_kind in _SERVER_SIDE for r in answered):
+        counts: dict[str, int] = {}
+        for r in answered:
+            counts[r.error_kind or "other"] = counts.get(r.error_kind or "other", 0) + 1
+        detail = ", ".join(f"{n} {_SERVER_SIDE[k]}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        kind = max(counts, key=lambda k: counts[k])
+        kind = "bad_response" if kind == "malformed_body" else kind
+        hint = (" Check that the base URL ends in /v1." if "malformed_body" in counts
+                else " The endpoint is failing; try again later or check the server's log.")
+        raise LLMError(
+            f"Every one of the {len(answered)} requests to the model failed ({detail}); first error: "
+            f"{answered[0].error}.{hint}",
+            kind,
+        )
+
+
+def preflight(config: LLMConfig) -> None:
+    """One cheap request before a run: returns None when the endpoint answers a chat completion.
+
+    Raises `LLMError` with ONE clear message when the endpoint is unreachable, rejects the key,
+    does not know the model, serves a model that is not a chat model, or does not answer in the
+    OpenAI chat format -- instead of a run that sends dozens of retried calls. At most two HTTP
+    requests plus parameter adaptations (a 5xx / timeout is retried once; a 429 means the endpoint
+    is reachable and authorised, so it passes). The request carries a tiny JSON schema, so an
+    endpoint that rejects structured outputs is learned here (see `endpoint_caps`)."""
+    import openai
+
+    probe = LLMConfig(**{**config.to_dict(), "timeout_s": min(float(config.timeout_s), 30.0), "max_retries": 0},
+                      api_key=config.api_key)
+    client = LLMClient(probe)
+    request = ChatRequest(
+        [{"role": "user", "content": 'Reply with the JSON {"ok": true}.'}],
+        max_tokens=16,
+        temperature=0.0,
+        json_schema={"name": "ping", "schema": {"type": "object", "properties": {"ok": {"type": "boolean"}},
+                                                "required": ["ok"], "additionalProperties": False}},
+    )
+    job = _Job("", request, [0], 16, 0.0)
+
+    async def once() -> ChatResult | _Failure:
+        oa = openai.AsyncOpenAI(api_key=probe.api_key or NO_KEY_PLACEHOLDER, base_url=probe.base_url,
+                                timeout=probe.timeout_s, max_retries=0)
+        try:
+            adaptations = 0
+            while True:
+                params, mode = client._params(job)
+                try:
+                    response = await oa.chat.completions.create(**params)
+                    return client._accept(job, response, 1, mode)
+                except Exception as exc:
+                    if adaptations < 4 and client._adapt(exc, job, mode):
+                        adaptations += 1
+                        continue
+                    return _classify(exc, probe)
+        finally:
+            with contextlib.suppress(Exception):
+                await oa.close()
+
+    outcome: ChatResult | _Failure | None = None
+    for attempt in range(2):
+        box: dict[str, Any] = {}
+
+        def work(box: dict[str, Any] = box) -> None:
+            try:
+                box["out"] = asyncio.run(once())
+            except BaseException as exc:  # pragma: no cover - surfaced below
+                box["error"] = exc
+
+        thread = threading.Thread(target=work, name="icai-llm-preflight", daemon=True)
+        thread.start()
+        thread.join()
+        if "error" in box:
+            raise LLMError(f"could not test the endpoint {config.base_url}: {box['error']}", "other")
+        outcome = box["out"]
+        if isinstance(outcome, ChatResult):
+            return  # an answer, even an empty or cut-off one: the endpoint serves chat completions
+        if outcome.kind == "rate_limited":
+            return  # reachable and authorised; the run's own retries handle the rate limit
+        if outcome.kind in ("server", "timeout", "connection") and attempt == 0:
+            time.sleep(min(1.0, config.backoff_max_s))
+            continue
+        break
+    assert isinstance(outcome, _Failure)
+    kind = "bad_response" if outcome.kind == "malformed_body" else outcome.kind
+    message = outcome.message
+    if outcome.kind == "malformed_body":
+        message = (f"{config.base_url} does not answer like an OpenAI-compatible chat completion endpoint; "
+                   "check the base URL (it usually ends in /v1)")
+    raise LLMError(f"The model endpoint is not usable: {message}", kind)
 
 
 def check_endpoint(config: LLMConfig) -> tuple[bool, str]:
@@ -1062,8 +1524,12 @@ __all__ = [
     "default_cache_path",
     "estimate_cost",
     "lookup_price",
+    "EndpointCaps",
+    "endpoint_caps",
+    "forget_endpoint_caps",
     "normalize_base_url",
     "parse_json_answer",
+    "preflight",
     "raise_if_fatal",
     "scrub",
 ]

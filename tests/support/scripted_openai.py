@@ -17,8 +17,12 @@ How an answer is chosen (a fixed, documented rule)
 3. Else the default responder answers: ``ECHO: <last user message>``, or, when the request asked for
    ``response_format={"type": "json_object"}``, the JSON ``{"echo": "<last user message>"}``.
 
-A responder is ``responder(messages: list[dict], body: dict) -> str`` (``body`` is the full request
-JSON: model, temperature, max_tokens, response_format, ...). Register one with::
+A responder is ``responder(messages: list[dict], body: dict) -> str | Reply`` (``body`` is the full
+request JSON: model, temperature, max_tokens, response_format, ...). ``Reply(text, finish_reason)``
+lets a responder answer with a finish_reason other than "stop" (e.g. replay a raw answer a real model
+gave with finish_reason "length"); ``replay_responder([...])`` answers a fixed sequence of raw
+answers in arrival order. A line ``SCRIPTED_FINISH: <reason>`` in the last user message sets the
+finish_reason of a SCRIPTED_REPLY. Register one with::
 
     server.register("TASK: propose_principles", my_responder)          # this server only
 
@@ -27,6 +31,18 @@ JSON: model, temperature, max_tokens, response_format, ...). Register one with::
 
 Usage reported: prompt_tokens = ceil(chars of all message contents / 4) + 4 per message + 3;
 completion_tokens = ceil(chars of the answer / 4) (at least 1).
+
+Behaviours of real servers (all off by default)
+-----------------------------------------------
+* ``enforce_max_tokens=True``: an answer longer than ``max_tokens * 4`` characters is cut there and
+  sent with finish_reason "length" (what a real server does with a runaway answer).
+* ``reject_json_schema=True``: a request with ``response_format.type == "json_schema"`` gets HTTP 400
+  "response_format type 'json_schema' is not supported" (an older llama.cpp / vLLM);
+  ``reject_response_format=True`` does the same for any response_format (json_object too).
+* ``echo_key=True``: every answer text and every error message contains the bearer token the
+  request carried (a misbehaving endpoint; tests check the key reaches no file).
+* ``not_chat_models=[...]``: those models answer HTTP 404 "This is not a chat model ..." (OpenAI's
+  answer for a completion-only model on /v1/chat/completions).
 
 Fault injection
 ---------------
@@ -40,6 +56,8 @@ counts, retries included): ``first_n=2`` hits the next two calls, ``every_k=3`` 
 * ``"slow"``      — sleep ``delay_s`` (default 2 s) before answering normally (beyond a client timeout);
 * ``"malformed"`` — HTTP 200 whose answer text is broken JSON (``{"principles": ["be concise",``);
 * ``"bad_body"``  — HTTP 200 whose HTTP body is not JSON at all (HTML);
+* ``"bad_shape"`` — HTTP 200 JSON without ``choices`` (a proxy's or another API's answer);
+* ``"length"``    — the answer cut to half its length with finish_reason "length";
 * ``"drop"``      — close the connection without any response.
 
 The first matching fault (in the order added) applies. ``require_key`` makes every request without
@@ -63,11 +81,39 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Responder = Callable[[list[dict], dict], str]
+
+@dataclass(frozen=True)
+class Reply:
+    """A scripted answer with its finish_reason ("stop", "length", ...)."""
+
+    text: str
+    finish_reason: str = "stop"
+
+
+Responder = Callable[[list[dict], dict], "str | Reply"]
 
 GLOBAL_RESPONDERS: dict[str, Responder] = {}
 MALFORMED_ANSWER = '{"principles": ["be concise",'
-FAULT_KINDS = ("429", "500", "502", "503", "401", "404", "slow", "malformed", "bad_body", "drop")
+FAULT_KINDS = ("429", "500", "502", "503", "401", "404", "slow", "malformed", "bad_body", "bad_shape",
+               "length", "drop")
+
+
+def replay_responder(answers, *, cycle: bool = True) -> Responder:
+    """A responder that answers `answers` (str or Reply) in arrival order (cycling, or repeating the
+    last one when cycle=False). Thread-safe."""
+    items = list(answers)
+    if not items:
+        raise ValueError("replay_responder needs at least one answer")
+    lock = threading.Lock()
+    state = {"n": 0}
+
+    def responder(messages: list[dict], body: dict) -> str | Reply:
+        with lock:
+            n = state["n"]
+            state["n"] += 1
+        return items[n % len(items)] if cycle else items[min(n, len(items) - 1)]
+
+    return responder
 
 
 def register_responder(marker: str, responder: Responder | None = None):
@@ -197,6 +243,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _error(self, status: int, message: str, etype: str, code: str | None, headers=None) -> None:
+        srv = self.server.scripted
+        if srv.echo_key:
+            message = f"{message} (you sent: {self.headers.get('Authorization')})"
         self._send_json(
             status, {"error": {"message": message, "type": etype, "param": None, "code": code}}, headers
         )
@@ -294,19 +343,49 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 if kind == "bad_body":
                     return self._send_raw(200, b"<html><body>not an API</body></html>", "text/html")
+                if kind == "bad_shape":
+                    return self._send_json(200, {"object": "list", "data": [], "status": "ok"})
                 if kind == "slow":
                     time.sleep(fault.delay_s)
             if srv.strict_models and model not in srv.models:
                 return self._error(
                     404, f"The model `{model}` does not exist.", "invalid_request_error", "model_not_found"
                 )
+            if model in srv.not_chat_models:
+                return self._error(
+                    404,
+                    "This is not a chat model and thus not supported in the v1/chat/completions endpoint. "
+                    "Did you mean to use v1/completions?",
+                    "invalid_request_error",
+                    None,
+                )
+            fmt = body.get("response_format")
+            fmt_type = fmt.get("type") if isinstance(fmt, dict) else None
+            if fmt_type is not None and (
+                srv.reject_response_format or (srv.reject_json_schema and fmt_type == "json_schema")
+            ):
+                return self._error(
+                    400,
+                    f"response_format type '{fmt_type}' is not supported by this server",
+                    "invalid_request_error",
+                    None,
+                )
             if srv.latency_s:
                 time.sleep(srv.latency_s)
             messages = body.get("messages") or []
+            finish = "stop"
             if fault is not None and fault.kind == "malformed":
                 text = MALFORMED_ANSWER
             else:
-                text = srv.answer(messages, body)
+                got = srv.answer(messages, body)
+                text, finish = (got.text, got.finish_reason) if isinstance(got, Reply) else (str(got), "stop")
+            if fault is not None and fault.kind == "length":
+                text, finish = text[: max(1, len(text) // 2)], "length"
+            limit = body.get("max_tokens") or body.get("max_completion_tokens")
+            if srv.enforce_max_tokens and limit and len(text) > 4 * int(limit):
+                text, finish = text[: 4 * int(limit)], "length"
+            if srv.echo_key:
+                text = f"{text} [debug: you sent {rec.authorization}]"
             pt = count_prompt_tokens(messages)
             ct = max(1, math.ceil(len(text) / 4))
             payload = {
@@ -318,7 +397,7 @@ class _Handler(BaseHTTPRequestHandler):
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
+                        "finish_reason": finish,
                         "logprobs": None,
                     }
                 ],
@@ -342,6 +421,11 @@ class ScriptedOpenAI:
         require_key: str | None = None,
         strict_models: bool = False,
         embedding_dim: int = 64,
+        enforce_max_tokens: bool = False,
+        reject_json_schema: bool = False,
+        reject_response_format: bool = False,
+        echo_key: bool = False,
+        not_chat_models: tuple[str, ...] | list[str] = (),
     ):
         self.default_responder: Responder = responder or echo_responder
         self.responders: dict[str, Responder] = {}
@@ -350,6 +434,11 @@ class ScriptedOpenAI:
         self.require_key = require_key
         self.strict_models = strict_models
         self.embedding_dim = embedding_dim
+        self.enforce_max_tokens = enforce_max_tokens
+        self.reject_json_schema = reject_json_schema
+        self.reject_response_format = reject_response_format
+        self.echo_key = echo_key
+        self.not_chat_models = list(not_chat_models)
         self.faults: list[Fault] = []
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
@@ -403,11 +492,17 @@ class ScriptedOpenAI:
                     return fn
         return self.default_responder
 
-    def answer(self, messages: list[dict], body: dict) -> str:
-        for line in last_user_message(messages).splitlines():
+    def answer(self, messages: list[dict], body: dict) -> str | Reply:
+        """The answer text, or a Reply when a finish_reason other than "stop" is scripted."""
+        lines = last_user_message(messages).splitlines()
+        finish = next((ln[len("SCRIPTED_FINISH:"):].strip() for ln in lines if ln.startswith("SCRIPTED_FINISH:")),
+                      None)
+        for line in lines:
             if line.startswith("SCRIPTED_REPLY:"):
-                return line[len("SCRIPTED_REPLY:") :].strip()
-        return str(self.responder_for(messages)(messages, body))
+                text = line[len("SCRIPTED_REPLY:") :].strip()
+                return Reply(text, finish) if finish else text
+        got = self.responder_for(messages)(messages, body)
+        return got if isinstance(got, Reply) else str(got)
 
     # -- recording ----------------------------------------------------------------------------
     def _record(self, method: str, path: str, body: Any, headers: Any, chat: bool = False) -> RecordedRequest:
@@ -495,6 +590,7 @@ __all__ = [
     "MALFORMED_ANSWER",
     "Fault",
     "RecordedRequest",
+    "Reply",
     "Responder",
     "ScriptedOpenAI",
     "count_prompt_tokens",
@@ -502,5 +598,6 @@ __all__ = [
     "fake_embedding",
     "last_user_message",
     "register_responder",
+    "replay_responder",
     "system_prompt",
 ]
