@@ -392,7 +392,7 @@ def test_unreadable_parquet(aligned, tmp_path):
 
 @pytest.mark.parametrize(("fname", "hint"), [
     ("pairs.xlsx", "Export the sheet as CSV (Excel: Save As > 'CSV UTF-8') and load that file."),
-    ("pairs.txt", "Save the data as CSV (UTF-8), TSV, JSON, JSON Lines or Parquet, or pass fmt='csv' (or another "
+    ("pairs.dat", "Save the data as CSV (UTF-8), TSV, JSON, JSON Lines or Parquet, or pass fmt='csv' (or another "
                   "file type) if the content is in one of these formats."),
 ])
 def test_unsupported_extension(aligned, tmp_path, fname, hint):
@@ -400,6 +400,25 @@ def test_unsupported_extension(aligned, tmp_path, fname, hint):
     path.write_text(aligned.to_csv(index=False), encoding="utf-8")
     ext = fname.rsplit(".", 1)[1]
     assert str(error_of(path)) == f"{fname}: files of type '.{ext}' are not supported. {hint}"
+
+
+def test_unsupported_extension_web_text_has_no_api_advice(aligned, tmp_path):
+    path = tmp_path / "pairs.dat"
+    path.write_text(aligned.to_csv(index=False), encoding="utf-8")
+    web = error_of(path).web_text()
+    assert web.startswith("pairs.dat: files of type '.dat' are not supported. ")
+    assert "fmt=" not in web and "ColumnMapping" not in web
+
+
+@pytest.mark.parametrize(("body", "kind"), [("csv", "CSV (comma-separated)"), ("tsv", "TSV (tab-separated)")])
+def test_txt_file_is_read_by_its_content_and_says_so(aligned, tmp_path, body, kind):
+    # .txt is offered by the app's uploader, so it must load (and say how it was read)
+    path = tmp_path / "pairs.txt"
+    path.write_text(aligned.to_csv(index=False, sep="," if body == "csv" else "\t"), encoding="utf-8")
+    res = load_pairs(path)
+    assert res.report.file_type == body
+    assert f"the .txt file was read as {kind}, judging by its content" in res.report.warnings
+    assert res.pairs["text_a"].tolist() == aligned["text_a"].tolist()
 
 
 def test_missing_file(tmp_path):

@@ -665,7 +665,9 @@ def test_strict_csv_path_reads_the_same_table(shared_data, monkeypatch, fname):
     # the fast pyarrow reader and the strict csv-module reader (used whenever quoting looks unusual)
     # must give identical tables
     fast = load_pairs(shared_data / fname).pairs
-    monkeypatch.setattr(D, "_arrow_delimited", lambda *a, **k: None)
+    from icai_core.intake import tables
+
+    monkeypatch.setattr(tables, "_arrow_delimited", lambda *a, **k: None)
     slow = load_pairs(shared_data / fname).pairs
     assert list(fast.columns) == list(slow.columns)
     for col in fast.columns:

@@ -1,0 +1,159 @@
+"""The one JSON parser for user content (whole files, JSON Lines, JSON text inside table cells).
+
+`json.loads` fails on hostile input in ways that are not `JSONDecodeError`: nesting deeper than
+the interpreter's recursion limit raises RecursionError, an integer of more than 4,300 digits
+raises ValueError (CVE-2020-10735 guard), and a lone surrogate escape such as ``"\\ud800"`` parses
+into a string that cannot be encoded as UTF-8 (it fails later, anywhere). `loads` turns each into a
+`DataError` naming the file, row and column (located by a structural scan that only runs on the
+error path) and leaves `JSONDecodeError` to the caller, which knows what the file was meant to hold.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from icai_core.intake.errors import DataError
+
+__all__ = ["loads", "MAX_REPORTED_DEPTH"]
+
+MAX_REPORTED_DEPTH = 256  # the scan names the first place nested deeper than this
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},:]|-?\d+')
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_FIX = "Export the data again with a JSON library; if a value really holds this content, save it as text"
+
+
+def _line_col(text: str, offset: int, base_line: int) -> tuple[int, int]:
+    line = text.count("\n", 0, offset)
+    col = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return base_line + line, col
+
+
+def _scan(text: str, stop) -> tuple[int, list[str], list[int], list[str | None]] | None:
+    """Walk the structural tokens of `text` until `stop(token, depth)` is true; returns (offset,
+    container kinds, element index per level, last key per level) at that point."""
+    kinds: list[str] = []
+    index: list[int] = []
+    keys: list[str | None] = []
+    pending: str | None = None
+    for m in _TOKEN.finditer(text):
+        tok = m.group()
+        if stop(tok, len(kinds)):
+            return m.start(), kinds, index, keys
+        c = tok[0]
+        if c == '"':
+            pending = tok
+            continue
+        if c in "[{":
+            kinds.append(c)
+            index.append(0)
+            keys.append(None)
+        elif c in "]}":
+            if kinds:
+                kinds.pop()
+                index.pop()
+                keys.pop()
+        elif c == "," and kinds:
+            index[-1] += 1
+        elif c == ":" and kinds and pending is not None:
+            try:
+                keys[-1] = json.loads(pending)
+            except (ValueError, RecursionError):
+                keys[-1] = pending[1:-1]
+        pending = None
+    return None
+
+
+def _where(kinds: list[str], index: list[int], keys: list[str | None],
+           records: bool) -> tuple[int | None, str | None]:
+    """(row, column) of a position: a top-level list is a list of records (row = element, column =
+    key inside it); a top-level object is a record (JSON Lines) or an object of columns."""
+    if not kinds:
+        return None, None
+    if kinds[0] == "[":
+        row = index[0] + 1
+        col = keys[1] if len(kinds) > 1 and kinds[1] == "{" else None
+        return row, col
+    col = keys[0]
+    if records:
+        return None, col
+    row = index[1] + 1 if len(kinds) > 1 and kinds[1] == "[" else None
+    return row, col
+
+
+def first_bad_string(obj: Any) -> list | None:
+    """Path (keys / indices) to the first string (value or key) that is not encodable as UTF-8."""
+    stack: list[tuple[Any, list]] = [(obj, [])]
+    while stack:
+        v, path = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return path
+        elif isinstance(v, dict):
+            for k, x in reversed(list(v.items())):
+                try:
+                    k.encode("utf-8")
+                except UnicodeEncodeError:
+                    return path + [k]
+                stack.append((x, path + [k]))
+        elif isinstance(v, list):
+            stack.extend((x, path + [i]) for i, x in reversed(list(enumerate(v))))
+    return None
+
+
+def loads(text: str, file: str, *, row: int | None = None, column: str | None = None,
+          base_line: int = 1, records: bool = False) -> Any:
+    """`json.loads(text)`, with every non-syntax failure as a DataError.
+
+    `row` / `column`: where `text` sits when it is one cell or one line (JSON Lines: `row` is the line
+    number and `records=True`); otherwise they are located inside `text`. `base_line`: the line of
+    the file on which `text` starts (for messages)."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        found = _scan(text, lambda tok, depth: tok in ("[", "{") and depth >= MAX_REPORTED_DEPTH)
+        what = "the JSON is nested too deeply to be read (lists or objects inside each other"
+        if found is None:
+            raise DataError(file, row, column, what + ")", _FIX) from None
+        offset, kinds, index, keys = found
+        line, col = _line_col(text, offset, base_line)
+        wr, wc = _where(kinds, index, keys, records)
+        r = row if row is not None else wr
+        c = column if column is not None else wc
+        raise DataError(file, r, c, f"{what}, more than {MAX_REPORTED_DEPTH} levels deep at line {line}, "
+                        f"column {col})", _FIX) from None
+    except ValueError as exc:  # int_max_str_digits, the only other ValueError json.loads raises
+        found = _scan(text, lambda tok, depth: tok[0] in "-0123456789" and len(tok.lstrip("-")) > 4300)
+        at = ""
+        r, c = row, column
+        if found is not None:
+            offset, kinds, index, keys = found
+            line, col = _line_col(text, offset, base_line)
+            at = f" (at line {line}, column {col})"
+            wr, wc = _where(kinds, index, keys, records)
+            r = row if row is not None else wr
+            c = column if column is not None else wc
+        raise DataError(file, r, c, f"a number has more than 4,300 digits{at}, more than Python reads "
+                        f"as a number ({exc})".replace("; use sys.set_int_max_str_digits() to increase the limit", ""),
+                        "Write such a value as text, in double quotes") from None
+    if _SURROGATE_ESCAPE.search(text):
+        path = first_bad_string(obj)
+        if path is not None:
+            r, c = row, column
+            if row is None and path and isinstance(obj, list):
+                r = path[0] + 1 if isinstance(path[0], int) else None
+                c = column if column is not None else (path[1] if len(path) > 1 and isinstance(path[1], str) else None)
+            elif path and isinstance(obj, dict) and column is None:
+                c = path[0] if isinstance(path[0], str) else None
+                if not records and len(path) > 1 and isinstance(path[1], int) and row is None:
+                    r = path[1] + 1
+            raise DataError(file, r, c,
+                            "the text holds a lone surrogate escape (such as \\ud800): half of a UTF-16 "
+                            "character pair, which is not a character and cannot be stored as UTF-8",
+                            "Remove the escape or complete the pair (e.g. \\ud83d\\ude00 for one emoji)")
+    return obj

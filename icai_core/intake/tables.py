@@ -1,0 +1,445 @@
+"""The low-level readers: a user's file -> a table of its source columns (`Table`), nothing renamed.
+
+One entry point, `read_table(source, name=..., fmt=..., max_bytes=...)`, used by every reader of a
+user file: `load_pairs`, the app's column-mapping preview (`ui/intake.py`) and red-team prompt sets
+(`icai_core/redteam.py`). Format units (`icai_core/intake/formats/`) never touch bytes.
+
+CSV/TSV: files whose double quotes all look RFC-4180-clean are read by pyarrow's multi-threaded
+reader with every column as text (about 0.05 s for the 4.4 MB shared files, ~1 s for 100 MB);
+anything pyarrow rejects, and any file with unusual quoting, is read by Python's csv module in
+strict mode, which either reads it or names the exact row (ragged rows, unclosed or stray quotes).
+Both paths give identical tables, and both read fields of any size up to the size of the file
+(the csv module's own 128 KB field limit is raised to the text's length, so a long cell is never
+misreported as a quoting problem).
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from icai_core.intake import safejson
+from icai_core.intake.errors import CSV_QUOTING_HINT, DataError, no_rows
+from icai_core.intake.source import (
+    RawFile,
+    allow_csv_fields,
+    bom_length,
+    decode_text,
+    open_source,
+    resolve_file_type,
+)
+
+__all__ = ["Table", "read_table", "parse_raw", "json_kind"]
+
+
+@dataclass
+class Table:
+    """Source columns of one file, and how to name its rows in messages."""
+
+    df: pd.DataFrame
+    rownums: np.ndarray | None = None  # user-facing row number per position (None: position + 1)
+    records: list | None = None  # raw JSON records, for precise messages
+    warnings: list[str] = field(default_factory=list)
+    file: str = ""
+    file_type: str = ""
+
+    def row(self, pos: int) -> int:
+        return int(self.rownums[pos]) if self.rownums is not None else pos + 1
+
+    @property
+    def columns(self) -> list[str]:
+        return [str(c) for c in self.df.columns]
+
+
+def read_table(source: Any, *, name: str | None = None, fmt: str | None = None,
+               max_bytes: int | None = None) -> Table:
+    """Read a user's file (path, bytes or file-like; `.gz` inflated as a stream) into a `Table`.
+
+    `fmt` may be a file type ('csv', 'tsv', 'json', 'jsonl', 'parquet'); anything else is ignored
+    here. Raises DataError for every problem with the file."""
+    return parse_raw(open_source(source, name=name, max_bytes=max_bytes), fmt)
+
+
+def parse_raw(rf: RawFile, fmt: str | None = None) -> Table:
+    file_type = resolve_file_type(rf, fmt)
+    file = rf.name
+    warnings = list(rf.warnings)
+    if file_type == "parquet":
+        table = _parse_parquet(rf.data, file)
+    else:
+        text = decode_text(rf.data, file, file_type, warnings)
+        if file_type in ("csv", "tsv"):
+            table = _parse_delimited(rf.data, text, file, file_type)
+        elif file_type == "json":
+            table = _parse_json(text, file)
+        else:
+            table = _parse_jsonl(text, file)
+    table.warnings = warnings + table.warnings
+    table.file = file
+    table.file_type = file_type
+    return table
+
+
+# --------------------------------------------------------------------------- CSV / TSV
+
+
+def _record_lines(text: str, delimiter: str, upto: int) -> list[tuple[int, int]]:
+    """(first line, last line) of the first `upto` + 1 non-blank records (error path only)."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    spans: list[tuple[int, int]] = []
+    start = 1
+    try:
+        for rec in reader:
+            if rec:
+                spans.append((start, reader.line_num))
+                if len(spans) > upto:
+                    break
+            start = reader.line_num + 1
+    except csv.Error:
+        spans.append((start, reader.line_num))
+    return spans
+
+
+def _lines_text(span: tuple[int, int]) -> str:
+    return f"line {span[0]}" if span[0] == span[1] else f"lines {span[0]}-{span[1]}"
+
+
+def _parse_delimited(raw: bytes, text: str, file: str, file_type: str) -> Table:
+    delimiter = "\t" if file_type == "tsv" else ","
+    warnings: list[str] = []
+    if not text or text.isspace():
+        raise DataError(file, None, None, "the file contains only blank space, no header and no rows",
+                        "Choose a file that contains a header row and at least one pair")
+    allow_csv_fields(len(text) + 1)
+    if file_type == "csv":
+        end = text.find("\n")
+        first = text if end < 0 else text[:end]
+        try:
+            header0 = next(csv.reader(io.StringIO(first, newline="")))
+        except (csv.Error, StopIteration):
+            header0 = [first]
+        if len(header0) == 1:
+            for alt, label in ((";", "';'"), ("\t", "tabs")):
+                if len(next(csv.reader(io.StringIO(first, newline=""), delimiter=alt))) >= 3:
+                    delimiter = alt
+                    warnings.append(f"the file separates columns with {label}, not commas; read it that way")
+                    break
+    header_warnings: list[str] = []
+    fast = _arrow_delimited(raw, text, file, delimiter, header_warnings)
+    if fast is not None:
+        fast.warnings = warnings + header_warnings
+        return fast
+    # Slow path: Python's csv module, strict, which finds the exact row of any problem.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    records: list[list[str]] = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # millions of new str objects: the cyclic GC only slows this down
+    try:
+        return _delimited_table(text, file, delimiter, reader, records, warnings)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _arrow_delimited(raw: bytes, text: str, file: str, delimiter: str, warnings: list[str]) -> Table | None:
+    """Fast path: pyarrow's multi-threaded CSV reader, every column as text, nothing read as null.
+
+    Returns None whenever pyarrow objects to anything (ragged rows, unclosed quotes...); the caller
+    then re-reads the text with the csv module, which names the exact row. A row longer than one
+    read block is retried once with a block holding the whole file."""
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        return None
+    try:
+        header = next(csv.reader(io.StringIO(text[: 1 << 20], newline=""), delimiter=delimiter, strict=True))
+    except (csv.Error, StopIteration):
+        return None
+    names = _clean_header(header, file, warnings)  # raises on duplicate names
+    view = memoryview(raw)[bom_length(raw):]
+    if not _quotes_look_rfc4180(view, delimiter):
+        return None
+    body = pa.py_buffer(view)
+    block = 1 << 24
+    for _attempt in range(2):
+        try:
+            table = pacsv.read_csv(
+                pa.BufferReader(body),
+                read_options=pacsv.ReadOptions(block_size=block),
+                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={h: pa.string() for h in header}, strings_can_be_null=False,
+                    quoted_strings_can_be_null=False, null_values=[], true_values=[], false_values=[],
+                ),
+            )
+            break
+        except (pa.ArrowException, ValueError, OSError) as exc:
+            if "straddl" in str(exc) and block < len(view) + 1:
+                block = min(len(view) + 1, 2**31 - 1)
+                continue
+            return None
+    else:  # pragma: no cover
+        return None
+    if table.column_names != header:
+        return None
+    if table.num_rows == 0:
+        raise no_rows(file)
+    df = table.rename_columns(names).to_pandas()
+    if any(not isinstance(df[c].dtype, pd.StringDtype) for c in df.columns):
+        return None
+    return Table(df=df)
+
+
+def _quotes_look_rfc4180(view: memoryview, delimiter: str) -> bool:
+    """Cheap vectorised check that every double quote can be an RFC-4180 quote: their number is even
+    and none sits between two ordinary characters (as in the stray quote of `"x"y`). pyarrow would
+    read such text leniently (`xy`, or a quote left open at the end of the file), so files that fail
+    this check go to the strict csv-module path, which either reads them or names the row."""
+    arr = np.frombuffer(view, dtype=np.uint8)
+    q = np.flatnonzero(arr == 0x22)
+    if q.size == 0:
+        return True
+    if q.size % 2:
+        return False
+    boundary = np.array([0x22, 0x0A, 0x0D, ord(delimiter)], dtype=np.uint8)
+    inner_prev = ~np.isin(arr[np.maximum(q - 1, 0)], boundary) & (q > 0)
+    inner_next = ~np.isin(arr[np.minimum(q + 1, arr.size - 1)], boundary) & (q < arr.size - 1)
+    return not bool((inner_prev & inner_next).any())
+
+
+def _delimited_table(text: str, file: str, delimiter: str, reader, records: list[list[str]],
+                     warnings: list[str]) -> Table:
+    try:
+        records.extend(reader)
+    except csv.Error as exc:
+        nonblank = [r for r in records if r]
+        data_row = len(nonblank)  # the failing record, counted after the header
+        spans = _record_lines(text, delimiter, len(nonblank))
+        span = spans[len(nonblank)] if len(spans) > len(nonblank) else (reader.line_num, reader.line_num)
+        msg = str(exc)
+        if "unexpected end of data" in msg:
+            what = (f"a quoted field that starts in this row (line {span[0]}) is never closed: "
+                    "the file ends inside the quotes")
+            hint = "Add the missing closing double quote. " + CSV_QUOTING_HINT
+        elif "expected after" in msg:
+            what = (f"a closing double quote in this row ({_lines_text(span)}) is followed by other "
+                    "text instead of a separator")
+            hint = CSV_QUOTING_HINT
+        elif "field larger than field limit" in msg:  # only if the limit could not be raised
+            what = f"a field in this row ({_lines_text(span)}) is longer than this reader's field limit ({msg})"
+            hint = "Shorten that field, or split the file"
+        else:
+            what = f"this row ({_lines_text(span)}) cannot be parsed as CSV ({msg})"
+            hint = CSV_QUOTING_HINT
+        raise DataError(file, data_row if data_row > 0 else None, None, what, hint) from None
+    records = [r for r in records if r]
+    if not records:
+        raise DataError(file, None, None, "the file contains only blank lines, no header and no rows",
+                        "Choose a file that contains a header row and at least one pair")
+    header = records[0]
+    data = records[1:]
+    header = _clean_header(header, file, warnings)
+    ncol = len(header)
+    if not data:
+        raise no_rows(file)
+    lens = np.fromiter(map(len, data), dtype=np.int64, count=len(data))
+    bad = np.flatnonzero(lens != ncol)
+    if bad.size:
+        pos = int(bad[0])
+        spans = _record_lines(text, delimiter, pos + 1)
+        span = spans[pos + 1] if len(spans) > pos + 1 else None
+        where = f" ({_lines_text(span)})" if span else ""
+        n = int(lens[pos])
+        kind = "an unquoted separator or a stray quote" if n > ncol else "a missing field or a stray quote"
+        raise DataError(
+            file, pos + 1, None,
+            f"this row{where} has {n} fields but the header has {ncol} columns ({kind}?)",
+            CSV_QUOTING_HINT,
+        )
+    columns = list(zip(*data, strict=True))
+    df = pd.DataFrame({h: pd.Series(col, dtype="str") for h, col in zip(header, columns, strict=True)})
+    return Table(df=df, warnings=warnings)
+
+
+def _clean_header(header: list[str], file: str, warnings: list[str]) -> list[str]:
+    out = list(header)
+    renamed = []
+    for i, h in enumerate(out):
+        if h == "":
+            out[i] = f"column_{i + 1}"
+            renamed.append(out[i])
+    if renamed:
+        warnings.append("columns without a name were called " + ", ".join(renamed))
+    seen: dict[str, int] = {}
+    for i, h in enumerate(out):
+        if h in seen:
+            raise DataError(
+                file, None, h,
+                f"two columns have this name (columns {seen[h] + 1} and {i + 1})",
+                "Rename one of them so that every column name is unique",
+            )
+        seen[h] = i
+    return out
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _parse_json(text: str, file: str) -> Table:
+    if not text or text.isspace():
+        raise DataError(file, None, None, "the file contains only blank space, no JSON data",
+                        "Choose a file that holds a list of records")
+    try:
+        obj = safejson.loads(text, file)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":
+            try:
+                table = _parse_jsonl(text, file)
+            except DataError:
+                table = None
+            if table is not None:
+                table.warnings.append("the .json file holds one JSON object per line; read it as JSON Lines")
+                return table
+        raise DataError(
+            file, None, None,
+            f"the file is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+            "Fix the JSON at that position (a missing comma, bracket or quote is typical) or export the data again",
+        ) from None
+    if isinstance(obj, dict) and "comparisons" in obj and "annotators" in obj:
+        return _annotated_pairs_table(obj, file)
+    if isinstance(obj, dict):
+        if len(obj) == 1 and isinstance(next(iter(obj.values())), list) and all(
+            isinstance(r, dict) for r in next(iter(obj.values()))
+        ) and next(iter(obj.values())):
+            obj = next(iter(obj.values()))
+        else:
+            return _json_columns(obj, file)
+    if not isinstance(obj, list):
+        kind = json_kind(obj)
+        raise DataError(file, None, None, f"the JSON file holds {kind}, not a list of records",
+                        "Save the pairs as a JSON list of objects, one object per pair")
+    if not obj:
+        raise no_rows(file, "the file holds an empty list: there are no records")
+    for i, rec in enumerate(obj):
+        if not isinstance(rec, dict):
+            raise DataError(file, i + 1, None, f"this record is {json_kind(rec)}, not a JSON object",
+                            "Make every element of the list an object such as {\"prompt\": ..., \"text_a\": ...}")
+    df = pd.DataFrame(obj, dtype=object)
+    return Table(df=df, records=obj)
+
+
+def _annotated_pairs_table(obj: dict, file: str) -> Table:
+    """An annotated pairs file (ICAI / Feedback Forensics, as `icai run` exports): its pairs and the
+    default annotator's labels become the canonical table; principle annotations are not data."""
+    from icai_core.interop import from_annotated_pairs
+
+    try:
+        pairs, votes, _ = from_annotated_pairs(obj)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(file, None, None, f"the annotated pairs file is malformed: {exc}",
+                        "Export it again, or save the pairs as a list of records") from None
+    if pairs.empty:
+        raise no_rows(file, "the annotated pairs file has no comparisons")
+    table = Table(df=pairs.astype(object))
+    table.warnings.append(
+        f"read as an annotated pairs file (ICAI / Feedback Forensics format); its {votes.shape[1]} principle "
+        "annotations are not imported, the default annotator's preferences are the labels"
+    )
+    return table
+
+
+def _json_columns(obj: dict, file: str) -> Table:
+    if not obj:
+        raise no_rows(file, "the file holds an empty JSON object: there are no records")
+    lengths = {}
+    for key, val in obj.items():
+        if isinstance(val, (list, dict)):
+            lengths[key] = len(val)
+        else:
+            raise DataError(
+                file, None, key,
+                f"the JSON object is read as columns, but this column holds {json_kind(val)} instead of a list",
+                "Save the pairs as a list of records, or as an object whose values are equally long lists",
+            )
+    if len(set(lengths.values())) > 1:
+        sizes = ", ".join(f"{k}: {v}" for k, v in lengths.items())
+        raise DataError(file, None, None, f"the columns of the JSON object have different lengths ({sizes})",
+                        "Give every column one value per pair")
+    if not next(iter(lengths.values())):
+        raise no_rows(file, "the columns of the JSON object are empty: there are no records")
+    if all(isinstance(v, list) for v in obj.values()):
+        df = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in obj.items()})
+    else:
+        df = pd.DataFrame(obj, dtype=object).reset_index(drop=True)
+    return Table(df=df)
+
+
+def json_kind(v: Any) -> str:
+    """What a JSON value is, in words, for messages."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "null"
+    if isinstance(v, bool):
+        return f"the value {str(v).lower()}"
+    if isinstance(v, (int, float)):
+        return f"the number {v!r}"
+    if isinstance(v, str):
+        return "a text string"
+    if isinstance(v, dict):
+        return "a JSON object"
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return "a list"
+    return f"a {type(v).__name__}"
+
+
+def _parse_jsonl(text: str, file: str) -> Table:
+    records: list[dict] = []
+    lines: list[int] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = safejson.loads(line, file, row=lineno, records=True, base_line=lineno)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                file, lineno, None,
+                f"line {lineno} is not valid JSON: {exc.msg} at column {exc.colno}",
+                "Each line must hold one complete JSON object; fix or remove this line",
+            ) from None
+        if not isinstance(rec, dict):
+            raise DataError(file, lineno, None, f"line {lineno} holds {json_kind(rec)}, not a JSON object",
+                            "Each line must hold one JSON object such as {\"prompt\": ..., \"text_a\": ...}")
+        records.append(rec)
+        lines.append(lineno)
+    if not records:
+        raise no_rows(file, "the file contains no JSON lines: there are no records")
+    df = pd.DataFrame(records, dtype=object)
+    return Table(df=df, rownums=np.asarray(lines), records=records)
+
+
+# --------------------------------------------------------------------------- Parquet
+
+
+def _parse_parquet(raw: bytes, file: str) -> Table:
+    import pyarrow.parquet as pq
+
+    try:
+        df = pq.read_table(io.BytesIO(raw)).to_pandas()
+    except Exception as exc:  # pyarrow raises several error types for broken files
+        raise DataError(
+            file, None, None, f"the file cannot be read as Parquet ({exc})",
+            "Re-export the Parquet file, or save the data as CSV or JSON instead",
+        ) from None
+    if len(df) == 0:
+        raise no_rows(file, "the Parquet file has columns but no rows")
+    df = df.reset_index(drop=True)
+    df.columns = [str(c) for c in df.columns]
+    return Table(df=df)
