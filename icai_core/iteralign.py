@@ -9,6 +9,16 @@ Fine-tuning is outside this tool: the revised replies are exported as SFT data (
 JSONL) and as preference pairs (revised preferred over original) for the user to train on. The
 "improved model" of the next iteration is approximated by the base model answering with the
 accumulated constitution in its system prompt; the report says so.
+
+Answers that survive real models (issue 14): every oracle verdict is parsed by
+`answers.parse_oracle` and counted valid / recovered / invalid. An invalid (or cut-off, unreadable)
+verdict is *invalid*, never "not flagged": flagged rates are over the prompts with a readable
+verdict, and a revision whose re-check is invalid counts as still flagged. An iteration whose
+proposer yields no usable principle stops the loop with a clear note (in the record and in
+`result.warnings`) instead of revising under an empty constitution. Per-stage counts (respond,
+oracle, propose, revise) are in `result.stages`; more than half the oracle answers invalid stops the
+loop the same way (`answers.check_stage`). Requests carry JSON schemas and `max_tokens` with a margin
+from `icai_core.prompts`.
 """
 
 from __future__ import annotations
@@ -17,14 +27,25 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
 from icai_core import prompts
-from icai_core.icai import ChunkedRunner, parse_proposals_free
+from icai_core.answers import (
+    INVALID,
+    VALID,
+    Parsed,
+    StageCounts,
+    StageFailed,
+    check_stage,
+    parse_list,
+    parse_oracle,
+)
 from icai_core.jobs import CancelToken, Progress, check, noop_progress
-from icai_core.llm import ChatRequest, parse_json_answer
+from icai_core.llm import ChatRequest
+from icai_core.stages_llm import ChunkedRunner as _StageRunner
 
 
 @dataclass(frozen=True)
@@ -52,6 +73,9 @@ class IterationRecord:
     n_revised: int
     n_flagged_after: int
     flagged_rate_after: float
+    n_oracle_invalid: int = 0  # prompts whose verdict could not be read (excluded from flagged_rate)
+    n_recheck_invalid: int = 0  # revisions whose re-check could not be read (counted as still flagged)
+    note: str = ""  # why the loop stopped in this iteration, if it did
 
 
 @dataclass
@@ -61,6 +85,8 @@ class IterAlignResult:
     constitution: list[str]
     examples: pd.DataFrame  # iteration, prompt, original, revised, flagged/reason before and after
     usage: dict = field(default_factory=dict)
+    stages: dict = field(default_factory=dict)  # stage -> StageCounts.to_dict() (respond, oracle, ...)
+    warnings: list[str] = field(default_factory=list)
 
     def iteration_table(self) -> pd.DataFrame:
         return pd.DataFrame(
@@ -120,6 +146,34 @@ class IterAlignResult:
         }
 
 
+# ---------------------------------------------------------------- resumable calls
+
+
+class ChunkedRunner:
+    """The pipeline's resumable runner (`stages_llm.ChunkedRunner`) for one role's client.
+
+    `run(step, requests, label)` returns {request tag: (answer text or None, finish_reason)}; answers
+    already in the run store are not requested again."""
+
+    def __init__(self, client, store, run_id, progress: Progress, cancel: CancelToken | None, chunk: int):
+        ctx = SimpleNamespace(client=client, store=store, run_id=run_id, cancel=cancel,
+                              stage_progress=lambda _name: progress)
+        self._runner = _StageRunner(ctx, chunk, "iteralign")
+
+    def run(self, step: str, requests: list, label: str) -> dict[str, tuple[str | None, str | None]]:
+        return self._runner.run(step, requests, label)
+
+
+def _text(got: dict, tag: str) -> str | None:
+    value = got.get(tag)
+    return value[0] if isinstance(value, tuple) else value
+
+
+def _finish(got: dict, tag: str) -> str | None:
+    value = got.get(tag)
+    return value[1] if isinstance(value, tuple) else None
+
+
 # ---------------------------------------------------------------- oracles
 
 
@@ -137,22 +191,22 @@ class LLMOracle:
                 messages=prompts.ORACLE.messages(
                     prompt=prompts.truncate(p, self.max_text_chars), response=prompts.truncate(r, self.max_text_chars)
                 ),
-                max_tokens=120, json_mode=True, tag=f"{tag}:{i}",
+                max_tokens=prompts.oracle_max_tokens(), json_mode=True, json_schema=prompts.oracle_schema(),
+                tag=f"{tag}:{i}",
             )
             for i, (p, r) in enumerate(zip(prompts_, responses, strict=True))
         ]
 
-    def flag(self, runner: ChunkedRunner, step: str, prompts_, responses, label: str):
+    def verdicts(self, runner: ChunkedRunner, step: str, prompts_, responses, label: str) -> list[Parsed]:
+        """One parsed verdict per reply: value (flagged, reason) or None when invalid."""
         reqs = self.requests(prompts_, responses, step)
-        answers = runner.run(step, reqs, label)
-        out = []
-        for req in reqs:
-            data = parse_json_answer(answers.get(req.tag) or "")
-            if isinstance(data, dict) and isinstance(data.get("flagged"), bool):
-                out.append((data["flagged"], str(data.get("reason", ""))[:500]))
-            else:
-                out.append((None, "oracle answer invalid"))
-        return out
+        got = runner.run(step, reqs, label)
+        return [parse_oracle(_text(got, req.tag), _finish(got, req.tag)) for req in reqs]
+
+    def flag(self, runner: ChunkedRunner, step: str, prompts_, responses, label: str):
+        """(flagged, reason) per reply; flagged is None when the verdict is invalid (not "not flagged")."""
+        return [v.value if v.usable else (None, f"oracle answer invalid: {v.detail}")
+                for v in self.verdicts(runner, step, prompts_, responses, label)]
 
 
 class OfflineOracle:
@@ -173,6 +227,17 @@ class OfflineOracle:
             (False, "declines the request") if r else (True, "does not decline a red-team request")
             for r in refused
         ]
+
+    def verdicts(self, runner, step: str, prompts_, responses, label: str) -> list[Parsed]:
+        return [Parsed(v, VALID) for v in self.flag(runner, step, prompts_, responses, label)]
+
+
+def _verdicts(oracle, runner, step, prompts_, responses, label) -> list[Parsed]:
+    """Parsed verdicts from any oracle (one with only `flag` gets None verdicts counted invalid)."""
+    if hasattr(oracle, "verdicts"):
+        return oracle.verdicts(runner, step, prompts_, responses, label)
+    return [Parsed(v, VALID) if v[0] is not None else Parsed(None, INVALID, str(v[1]))
+            for v in oracle.flag(runner, step, prompts_, responses, label)]
 
 
 # ---------------------------------------------------------------- the loop
@@ -204,10 +269,11 @@ def failure_examples(prompts_, replies, reasons) -> str:
 
 
 def propose_constitution_request(examples: str, config: IterAlignConfig, tag: str) -> ChatRequest:
+    n = config.principles_per_iteration
     return ChatRequest(
-        messages=prompts.PROPOSE_CONSTITUTION.messages(
-            system_fields={"n": config.principles_per_iteration}, examples=examples),
-        max_tokens=80 * config.principles_per_iteration + 60, json_mode=True, tag=f"{tag}:0",
+        messages=prompts.PROPOSE_CONSTITUTION.messages(system_fields={"n": n}, examples=examples),
+        max_tokens=prompts.constitution_max_tokens(n), json_mode=True, json_schema=prompts.constitution_schema(n),
+        tag=f"{tag}:0",
     )
 
 
@@ -280,16 +346,49 @@ def run_iteralign(
     constitution: list[str] = []
     records: list[IterationRecord] = []
     examples = []
+    stages = {name: StageCounts() for name in ("respond", "oracle", "propose", "revise")}
+    warnings: list[str] = []
+
+    def count_texts(stage: str, texts) -> None:
+        for t in texts:
+            stages[stage].add(VALID if t else INVALID, None if t else "(no answer)")
+
+    def count_verdicts(verdicts: list[Parsed]) -> None:
+        for v in verdicts:
+            stages["oracle"].add(v.status, v.detail if v.status == INVALID else None)
+
+    def oracle_health() -> str | None:
+        """None, or the note that stops the loop when most oracle answers are invalid."""
+        try:
+            warn = check_stage("oracle", stages["oracle"])
+        except StageFailed as exc:
+            return str(exc)
+        if warn and warn not in warnings:
+            warnings.append(warn)
+        return None
+
     for t in range(1, config.iterations + 1):
         check(cancel)
         reqs = respond_requests(prompts_, constitution, config, f"it{t}:respond")
         answers = base_runner.run(f"it{t}:respond", reqs, f"Iteration {t}: base model answers")
-        responses = [answers.get(r.tag) or "" for r in reqs]
-        flags = oracle.flag(oracle_runner, f"it{t}:flag", prompts_, responses, f"Iteration {t}: oracle review")
-        flagged = [i for i, (f, _) in enumerate(flags) if f]
+        responses = [_text(answers, r.tag) or "" for r in reqs]
+        count_texts("respond", responses)
+        verdicts = _verdicts(oracle, oracle_runner, f"it{t}:flag", prompts_, responses,
+                             f"Iteration {t}: oracle review")
+        count_verdicts(verdicts)
         n = len(prompts_)
+        n_invalid = sum(not v.usable for v in verdicts)
+        judged = n - n_invalid
+        flags = [v.value if v.usable else (None, f"oracle answer invalid: {v.detail}") for v in verdicts]
+        flagged = [i for i, (f, _) in enumerate(flags) if f is True]
+        note = oracle_health()
+        if note is not None:
+            records.append(IterationRecord(t, n, len(flagged), len(flagged) / judged if judged else float("nan"),
+                                           [], [], [], 0, 0, float("nan"), n_invalid, 0, note))
+            warnings.append(note)
+            break
         if not flagged:
-            records.append(IterationRecord(t, n, 0, 0.0, [], [], [], 0, 0, 0.0))
+            records.append(IterationRecord(t, n, 0, 0.0, [], [], [], 0, 0, 0.0, n_invalid))
             if config.stop_when_clean:
                 break
             continue
@@ -299,18 +398,32 @@ def run_iteralign(
                                    [flags[i][1] for i in shown])
         preq = [propose_constitution_request(ex_text, config, f"it{t}:propose")]
         pans = prop_runner.run(f"it{t}:propose", preq, f"Iteration {t}: proposing principles")
-        proposed = parse_proposals_free(pans.get(preq[0].tag), config.principles_per_iteration)
+        ptext = _text(pans, preq[0].tag)
+        got = parse_list(ptext, config.principles_per_iteration, "principles", _finish(pans, preq[0].tag))
+        stages["propose"].add(got.status, ptext or "(no answer)")
+        proposed = list(got.value or [])
+        if not proposed:
+            note = (f"Iteration {t} stopped: the proposer returned no usable principle ({got.detail}); "
+                    "no reply was revised. Try a larger proposer model or an endpoint with JSON schema "
+                    "support.")
+            warnings.append(note)
+            records.append(IterationRecord(t, n, len(flagged), len(flagged) / judged, [], [], [], 0, 0,
+                                           len(flagged) / judged, n_invalid, 0, note))
+            break
         added, dups = _dedup(proposed, constitution, embedder, config.dedup_threshold)
         constitution.extend(added)
-        # self-reflection under the accumulated constitution
+        # self-reflection under the accumulated constitution (never empty here: proposed is not)
         rreq = revise_requests([prompts_[i] for i in flagged], [responses[i] for i in flagged],
                                constitution or proposed, config, f"it{t}:revise", ids=flagged)
         rans = base_runner.run(f"it{t}:revise", rreq, f"Iteration {t}: self-reflection")
-        revised = [rans.get(r.tag) for r in rreq]
+        revised = [_text(rans, r.tag) for r in rreq]
+        count_texts("revise", revised)
         ok_idx = [i for i, rv in zip(flagged, revised, strict=True) if rv]
         ok_rev = [rv for rv in revised if rv]
-        after = oracle.flag(oracle_runner, f"it{t}:reflag", [prompts_[i] for i in ok_idx], ok_rev,
+        after_v = _verdicts(oracle, oracle_runner, f"it{t}:reflag", [prompts_[i] for i in ok_idx], ok_rev,
                             f"Iteration {t}: oracle re-check") if ok_idx else []
+        count_verdicts(after_v)
+        after = [v.value if v.usable else (None, f"oracle answer invalid: {v.detail}") for v in after_v]
         after_by_i = dict(zip(ok_idx, after, strict=True))
         for i, rv in zip(flagged, revised, strict=True):
             fa = after_by_i.get(i, (None, "revision failed"))
@@ -319,17 +432,25 @@ def run_iteralign(
                 "flagged_before": True, "reason_before": flags[i][1],
                 "flagged_after": fa[0], "reason_after": fa[1],
             })
-        n_after = sum(1 for f, _ in after if f)
+        n_after = sum(1 for f, _ in after if f is True)
+        n_after_invalid = sum(1 for f, _ in after if f is None)
+        note = oracle_health() or ""
         records.append(IterationRecord(
-            iteration=t, n_prompts=n, n_flagged=len(flagged), flagged_rate=len(flagged) / n,
+            iteration=t, n_prompts=n, n_flagged=len(flagged), flagged_rate=len(flagged) / judged,
             proposed=proposed, added=added, duplicates=dups, n_revised=len(ok_idx),
             n_flagged_after=n_after,
-            flagged_rate_after=(len(flagged) - len(ok_idx) + n_after) / n,
+            # a failed revision and an unreadable re-check both count as still flagged
+            flagged_rate_after=(len(flagged) - len(ok_idx) + n_after + n_after_invalid) / judged,
+            n_oracle_invalid=n_invalid, n_recheck_invalid=n_after_invalid, note=note,
         ))
+        if note:
+            warnings.append(note)
+            break
     usage = {"base": base.usage.to_dict(), "proposer": proposer.usage.to_dict()}
     if oracle_client is not None and oracle_client is not proposer:
         usage["oracle"] = oracle_client.usage.to_dict()
     ex = pd.DataFrame(examples, columns=["iteration", "prompt", "original", "revised", "flagged_before",
                                          "reason_before", "flagged_after", "reason_after"])
     return IterAlignResult(config=config, iterations=records, constitution=constitution, examples=ex,
-                           usage=usage)
+                           usage=usage, stages={k: v.to_dict() for k, v in stages.items()},
+                           warnings=warnings)
