@@ -142,6 +142,7 @@ p.hostnames = [args["host"]]
 p.port = args["port"]
 p.n_gpu_layers = 0
 p.warmup = False
+p.endpoint_metrics = bool(args["metrics"])
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: stop.set())
 try:
@@ -184,7 +185,9 @@ class LocalServer:
     `threads`: CPU threads for generation and prompt processing (1 by default; see the module doc).
     `ctx_size`: context window in tokens shared by the `parallel` slots (each slot gets
     ctx_size / parallel). `port`: None picks a free port. `alias`: the model name the server reports
-    and Principia sends (default: the file name without '.gguf').
+    and Principia sends (default: the file name without '.gguf'). `metrics`: serve llama.cpp's
+    Prometheus counters at /metrics (read with `metrics()`; tests use them to count tokens generated
+    independently of the client's own accounting).
     """
 
     def __init__(
@@ -197,6 +200,7 @@ class LocalServer:
         parallel: int = 1,
         alias: str | None = None,
         startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
+        metrics: bool = False,
     ):
         if gguf_path is None:
             raise LocalEngineError(
@@ -212,6 +216,7 @@ class LocalServer:
         self.alias = alias or self.gguf_path.name.removesuffix(".gguf")
         self.startup_timeout_s = float(startup_timeout_s)
         self.startup_s: float | None = None
+        self.metrics_enabled = bool(metrics)
         self._proc: subprocess.Popen | None = None
         self._log_path: Path | None = None
         self._log_file = None
@@ -283,7 +288,8 @@ class LocalServer:
                     "to pick a free one)."
                 )
             args = {"gguf": str(gguf), "alias": self.alias, "ctx_size": self.ctx_size,
-                    "parallel": self.parallel, "threads": self.threads, "host": HOST, "port": port}
+                    "parallel": self.parallel, "threads": self.threads, "host": HOST, "port": port,
+                    "metrics": self.metrics_enabled}
             fd, log_name = tempfile.mkstemp(prefix="principia-llama-", suffix=".log")
             os.close(fd)
             self._log_path = Path(log_name)
@@ -405,6 +411,24 @@ class LocalServer:
                 self._log_path.unlink()
             self._log_path = None
         _LIVE.discard(self)
+
+    def metrics(self) -> dict[str, float]:
+        """llama.cpp's counters from /metrics (e.g. 'llamacpp:tokens_predicted_total',
+        'llamacpp:prompt_tokens_total'), as {name: value}. Needs `metrics=True`."""
+        if not self.metrics_enabled:
+            raise LocalEngineError("Start the LocalServer with metrics=True to read its /metrics counters.")
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{self.port}/metrics", timeout=10) as resp:
+                body = resp.read().decode("utf-8", "replace")
+        except (urllib.error.URLError, OSError) as exc:
+            raise LocalEngineError(f"Could not read the local server's /metrics: {exc}{self._tail_text()}") from exc
+        out: dict[str, float] = {}
+        for line in body.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and not line.startswith("#"):
+                with contextlib.suppress(ValueError):
+                    out[parts[0]] = float(parts[1])
+        return out
 
     def memory_mb(self) -> float | None:
         """Resident memory of the server process in MiB (Linux /proc), or None when unknown."""
