@@ -1,16 +1,28 @@
-"""Red-team prompt sets for IterAlign: loading user files and the bundled real sample."""
+"""Red-team prompt sets for IterAlign: loading user files and the bundled real sample.
+
+User files go through the same low-level readers as preference data (`icai_core.intake`): the
+size limit, streamed .gz inflation, UTF-8 decoding (every leading BOM removed), strict CSV parsing
+with row numbers, and the safe JSON parser all apply here too.
+"""
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 
 import pandas as pd
 
+from icai_core.intake.errors import DataError
+from icai_core.intake.source import decode_text, open_source
+from icai_core.intake.tables import parse_raw
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUNDLED = ASSETS / "redteam_hh_harmless_prompts.csv"
 PROMPT_COLUMNS = ("prompt", "instruction", "question", "text", "input")
+
+
+class PromptSetError(DataError, ValueError):
+    """A problem with a red-team prompt file (a DataError: file, row, column, what to do; also a
+    ValueError, what `load_prompts` always raised)."""
 
 
 def bundled_prompts() -> pd.DataFrame:
@@ -18,58 +30,52 @@ def bundled_prompts() -> pd.DataFrame:
     return pd.read_csv(BUNDLED, keep_default_na=False)
 
 
-def load_prompts(source, name: str | None = None) -> list[str]:
-    """Prompts from a CSV/TSV/JSONL/JSON file with a prompt-like column, or a TXT file (one per line).
+_PROMPT_HINT = "Provide one red-team prompt per line or a 'prompt' column"
 
-    Raises ValueError naming the file (and line) and what to do.
-    """
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        name = name or path.name
-        if not path.exists():
-            raise ValueError(f"{name}: file not found.")
-        raw = path.read_bytes()
-    else:
-        raw = source if isinstance(source, bytes) else source.read()
-        name = name or getattr(source, "name", "prompts")
-    if not raw.strip():
-        raise ValueError(f"{name}: the file is empty. Provide one red-team prompt per line or a 'prompt' column.")
+
+def _as_prompt_error(exc: DataError) -> PromptSetError:
+    """The reader's error as a PromptSetError; advice about preference pairs (empty file, no rows)
+    becomes advice about prompts."""
+    hint, hint_web = exc.hint, exc.hint_web
+    if "at least one pair" in hint or "a prompt, two responses" in hint:
+        hint, hint_web = _PROMPT_HINT, None
+    return PromptSetError(exc.file, exc.row, exc.column, exc.message, hint, hint_web=hint_web,
+                          message_web=exc.message_web)
+
+
+def _prompt_text(v) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    return str(v).strip()
+
+
+def load_prompts(source, name: str | None = None) -> list[str]:
+    """Prompts from a CSV/TSV/JSONL/JSON/Parquet file with a prompt-like column, or a TXT file (one per
+    line; also a file without extension). `.gz` files are inflated first.
+
+    Raises PromptSetError (a ValueError and a DataError) naming the file (and row) and what to do."""
+    if isinstance(source, (bytes, bytearray, memoryview)) and name is None:
+        name = getattr(source, "name", None) or "prompts"
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{name}: not UTF-8 text (byte {exc.start}). Re-save the file as UTF-8.") from None
-    suffix = Path(name).suffix.lower()
-    if suffix in (".txt", ""):
-        prompts = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    else:
-        if suffix == ".jsonl":
-            records = []
-            for n, ln in enumerate(text.splitlines(), start=1):
-                if not ln.strip():
-                    continue
-                try:
-                    records.append(json.loads(ln))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{name}, line {n}: invalid JSON ({exc.msg}). Fix or remove that line.") from None
-            df = pd.DataFrame(records)
-        elif suffix == ".json":
-            try:
-                df = pd.DataFrame(json.loads(text))
-            except (json.JSONDecodeError, ValueError) as exc:
-                raise ValueError(f"{name}: invalid JSON ({exc}). Expected a list of objects with a 'prompt' key.") from None
+        rf = open_source(source, name=name)
+        if not rf.data.strip():
+            raise DataError(rf.name, None, None, "the file is empty", _PROMPT_HINT)
+        if rf.ext in (".txt", ""):
+            text = decode_text(rf.data, rf.name, "txt")
+            prompts = [ln.strip() for ln in text.splitlines() if ln.strip()]
         else:
-            sep = "\t" if suffix == ".tsv" else ","
-            try:
-                df = pd.read_csv(io.StringIO(text), sep=sep, keep_default_na=False, dtype=str)
-            except (pd.errors.ParserError, ValueError) as exc:
-                raise ValueError(f"{name}: could not parse as {'TSV' if sep == chr(9) else 'CSV'} ({exc}).") from None
-        col = next((c for c in PROMPT_COLUMNS if c in df.columns), None)
-        if col is None:
-            raise ValueError(
-                f"{name}: no prompt column. Expected one of {', '.join(PROMPT_COLUMNS)}; found "
-                f"{', '.join(map(str, df.columns)) or 'no columns'}. Rename the column holding the prompts."
-            )
-        prompts = [str(p).strip() for p in df[col] if str(p).strip()]
-    if not prompts:
-        raise ValueError(f"{name}: no non-empty prompts found.")
+            table = parse_raw(rf)
+            col = next((c for c in PROMPT_COLUMNS if c in table.df.columns), None)
+            if col is None:
+                raise DataError(
+                    rf.name, None, None,
+                    f"no prompt column. Expected one of {', '.join(PROMPT_COLUMNS)}; found "
+                    f"{', '.join(table.columns) or 'no columns'}",
+                    "Rename the column holding the prompts",
+                )
+            prompts = [t for t in map(_prompt_text, table.df[col].array) if t]
+        if not prompts:
+            raise DataError(rf.name, None, None, "no non-empty prompts found", _PROMPT_HINT)
+    except DataError as exc:
+        raise _as_prompt_error(exc) from None
     return prompts

@@ -58,24 +58,23 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 def neutralise_cell(value):
     """The one CSV-injection rule of the project: a text cell a spreadsheet would run as a formula
     (starting with = + - @ tab or CR) gets a leading single quote. Numbers are untouched."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
+    from icai_core.safecsv import neutralise_cell as _cell
+
+    return _cell(value)
 
 
 def neutralise_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Copy of `df` with every text cell neutralised (column names too); numbers untouched."""
-    out = df.copy()
-    for col in out.columns:
-        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col].dtype):
-            out[col] = out[col].map(neutralise_cell)
-    out.columns = [neutralise_cell(str(c)) for c in out.columns]
-    return out
+    from icai_core.safecsv import neutralise_frame as _frame
+
+    return _frame(df)
 
 
 def safe_csv(df: pd.DataFrame) -> bytes:
     """UTF-8 CSV (RFC-4180 quoting) with formula-looking cells neutralised."""
-    return neutralise_frame(df).to_csv(index=False, lineterminator="\n").encode("utf-8")
+    from icai_core.safecsv import csv_bytes
+
+    return csv_bytes(df)
 
 
 def votes_table(pairs: pd.DataFrame, votes: pd.DataFrame, *, include_text: bool = False) -> pd.DataFrame:

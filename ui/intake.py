@@ -1,8 +1,9 @@
 """Upload handling of the Data page, without Streamlit (so tests can call it with real bytes).
 
 `handle_upload(name, data)` turns uploaded bytes into the canonical pair table through
-`icai_core.data.load_pairs`. A `DataError` becomes an `UploadOutcome` with the error's own message
-(which names the file, row and column) -- never a traceback -- plus, for structural problems (columns
+`icai_core.data.load_pairs`. A `DataError` becomes an `UploadOutcome` with the error's web text
+(`DataError.web_text()`: it names the file, row and column, and gives advice a web user can follow,
+never `fmt=` or `ColumnMapping`) -- never a traceback -- plus, for structural problems (columns
 that could not be recognised), the raw column names and a suggested `ColumnMapping`, so the page can
 offer a column-mapping form.
 """
@@ -10,15 +11,15 @@ offer a column-mapping form.
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
+import functools
 from dataclasses import dataclass, field
-from pathlib import PurePath
 from typing import Any
 
-import pandas as pd
+from icai_core.intake import source as _intake_source
 
-UPLOAD_TYPES = ["csv", "tsv", "txt", "json", "jsonl", "ndjson", "parquet", "pq"]
+# Every type the uploader offers is one load_pairs reads (.txt is read by its content and says so;
+# .gz is inflated as a stream): the list comes from the intake, never a copy of it.
+UPLOAD_TYPES = list(_intake_source.UPLOAD_EXTENSIONS)
 
 
 @dataclass
@@ -41,61 +42,36 @@ def mapping_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(ColumnMapping)]
 
 
-def _ext(name: str) -> str:
-    return PurePath(name).suffix.lower().lstrip(".")
+@functools.lru_cache(maxsize=1)
+def _table(name: str, data: bytes):
+    """The upload's source table, read by the same low-level reader as load_pairs (cached for the
+    reruns of one mapping form)."""
+    from icai_core.intake.tables import read_table
+
+    return read_table(data, name=name)
 
 
 def raw_columns(name: str, data: bytes) -> list[str]:
-    """Column names of an uploaded table, read cheaply; [] when they cannot be read."""
-    ext = _ext(name)
-    buf = io.BytesIO(data)
-    try:
-        if ext in ("parquet", "pq"):
-            import pyarrow.parquet as pq
+    """Column names of an uploaded table; [] when the file cannot be read as a table."""
+    from icai_core.data import DataError
 
-            return [str(c) for c in pq.read_schema(buf).names]
-        if ext in ("jsonl", "ndjson"):
-            for line in data.decode("utf-8-sig", errors="replace").splitlines():
-                if line.strip():
-                    obj = json.loads(line)
-                    return [str(k) for k in obj] if isinstance(obj, dict) else []
-            return []
-        if ext == "json":
-            obj = json.loads(data.decode("utf-8-sig", errors="replace"))
-            if isinstance(obj, dict):
-                for v in obj.values():
-                    if isinstance(v, list):
-                        obj = v
-                        break
-            if isinstance(obj, list) and obj and isinstance(obj[0], dict):
-                return [str(k) for k in obj[0]]
-            return []
-        sep = "\t" if ext == "tsv" else None
-        df = pd.read_csv(buf, sep=sep, engine="python", nrows=5, dtype=str, keep_default_na=False)
-        return [str(c) for c in df.columns]
-    except Exception:
+    try:
+        return _table(name, bytes(data)).columns
+    except DataError:
         return []
 
 
 def raw_values(name: str, data: bytes, column: str, limit: int = 30) -> list[str]:
     """Distinct values (as text, most frequent first) of one column of an uploaded table."""
-    ext = _ext(name)
-    buf = io.BytesIO(data)
+    from icai_core.data import DataError
+
     try:
-        if ext in ("parquet", "pq"):
-            s = pd.read_parquet(buf, columns=[column])[column]
-        elif ext in ("jsonl", "ndjson"):
-            s = pd.read_json(buf, lines=True, dtype=False)[column]
-        elif ext == "json":
-            s = pd.DataFrame(json.loads(data.decode("utf-8-sig")))[column]
-        else:
-            sep = "\t" if ext == "tsv" else None
-            s = pd.read_csv(
-                buf, sep=sep, engine="python", usecols=[column], dtype=str, keep_default_na=False
-            )[column]
-    except Exception:
+        df = _table(name, bytes(data)).df
+    except DataError:
         return []
-    return [str(v) for v in s.astype(str).value_counts().index[:limit]]
+    if column not in df.columns:
+        return []
+    return [str(v) for v in df[column].astype(str).value_counts().index[:limit]]
 
 
 def format_value_map(values: dict[str, str]) -> str:
@@ -129,7 +105,7 @@ def handle_upload(name: str, data: bytes, *, ties: str = "keep", mapping: Any = 
     try:
         result = D.load_pairs(data, mapping=mapping, ties=ties, name=name)
     except D.DataError as exc:
-        out = UploadOutcome(name=name, error=str(exc))
+        out = UploadOutcome(name=name, error=exc.web_text())
         cols = raw_columns(name, data)
         # Structural problems (columns not recognised) and any failure of a user's own mapping get the
         # mapping form, prefilled with the user's mapping or a suggestion from the column names.
