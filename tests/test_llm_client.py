@@ -253,7 +253,10 @@ def test_unreachable_endpoint_names_base_url():
 def test_non_openai_body_is_a_clear_error(scripted_server):
     scripted_server.add_fault("bad_body", first_n=1)
     result = LLMClient(cfg(scripted_server)).complete(req(1))
-    assert result.error_kind == "bad_response" and "/v1" in result.error
+    # an invalid answer for this request (not fatal for the run), with the base-URL advice
+    assert result.error_kind == "malformed_body" and "/v1" in result.error
+    with pytest.raises(LLMError, match="/v1"):
+        raise_if_fatal([result])  # ... but when it is every answer of the batch, the run stops
 
 
 def test_check_endpoint_ok(scripted_server):

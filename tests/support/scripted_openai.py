@@ -46,9 +46,10 @@ Behaviours of real servers (all off by default)
 
 Fault injection
 ---------------
-``server.add_fault(kind, first_n=N)`` or ``server.add_fault(kind, every_k=K)`` applies to chat
-completion calls counted from 1 in arrival order *from the moment the fault is added* (every attempt
-counts, retries included): ``first_n=2`` hits the next two calls, ``every_k=3`` every third. Kinds:
+``server.add_fault(kind, first_n=N)``, ``server.add_fault(kind, every_k=K)`` or
+``server.add_fault(kind, at=(i, j))`` applies to chat completion calls counted from 1 in arrival
+order *from the moment the fault is added* (every attempt counts, retries included): ``first_n=2``
+hits the next two calls, ``every_k=3`` every third, ``at=(11,)`` only the 11th. Kinds:
 
 * ``"429"``       — HTTP 429 with ``Retry-After: <retry_after>`` (default 0 s);
 * ``"500"``       — HTTP 500 (also ``"502"``, ``"503"``);
@@ -188,11 +189,14 @@ class Fault:
     retry_after: float = 0.0
     delay_s: float = 2.0
     offset: int = 0  # chat calls already received when the fault was added
+    at: tuple[int, ...] = ()  # exact 1-based call numbers (since the fault was added)
 
     def applies(self, chat_index: int) -> bool:
         n = chat_index - self.offset  # 1-based count of calls since the fault was added
         if n < 1:
             return False
+        if n in self.at:
+            return True
         if self.first_n is not None and n <= self.first_n:
             return True
         return bool(self.every_k) and n % self.every_k == 0
@@ -461,13 +465,15 @@ class ScriptedOpenAI:
         every_k: int | None = None,
         retry_after: float = 0.0,
         delay_s: float = 2.0,
+        at: tuple[int, ...] | list[int] = (),
     ) -> Fault:
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; choose from {FAULT_KINDS}")
-        if first_n is None and every_k is None:
-            raise ValueError("give first_n or every_k")
+        if first_n is None and every_k is None and not at:
+            raise ValueError("give first_n, every_k or at")
         with self._lock:
-            fault = Fault(kind, first_n, every_k, retry_after, delay_s, offset=self._chat_count)
+            fault = Fault(kind, first_n, every_k, retry_after, delay_s, offset=self._chat_count,
+                          at=tuple(int(i) for i in at))
             self.faults.append(fault)
         return fault
 
