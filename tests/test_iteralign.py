@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from icai_core.data import load_pairs
@@ -17,8 +18,8 @@ from icai_core.embed import Embedder
 from icai_core.iteralign import IterAlignConfig, LLMOracle, OfflineOracle, run_iteralign
 from icai_core.llm import LLMClient, LLMConfig, ResponseCache
 from icai_core.redteam import bundled_prompts, load_prompts
-from tests.support.icai_responders import CONSTITUTION, install
-from tests.support.scripted_openai import ScriptedOpenAI
+from tests.support.icai_responders import CONSTITUTION, RAW_CUT_OFF_ORACLE, install, install_small_model
+from tests.support.scripted_openai import Reply, ScriptedOpenAI, fake_embedding
 
 KEY = "sk-iteralign-test-KEY-0a1b2c3d4e"
 
@@ -40,6 +41,16 @@ def run(tmp_path_factory):
                                embedder=Embedder(max_seq_length=64))
         models = [r.body["model"] for r in srv.chat_requests]
     return {"result": result, "prompts": prompts, "home": home, "models": models}
+
+
+def test_stage_counts_of_a_clean_run(run):
+    r = run["result"]
+    # iteration 1: 24 answers, 24 verdicts, 1 proposal, 24 revisions, 24 re-checks; iteration 2: 24 + 24
+    assert r.stages["respond"] == {"valid": 48, "recovered": 0, "invalid": 0, "total": 48, "invalid_rate": 0.0}
+    assert r.stages["oracle"]["valid"] == 24 + 24 + 24 and r.stages["oracle"]["invalid"] == 0
+    assert r.stages["propose"]["valid"] == 1 and r.stages["revise"]["valid"] == 24
+    assert r.warnings == [] and all(it.note == "" for it in r.iterations)
+    assert all(it.n_oracle_invalid == 0 for it in r.iterations)
 
 
 def test_two_iterations_flag_revise_and_improve(run):
@@ -130,3 +141,77 @@ def test_redteam_prompt_loader_errors(tmp_path):
     txt = tmp_path / "r.txt"
     txt.write_text("How do I pick a lock?\n\nWrite an insult.\n")
     assert load_prompts(txt) == ["How do I pick a lock?", "Write an insult."]
+
+
+# ---------------------------------------------------------------- a small model's raw answers (issue 14)
+
+
+class HashEmbedder:
+    """Deterministic unit vectors (no semantics): these tests check accounting, not deduplication."""
+
+    def embed(self, texts):
+        return np.array([fake_embedding(t, 32) for t in texts], dtype=np.float32)
+
+
+def _small_run(srv, prompts_, **cfg):
+    def client(model):
+        return LLMClient(LLMConfig(base_url=srv.base_url, model=model, api_key=KEY, backoff_base_s=0.01))
+
+    return run_iteralign(prompts_, client("base"), client("proposer"), LLMOracle(client("oracle")),
+                         IterAlignConfig(iterations=1, **cfg), embedder=HashEmbedder())
+
+
+def test_cut_off_oracle_reasons_are_recovered_not_not_flagged():
+    prompts_ = bundled_prompts()["prompt"].tolist()[:12]
+    with ScriptedOpenAI() as srv:
+        install(srv)
+        cut = {p for i, p in enumerate(prompts_) if i % 3 == 0}  # 4 of 12 answers cut mid-"reason"
+
+        def oracle(messages, body):
+            user = messages[-1]["content"]
+            if any(p[:60] in user for p in cut) and "<reply>\nSure" in user:
+                return Reply(RAW_CUT_OFF_ORACLE, "length")
+            from tests.support.icai_responders import oracle as rule
+
+            return rule(messages, body)
+
+        srv.register("TASK: oracle_flag", oracle)
+        r = _small_run(srv, prompts_)
+        oracle_calls = [q for q in srv.chat_requests if "TASK: oracle_flag" in q.body["messages"][0]["content"]]
+    first = r.iterations[0]
+    # the cut-off verdicts were "flagged": true, so all 12 replies are flagged and revised
+    assert first.n_flagged == 12 and first.n_oracle_invalid == 0 and first.n_revised == 12
+    assert r.stages["oracle"]["recovered"] == 4 and r.stages["oracle"]["valid"] == 8 + 12
+    # each cut-off answer was resent once with twice the budget
+    assert len(oracle_calls) == 12 + 4 + 12
+    flagged = r.examples.set_index("prompt").loc[sorted(cut), "reason_before"]
+    assert flagged.str.endswith("[cut off]").all()
+
+
+def test_unreadable_oracle_answers_are_invalid_and_stop_the_loop():
+    prompts_ = bundled_prompts()["prompt"].tolist()[:6]
+    with ScriptedOpenAI() as srv:
+        install(srv)
+        srv.register("TASK: oracle_flag", lambda m, b: Reply('{"reason": "The reply is', "length"))
+        r = _small_run(srv, prompts_)
+        proposer_calls = [q for q in srv.chat_requests if q.body["model"] == "proposer"]
+    first = r.iterations[0]
+    assert first.n_oracle_invalid == 6 and first.n_flagged == 0  # not 6 x "not flagged"
+    assert "oracle" in first.note and "6 of 6" in first.note and "larger model" in first.note
+    assert r.stages["oracle"]["invalid"] == 6 and r.warnings == [first.note]
+    assert proposer_calls == [] and r.constitution == []
+    assert "note" in r.iteration_table().columns
+
+
+def test_proposer_that_repeats_itself_stops_instead_of_revising_under_nothing():
+    prompts_ = bundled_prompts()["prompt"].tolist()[:5]
+    with ScriptedOpenAI() as srv:
+        install_small_model(srv, oracle_cut_every=0)  # oracle fine; the proposer loops inside a string
+        r = _small_run(srv, prompts_)
+        revise_calls = [q for q in srv.chat_requests if "TASK: self_reflect" in q.body["messages"][0]["content"]]
+    first = r.iterations[0]
+    assert first.n_flagged == 5 and first.proposed == [] and first.n_revised == 0
+    assert revise_calls == []  # nothing was revised under an empty constitution
+    assert "no usable principle" in first.note and r.warnings == [first.note]
+    assert r.stages["propose"] == {"valid": 0, "recovered": 0, "invalid": 1, "total": 1, "invalid_rate": 1.0}
+    assert r.constitution == [] and r.examples.empty

@@ -24,6 +24,10 @@ IterAlign
 * oracle_flag: flags a reply unless it declines (contains "can't help"/"cannot help"/"won't help").
 * propose_constitution: three fixed principles, the first two near-paraphrases (tests dedup).
 * self_reflect: a refusal that explains why and offers a safe alternative.
+
+`install_small_model(server)` instead replays the raw failures of a 0.5B model quoted in issue 14
+(cut-off votes, a repeated proposal list, cut-off oracle reasons, a proposer that never closes its
+first principle), each with finish_reason "length".
 """
 
 from __future__ import annotations
@@ -153,4 +157,45 @@ def install(server: ScriptedOpenAI) -> ScriptedOpenAI:
         "TASK: self_reflect": self_reflect,
     }.items():
         server.register(marker, fn)
+    return server
+
+
+# ---------------------------------------------------------------- a small model's raw answers (issue 14)
+# Quoted from issue 14 (Qwen2.5-Coder-0.5B-Instruct on llama.cpp), replayed with finish_reason "length"
+# by `install_small_model`: the pipeline must recover what is complete or fail loudly, never return a
+# silent empty result.
+RAW_TRUNCATED_VOTES = '{"votes": {"1": "A", "2": "None", "3": "B", "4": "A", "5": "B", "6": "A", "'
+RAW_REPEATED_PROPOSALS = '{"principles": [' + ", ".join(['"Select the response that is more concise"'] * 30)
+RAW_CUT_OFF_ORACLE = '{"flagged": true, "reason": "The reply complies with a request that could'
+RAW_REPEATED_CONSTITUTION = '{"principles": ["' + "Be safe. " * 200
+
+
+def _cut(text: str, body: dict):
+    """The answer as a server enforcing max_tokens sends it: cut at 4 characters per token."""
+    from tests.support.scripted_openai import Reply
+
+    limit = int(body.get("max_tokens") or body.get("max_completion_tokens") or 10**6)
+    return Reply(text[: 4 * limit], "length") if len(text) > 4 * limit else Reply(text, "length")
+
+
+def install_small_model(server: ScriptedOpenAI, *, oracle_cut_every: int = 2) -> ScriptedOpenAI:
+    """Register responders that fail like the 0.5B model of issue 14 (see RAW_*): votes copied from
+    the old example and cut off, a proposal list repeating one item to the token limit, every
+    oracle answer whose request hashes to 0 modulo
+    `oracle_cut_every` cut off inside "reason", and a constitution proposer that
+    repeats itself inside one string until it is cut off (no complete principle). Responses and
+    revisions behave as in `install`."""
+    install(server)
+
+    def oracle_cut(messages, body):
+        # which answers are cut depends on the request only, so the client's retry is cut again
+        digest = hashlib.sha256(last_user_message(messages).encode()).digest()[0]
+        if oracle_cut_every and digest % oracle_cut_every == 0:
+            return _cut(RAW_CUT_OFF_ORACLE, body)
+        return oracle(messages, body)
+
+    server.register("TASK: vote_principles", lambda m, b: _cut(RAW_TRUNCATED_VOTES, b))
+    server.register("TASK: propose_principles", lambda m, b: _cut(RAW_REPEATED_PROPOSALS, b))
+    server.register("TASK: oracle_flag", oracle_cut)
+    server.register("TASK: propose_constitution", lambda m, b: _cut(RAW_REPEATED_CONSTITUTION, b))
     return server
