@@ -127,20 +127,20 @@ def loads(text: str, file: str, *, row: int | None = None, column: str | None = 
         c = column if column is not None else wc
         raise DataError(file, r, c, f"{what}, more than {MAX_REPORTED_DEPTH} levels deep at line {line}, "
                         f"column {col})", _FIX) from None
-    except ValueError as exc:  # int_max_str_digits, the only other ValueError json.loads raises
+    except ValueError:  # int_max_str_digits, the only other ValueError json.loads raises
         found = _scan(text, lambda tok, depth: tok[0] in "-0123456789" and len(tok.lstrip("-")) > 4300)
-        at = ""
+        at, digits = "", "more than 4,300"
         r, c = row, column
         if found is not None:
             offset, kinds, index, keys = found
             line, col = _line_col(text, offset, base_line)
+            digits = f"{len(_TOKEN.match(text, offset).group().lstrip('-')):,}"
             at = f" (at line {line}, column {col})"
             wr, wc = _where(kinds, index, keys, records)
             r = row if row is not None else wr
             c = column if column is not None else wc
-        raise DataError(file, r, c, f"a number has more than 4,300 digits{at}, more than Python reads "
-                        f"as a number ({exc})".replace("; use sys.set_int_max_str_digits() to increase the limit", ""),
-                        "Write such a value as text, in double quotes") from None
+        raise DataError(file, r, c, f"a number has {digits} digits{at}: more than the 4,300 digits Python "
+                        "reads as a number", "Write such a value as text, in double quotes") from None
     if _SURROGATE_ESCAPE.search(text):
         path = first_bad_string(obj)
         if path is not None:
