@@ -1414,7 +1414,12 @@ def preflight(config: LLMConfig) -> None:
                 params, mode = client._params(job)
                 try:
                     response = await oa.chat.completions.create(**params)
-                    return client._accept(job, response, 1, mode)
+                    result = client._accept(job, response, 1, mode)
+                    if mode == "json_schema":
+                        client.caps.json_schema = True
+                    elif mode == "json_object":
+                        client.caps.json_object = True
+                    return result
                 except Exception as exc:
                     if adaptations < 4 and client._adapt(exc, job, mode):
                         adaptations += 1

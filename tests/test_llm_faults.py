@@ -221,6 +221,10 @@ def test_preflight_ok_and_learns_schema_support():
         preflight(cfg(srv))
         assert srv.chat_count == 2  # the schema request, then json_object
         assert endpoint_caps(cfg(srv)).json_schema is False
+        assert endpoint_caps(cfg(srv)).json_object is True
+    with ScriptedOpenAI() as srv:
+        preflight(cfg(srv))
+        assert srv.chat_count == 1 and endpoint_caps(cfg(srv)).json_schema is True
 
 
 def test_preflight_unreachable_is_one_clear_error_without_a_retry_storm():
