@@ -82,14 +82,28 @@ def test_whole_file_nested_too_deeply(tmp_path, capsys):
     assert_refused(path, tmp_path, capsys, 1, None, "nested too deeply")
 
 
+@pytest.mark.parametrize("depth", [150, 900, 5000])  # 900 parses, then broke str()/pickle later
 @pytest.mark.parametrize("ext", ["json", "jsonl"])
-def test_one_field_nested_too_deeply(rows, tmp_path, capsys, ext):
+def test_one_field_nested_too_deeply(rows, tmp_path, capsys, ext, depth):
     recs = rows[COLS].to_dict("records")
     lines = [json.dumps(r) for r in recs[:3]]
-    lines[2] = lines[2].replace(json.dumps(recs[2]["text_a"]), DEEP, 1)
+    lines[2] = lines[2].replace(json.dumps(recs[2]["text_a"]), "[" * depth + "]" * depth, 1)
     path = tmp_path / f"field.{ext}"
     path.write_text(("[" + ", ".join(lines) + "]") if ext == "json" else "\n".join(lines))
     assert_refused(path, tmp_path, capsys, 3, "text_a", "nested too deeply")
+
+
+def test_nesting_of_real_data_depth_loads(rows, tmp_path):
+    # a metadata field nested 90 levels (far more than any real export) is kept as it is
+    recs = rows[COLS].head(3).to_dict("records")
+    nested: list = [1]
+    for _ in range(89):
+        nested = [nested]
+    recs[1]["extra"] = nested
+    path = tmp_path / "nested_ok.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in recs))
+    res = load_pairs(path)
+    assert res.pairs.loc[1, "extra"] == nested and res.pairs["text_a"].tolist() == rows["text_a"].head(3).tolist()
 
 
 def _arena(rows) -> pd.DataFrame:

@@ -1,11 +1,14 @@
 """The one JSON parser for user content (whole files, JSON Lines, JSON text inside table cells).
 
 `json.loads` fails on hostile input in ways that are not `JSONDecodeError`: nesting deeper than
-the interpreter's recursion limit raises RecursionError, an integer of more than 4,300 digits
+the interpreter's recursion limit raises RecursionError (and nesting just under it parses, then
+breaks whatever recurses over the value later: str(), pickle, pyarrow), an integer of more than 4,300 digits
 raises ValueError (CVE-2020-10735 guard), and a lone surrogate escape such as ``"\\ud800"`` parses
 into a string that cannot be encoded as UTF-8 (it fails later, anywhere). `loads` turns each into a
 `DataError` naming the file, row and column (located by a structural scan that only runs on the
 error path) and leaves `JSONDecodeError` to the caller, which knows what the file was meant to hold.
+Values nested more than `MAX_DEPTH` levels deep are refused the same way, whether or not the
+interpreter could parse them (real preference data nests a few levels: conversations, content parts).
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from typing import Any
 
 from icai_core.intake.errors import DataError
 
-__all__ = ["loads", "MAX_REPORTED_DEPTH"]
+__all__ = ["loads", "MAX_DEPTH", "first_bad_string"]
 
-MAX_REPORTED_DEPTH = 256  # the scan names the first place nested deeper than this
+MAX_DEPTH = 100  # lists / objects inside each other; deeper is refused
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},:]|-?\d+')
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _FIX = "Export the data again with a JSON library; if a value really holds this content, save it as text"
@@ -104,6 +107,38 @@ def first_bad_string(obj: Any) -> list | None:
     return None
 
 
+_CONTAINERS = frozenset((list, dict))  # json.loads builds exactly these types
+
+
+def _deeper_than(obj: list | dict, limit: int) -> bool:
+    """Whether a container sits more than `limit` levels deep. Level by level, without recursion;
+    a container whose values are all scalars (a typical record) costs one C-level type scan."""
+    level, depth = [obj], 1
+    while level:
+        if depth > limit:
+            return True
+        nxt: list = []
+        for v in level:
+            vals = v.values() if type(v) is dict else v
+            if not _CONTAINERS.isdisjoint(map(type, vals)):
+                nxt.extend(x for x in vals if type(x) in _CONTAINERS)
+        level, depth = nxt, depth + 1
+    return False
+
+
+def _too_deep(text: str, file: str, row: int | None, column: str | None, base_line: int,
+              records: bool) -> DataError:
+    what = "the JSON is nested too deeply to be read (lists or objects inside each other"
+    found = _scan(text, lambda tok, depth: tok in ("[", "{") and depth >= MAX_DEPTH)
+    if found is None:
+        return DataError(file, row, column, what + ")", _FIX)
+    offset, kinds, index, keys = found
+    line, col = _line_col(text, offset, base_line)
+    wr, wc = _where(kinds, index, keys, records)
+    return DataError(file, row if row is not None else wr, column if column is not None else wc,
+                     f"{what}, more than {MAX_DEPTH} levels deep at line {line}, column {col})", _FIX)
+
+
 def loads(text: str, file: str, *, row: int | None = None, column: str | None = None,
           base_line: int = 1, records: bool = False) -> Any:
     """`json.loads(text)`, with every non-syntax failure as a DataError.
@@ -116,17 +151,7 @@ def loads(text: str, file: str, *, row: int | None = None, column: str | None = 
     except json.JSONDecodeError:
         raise
     except RecursionError:
-        found = _scan(text, lambda tok, depth: tok in ("[", "{") and depth >= MAX_REPORTED_DEPTH)
-        what = "the JSON is nested too deeply to be read (lists or objects inside each other"
-        if found is None:
-            raise DataError(file, row, column, what + ")", _FIX) from None
-        offset, kinds, index, keys = found
-        line, col = _line_col(text, offset, base_line)
-        wr, wc = _where(kinds, index, keys, records)
-        r = row if row is not None else wr
-        c = column if column is not None else wc
-        raise DataError(file, r, c, f"{what}, more than {MAX_REPORTED_DEPTH} levels deep at line {line}, "
-                        f"column {col})", _FIX) from None
+        raise _too_deep(text, file, row, column, base_line, records) from None
     except ValueError:  # int_max_str_digits, the only other ValueError json.loads raises
         found = _scan(text, lambda tok, depth: tok[0] in "-0123456789" and len(tok.lstrip("-")) > 4300)
         at, digits = "", "more than 4,300"
@@ -141,6 +166,8 @@ def loads(text: str, file: str, *, row: int | None = None, column: str | None = 
             c = column if column is not None else wc
         raise DataError(file, r, c, f"a number has {digits} digits{at}: more than the 4,300 digits Python "
                         "reads as a number", "Write such a value as text, in double quotes") from None
+    if isinstance(obj, (list, dict)) and _deeper_than(obj, MAX_DEPTH):
+        raise _too_deep(text, file, row, column, base_line, records)
     if _SURROGATE_ESCAPE.search(text):
         path = first_bad_string(obj)
         if path is not None:
