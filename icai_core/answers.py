@@ -44,7 +44,7 @@ _JSON_STRING = r'"(?:[^"\\]|\\.)*"'
 _VOTE_ENTRY = re.compile(rf'"\s*(\d+)\s*"\s*:\s*({_JSON_STRING}|null)')
 _VOTE_LINE = re.compile(
     r"^\s*(?:principle\s*)?[\"']?(\d+)[\"']?\s*[:.)=\-]\s*[\"']?(?:response\s+)?"
-    r"(A|B|None|Neither|N/A|Not relevant|Tie)\b",
+    r"(A|B|None|Neither|N/A|Not relevant|Tie)[\"']?[ \t]*[,.;]?[ \t]*$",
     re.IGNORECASE | re.MULTILINE,
 )
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+(.*\S)\s*$", re.MULTILINE)

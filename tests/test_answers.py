@@ -53,6 +53,7 @@ def test_complete_votes_valid_extra_entries_ignored_garbled_invalid():
         ('{"1": "B", "2": "A"}', 2, ([-1, 1], ["valid", "valid"])),  # wrapper left out
         ('{"votes": {"1": null}}', 1, ([0], ["valid"])),
         ("1: A\n2: none\n3. B", 3, ([1, 0, -1], ["recovered"] * 3)),  # plain text (no JSON mode)
+        ("1. A good response is short\n2. B", 2, ([0, -1], ["invalid", "recovered"])),  # prose is not a vote
         ('{"votes": {"1": "A", "2": "No', 2, ([1, 0], ["recovered", "invalid"])),
         ('{"votes": {"1": <vote>}}', 1, ([0], ["invalid"])),  # the new skeleton, copied: invalid
         ("I cannot decide.", 2, ([0, 0], ["invalid", "invalid"])),
