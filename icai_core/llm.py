@@ -439,6 +439,11 @@ class CachedResponse:
     finish_reason: str | None = None
 
 
+class CacheError(RuntimeError):
+    """The LLM response cache cannot be opened (unwritable folder, bad path); the message says what
+    to do. A damaged cache file is not an error: it is moved aside and replaced."""
+
+
 def _is_corruption(exc: BaseException) -> bool:
     """A damaged file (SQLITE_CORRUPT / SQLITE_NOTADB / failed integrity check), as opposed to a
     busy or unwritable one: only the former is healed by moving the file aside."""
@@ -468,20 +473,27 @@ class ResponseCache:
     Self-healing: a file that is not a readable SQLite database (truncated, garbage, a failed
     integrity check) is moved aside to `<name>.corrupt-<timestamp>` and a fresh cache is started,
     with one warning in the log; the same happens when corruption shows up later, on a read or a
-    write. Nothing raises a raw `sqlite3.DatabaseError` to the caller."""
+    write. A cache that cannot be opened at all (an unwritable folder, a path that is a directory)
+    raises `CacheError` with the path and what to do, never a raw sqlite3 / OS error."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None):
         self.path = str(path) if path is not None else str(default_cache_path())
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self.healed: str | None = None  # where a corrupt file was moved, if it was
         try:
-            self._conn = self._open()
-        except sqlite3.DatabaseError as exc:
-            if not _is_corruption(exc):
-                raise
-            self._heal(exc)
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._conn = self._open()
+            except sqlite3.DatabaseError as exc:
+                if not _is_corruption(exc):
+                    raise
+                self._heal(exc)
+        except (OSError, sqlite3.Error) as exc:
+            raise CacheError(
+                f"cannot open the LLM response cache {self.path}: {exc}. Check that the folder exists and is "
+                "writable (set PRINCIPIA_HOME, or choose another cache folder)."
+            ) from None
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
@@ -1514,6 +1526,7 @@ def check_endpoint(config: LLMConfig) -> tuple[bool, str]:
 
 __all__ = [
     "PRICES",
+    "CacheError",
     "CachedResponse",
     "ChatRequest",
     "ChatResult",

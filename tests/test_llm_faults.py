@@ -18,6 +18,7 @@ import pytest
 from icai_core import prompts
 from icai_core.answers import parse_proposals, parse_votes
 from icai_core.llm import (
+    CacheError,
     ChatRequest,
     LLMClient,
     LLMConfig,
@@ -323,6 +324,17 @@ def test_corrupt_cache_is_moved_aside_and_a_fresh_one_started(server, tmp_path, 
     calls = server.chat_count
     again = LLMClient(cfg(server), ResponseCache(path)).complete(plain(1))  # the fresh cache works
     assert again.cached and server.chat_count == calls
+
+
+def test_unopenable_cache_is_a_clear_error(tmp_path):
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    with pytest.raises(CacheError, match="cannot open the LLM response cache .*a_folder.*writable"):
+        ResponseCache(folder)  # a directory, not a file
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(CacheError, match="PRINCIPIA_HOME"):
+        ResponseCache(blocker / "llm_cache.sqlite")  # its folder cannot be created
 
 
 # ---------------------------------------------------------------------------- resumed cost
