@@ -28,9 +28,9 @@ API used by the pipeline (issues 10, 11, 14)
   with `json_schema` the client sends `response_format={"type": "json_schema", ...}`, falls back to
   `{"type": "json_object"}` and then to plain text when the endpoint rejects it, and remembers per
   endpoint and model what worked (`endpoint_caps(config) -> EndpointCaps`).
-* `ChatResult.finish_reason` and `ChatResult.truncated` (finish_reason == "length"). A cut-off answer
-  is never cached as final: it is resent once with twice the max_tokens; if still cut off it is
-  returned with `truncated=True` (and cached marked as truncated).
+* `ChatResult.finish_reason` and `ChatResult.truncated` (finish_reason == "length"). A cut-off JSON
+  answer is never cached as final: it is resent once with twice the max_tokens; if still cut off it
+  is returned with `truncated=True` (and cached marked as truncated). Free text is not resent.
 * `LLMUsage.faults` counts faults by kind (http_429, http_5xx, http_4xx, timeout, connection,
   unreachable, malformed_body, empty, truncated) and `LLMUsage.response_format` the mode each answer
   used; both are in `to_dict()`. `LLMUsage.from_dict` / `add` and `LLMClient.carry_usage(previous)`
@@ -912,11 +912,13 @@ class LLMClient:
     endpoint and model (`endpoint_caps`) for every later request of the process; `usage.response_format`
     counts the mode each answer was obtained with.
 
-    Truncation: an answer with finish_reason "length" is never cached as final. It is resent once
-    with twice the `max_tokens`; if the second answer is cut off too it is returned with
-    `truncated=True` (and cached under the request's key with finish_reason "length", so a rerun
-    reports it as truncated without paying again). Every cut-off attempt counts as a "truncated"
-    fault.
+    Truncation: a JSON answer (json_mode / json_schema) with finish_reason "length" is never cached
+    as final. It is resent once with twice the `max_tokens`; if the second answer is cut off too it
+    is returned with `truncated=True` (and cached under the request's key with finish_reason
+    "length", so a rerun reports it as truncated without paying again). A free-text answer (IterAlign
+    replies) is usable when cut off, so it is not resent -- that would double the cost of every long
+    reply -- but returned and cached with `truncated=True`. Every cut-off attempt counts as a
+    "truncated" fault.
 
     Faults: one bad HTTP 200 body (not a chat completion) is an invalid answer for that request
     (`error_kind="malformed_body"`), never fatal for the run; `raise_if_fatal` decides what is.
@@ -1250,7 +1252,8 @@ class LLMClient:
                         self.caps.json_object = True
                 if result.truncated:
                     self._fault("truncated")
-                    if not grown:
+                    wants_json = job.request.json_mode or job.request.json_schema is not None
+                    if wants_json and not grown:
                         grown = True
                         budget = int(budget * self.truncation_growth)
                         with self._lock:

@@ -101,6 +101,15 @@ def test_truncated_first_answer_is_not_cached_when_the_retry_completes(server, t
     assert texts == [full]
 
 
+def test_cut_off_free_text_is_returned_without_a_costly_resend(server):
+    server.register("TASK: respond", lambda m, b: Reply("Sure, here is a long reply that goes on", "length"))
+    client = LLMClient(cfg(server))
+    result = client.complete(ChatRequest([{"role": "system", "content": "TASK: respond"},
+                                          {"role": "user", "content": "hi"}], max_tokens=400))
+    assert result.ok and result.truncated and server.chat_count == 1
+    assert client.usage.faults == {"truncated": 1} and client.usage.retries == 0
+
+
 def test_runaway_answer_cut_by_a_real_max_tokens(tmp_path):
     # a model that keeps numbering past the batch (issue 14) against a server that enforces max_tokens
     runaway = "{" + '"votes": {' + ", ".join(f'"{j}": "A"' for j in range(1, 200)) + "}}"
