@@ -684,3 +684,27 @@ def test_literal_quote_inside_an_unquoted_field_is_kept(shared_data, tmp_path):
     pairs = load_pairs(path).pairs
     assert pairs.loc[0, "prompt"] == 'What is the capital of the US? 12" map'
     assert pairs["text_a"].tolist() == ref["text_a"].tolist()
+
+
+def test_jsonl_lines_end_only_at_lf(vicuna, tmp_path):
+    # JSON strings may hold U+2028, NEL and FS raw (json.dumps(ensure_ascii=False) writes them so);
+    # str.splitlines() would cut the record there
+    ref = vicuna[0].head(5).copy()
+    ref.loc[ref.index[1], "text_a"] = "one\u2028two \x85 three \x1c four \u2029 five"
+    path = tmp_path / "seps.jsonl"
+    path.write_text("\r\n".join(json.dumps(r, ensure_ascii=False) for r in ref.to_dict("records")) + "\r\n",
+                    encoding="utf-8", newline="")
+    res = load_pairs(path)
+    assert res.report.rows_read == 5
+    assert res.pairs["text_a"].tolist() == ref["text_a"].tolist()
+
+
+def test_every_registered_format_is_one_unit():
+    # SUPPORTED_FORMATS, the signatures and detection all derive from the units in intake/formats
+    from icai_core.intake.registry import FORMATS
+
+    names = [f.name for f in FORMATS]
+    assert list(D.SUPPORTED_FORMATS) == names + ["mapping"]
+    assert D.FORMAT_SIGNATURES == {f.name: f.signature for f in FORMATS}
+    for f in FORMATS:
+        assert D.detect_format(list(f.signature) + ["id"]) == f.name

@@ -401,9 +401,13 @@ def json_kind(v: Any) -> str:
 
 
 def _parse_jsonl(text: str, file: str) -> Table:
+    """One JSON object per line. Lines end at LF (an optional CR before it is removed) only:
+    `str.splitlines` would also split at U+2028, NEL or FS, which JSON strings may hold raw."""
     records: list[dict] = []
     lines: list[int] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if line.endswith("\r"):
+            line = line[:-1]
         if not line.strip():
             continue
         try:
