@@ -404,3 +404,21 @@ def test_prompt_sets_use_the_intake_readers(tmp_path):
     big = "x" * 200_000
     (tmp_path / "big.csv").write_text(f'prompt,n\n{big},1\nsecond 12" prompt,2\n')
     assert load_prompts(tmp_path / "big.csv") == [big, 'second 12" prompt']
+
+
+def test_lone_surrogate_in_a_column_name(rows, tmp_path, capsys):
+    recs = rows[COLS].head(3).to_dict("records")
+    recs[1]["rater\udfff"] = "x"
+    path = tmp_path / "surkey.json"
+    path.write_text(json.dumps(recs))
+    msg = assert_refused(path, tmp_path, capsys, 2, None, "lone surrogate")
+    assert "rater\\udfff" in msg  # shown as its escape: the message itself is valid UTF-8
+    msg.encode("utf-8")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_gzip"])
+def test_broken_gzip(rows, tmp_path, capsys, damage):
+    blob = gzip.compress(rows.to_csv(index=False).encode())
+    path = tmp_path / "broken.csv.gz"
+    path.write_bytes(blob[: len(blob) // 2] if damage == "truncated" else b"plain text, not gzip")
+    assert_refused(path, tmp_path, capsys, None, None, "cannot be decompressed as gzip")

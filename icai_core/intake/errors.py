@@ -55,7 +55,9 @@ class DataError(Exception):
         text = _sentence(f"{', '.join(where)}: {message}")
         if hint:
             text += " " + _sentence(hint)
-        return text
+        # A message quotes the user's data (names, values); it must print and render anywhere, so a
+        # lone surrogate in that data is shown as its escape instead of breaking the display.
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
     def __str__(self) -> str:
         return self._text(self.message, self.hint)
