@@ -39,6 +39,9 @@ def _as_prompt_error(exc: DataError) -> PromptSetError:
     hint, hint_web = exc.hint, exc.hint_web
     if "at least one pair" in hint or "a prompt, two responses" in hint:
         hint, hint_web = _PROMPT_HINT, None
+    elif "max_bytes" in hint:  # load_pairs' parameter means nothing here (CLI and app alike)
+        hint, hint_web = ("Use a smaller prompt file, or raise the PRINCIPIA_MAX_BYTES environment variable "
+                          "if the machine has enough memory"), None
     return PromptSetError(exc.file, exc.row, exc.column, exc.message, hint, hint_web=hint_web,
                           message_web=exc.message_web)
 

@@ -422,3 +422,15 @@ def test_broken_gzip(rows, tmp_path, capsys, damage):
     path = tmp_path / "broken.csv.gz"
     path.write_bytes(blob[: len(blob) // 2] if damage == "truncated" else b"plain text, not gzip")
     assert_refused(path, tmp_path, capsys, None, None, "cannot be decompressed as gzip")
+
+
+def test_prompt_set_messages_name_no_pair_api(tmp_path, monkeypatch):
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "header.csv").write_text("prompt\n")
+    (tmp_path / "big.txt").write_text("x\n" * 600)
+    monkeypatch.setenv("PRINCIPIA_MAX_BYTES", "1000")
+    for name in ("empty.csv", "header.csv", "big.txt"):
+        with pytest.raises(PromptSetError) as err:
+            load_prompts(tmp_path / name)
+        text = str(err.value)
+        assert text.startswith(name) and not any(w in text for w in API_WORDS + ("pair",)), text
