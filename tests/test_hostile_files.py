@@ -212,7 +212,7 @@ def test_gzip_bomb_stops_at_the_limit(tmp_path, capsys, monkeypatch):
     finally:
         tracemalloc.stop()
     assert "decompression was stopped" in str(err.value)
-    assert peak < 4 * limit, peak  # never the 256 MB the bomb inflates to
+    assert peak < 2 * limit, peak  # about the limit, never the 256 MB the bomb inflates to
     monkeypatch.setenv("PRINCIPIA_MAX_BYTES", str(limit))
     assert_refused(path, tmp_path, capsys, None, None, "decompresses to more than")
 

@@ -10,7 +10,6 @@ turns bytes into text with messages for the usual encoding mistakes.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 import os
@@ -123,18 +122,41 @@ def _read_bytes(source: Any, name: str | None, limit: int) -> tuple[bytes, str, 
     raise TypeError(f"load_pairs needs a path, bytes or a file-like object, not {type(source).__name__}")
 
 
+_INFLATE_CHUNK = 1 << 20
+
+
 def _inflate(raw: bytes, file: str, limit: int) -> bytes:
-    """gzip content, decompressed as a stream that stops one byte past `limit` (so a bomb never
-    inflates beyond the limit in memory)."""
+    """gzip content, decompressed 1 MiB at a time and stopped as soon as it exceeds `limit`, so a
+    decompression bomb never costs more than about `limit` bytes of memory. Concatenated members
+    and trailing zero padding are read as the gzip module reads them; the CRC of each member is
+    checked by zlib."""
+    out = io.BytesIO()
+    total = 0
+    data = raw
     try:
-        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:
-            out = gz.read(limit + 1)
-    except (OSError, EOFError, zlib.error) as exc:
+        while True:
+            d = zlib.decompressobj(wbits=31)  # gzip container only
+            buf = data
+            while not d.eof:
+                chunk = d.decompress(buf, _INFLATE_CHUNK)
+                total += len(chunk)
+                if total > limit:
+                    raise too_large(file, total, limit, inflated=True)
+                out.write(chunk)
+                buf = d.unconsumed_tail
+                if not chunk and not buf:
+                    break
+            if not d.eof:
+                raise DataError(file, None, None, "the file cannot be decompressed as gzip (it ends before the "
+                                "end of the compressed data: the file is truncated)",
+                                "Re-compress the file, or upload it uncompressed")
+            data = d.unused_data.lstrip(b"\0")
+            if not data:
+                break
+    except zlib.error as exc:
         raise DataError(file, None, None, f"the file cannot be decompressed as gzip ({exc})",
                         "Re-compress the file, or upload it uncompressed") from None
-    if len(out) > limit:
-        raise too_large(file, len(out), limit, inflated=True)
-    return out
+    return out.getvalue()
 
 
 def open_source(source: Any, *, name: str | None = None, max_bytes: int | None = None) -> RawFile:
