@@ -336,6 +336,7 @@ class LocalServer:
                 self._wait_ready(t0)
             except BaseException:
                 self._shutdown()
+                self.port = None
                 raise
             self.startup_s = time.monotonic() - t0
             _LIVE.add(self)
@@ -480,3 +481,39 @@ class LocalServer:
         with contextlib.suppress(Exception):
             if self._proc is not None:
                 self._shutdown(timeout_s=5)
+
+
+# ---------------------------------------------------------------------------------------------- shared servers
+_SHARED: dict[tuple, LocalServer] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_server(gguf_path: str | os.PathLike[str], *, threads: int = 1, ctx_size: int = DEFAULT_CTX_SIZE,
+                  parallel: int = 1, **kwargs: Any) -> LocalServer:
+    """A started LocalServer for these settings, reused by later calls with the same settings.
+
+    Why: the app reruns its script on every interaction and may start several runs in a session;
+    loading the model once per process (seconds for a small model, a minute for a large one) is
+    enough. A server that died is replaced. Stopped by `stop_shared_servers()` and at interpreter
+    exit."""
+    key = (str(Path(gguf_path).expanduser().resolve()), int(threads), int(ctx_size), int(parallel),
+           tuple(sorted(kwargs.items())))
+    with _SHARED_LOCK:
+        server = _SHARED.get(key)
+        if server is None or not server.running:
+            if server is not None:
+                server.stop()
+            server = LocalServer(gguf_path, threads=threads, ctx_size=ctx_size, parallel=parallel, **kwargs)
+            _SHARED[key] = server
+        return server.start()
+
+
+def stop_shared_servers() -> int:
+    """Stop every server `shared_server` started; returns how many were running."""
+    with _SHARED_LOCK:
+        servers = list(_SHARED.values())
+        _SHARED.clear()
+    running = sum(1 for s in servers if s.running)
+    for s in servers:
+        s.stop()
+    return running

@@ -34,7 +34,9 @@ from icai_core.local_engine import (
     bundled_gguf,
     check_gguf,
     port_is_free,
+    shared_server,
     stable_port,
+    stop_shared_servers,
     xllamacpp_available,
 )
 
@@ -151,6 +153,19 @@ def test_stop_ends_the_process_and_frees_the_port():
     assert not listening(port)
     assert port_is_free(port)
     server.stop()  # idempotent
+
+
+def test_shared_server_is_reused_and_stopped():
+    port = port_in_range()
+    first = shared_server(GGUF, port=port)
+    try:
+        again = shared_server(GGUF, port=port)
+        assert again is first and again.pid == first.pid and first.running
+    finally:
+        pid = first.pid
+        assert stop_shared_servers() == 1
+    assert not first.running and not pid_alive(pid) and not listening(port)
+    assert stop_shared_servers() == 0
 
 
 def test_server_dies_with_a_killed_parent(tmp_path):
