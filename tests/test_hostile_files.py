@@ -217,6 +217,20 @@ def test_gzip_bomb_stops_at_the_limit(tmp_path, capsys, monkeypatch):
     assert_refused(path, tmp_path, capsys, None, None, "decompresses to more than")
 
 
+def test_parquet_bomb_stops_at_the_limit(rows, tmp_path, capsys, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 4000  # 4,000 copies of a 256 kB text: 1 GB decoded, a few kB on disk
+    table = pa.table({"text_a": pa.array(["y" * (1 << 18)] * n), "text_b": pa.array(["b"] * n),
+                      "preferred_text": pa.array(["text_a"] * n)})
+    path = tmp_path / "bomb.parquet"
+    pq.write_table(table, path, compression="zstd")
+    assert path.stat().st_size < 1 << 20
+    monkeypatch.setenv("PRINCIPIA_MAX_BYTES", str(32 << 20))
+    assert_refused(path, tmp_path, capsys, None, None, "decompression was stopped")
+
+
 def test_gzip_file_within_the_limit_loads(rows, tmp_path):
     path = tmp_path / "pairs.csv.gz"
     path.write_bytes(gzip.compress(rows.to_csv(index=False).encode()))

@@ -80,8 +80,9 @@ def human_size(n: int) -> str:
 def too_large(file: str, size: int, limit: int, *, inflated: bool = False) -> DataError:
     """The file (or, `inflated`, its decompressed content) exceeds the memory limit."""
     if inflated:
-        what = (f"the compressed file decompresses to more than the {human_size(limit)} ({limit:,} bytes) "
-                "that can safely be loaded into memory here (decompression was stopped at that size)")
+        what = (f"the file's compressed content decompresses to more than the {human_size(limit)} "
+                f"({limit:,} bytes) that can safely be loaded into memory here (decompression was stopped "
+                "at that size)")
     else:
         what = (f"the file is {human_size(size)} ({size:,} bytes), more than the {human_size(limit)} "
                 f"({limit:,} bytes) that can safely be loaded into memory here")

@@ -52,6 +52,7 @@ class RawFile:
     ext: str
     compressed: bool = False
     warnings: list[str] = field(default_factory=list)
+    limit: int | None = None  # the memory limit, also for what a compressed format decodes to
 
 
 def default_max_bytes() -> int:
@@ -172,7 +173,7 @@ def open_source(source: Any, *, name: str | None = None, max_bytes: int | None =
     if len(raw) == 0:
         raise DataError(file, None, None, "the file is empty (0 bytes)",
                         "Choose a file that contains a header row and at least one pair")
-    return RawFile(data=raw, name=file, ext=ext, compressed=compressed)
+    return RawFile(data=raw, name=file, ext=ext, compressed=compressed, limit=limit)
 
 
 def sniff_file_type(raw: bytes) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from icai_core.intake import safejson
-from icai_core.intake.errors import CSV_QUOTING_HINT, DataError, no_rows
+from icai_core.intake.errors import CSV_QUOTING_HINT, DataError, no_rows, too_large
 from icai_core.intake.source import (
     RawFile,
     allow_csv_fields,
@@ -73,7 +73,7 @@ def parse_raw(rf: RawFile, fmt: str | None = None) -> Table:
     file = rf.name
     warnings = list(rf.warnings)
     if file_type == "parquet":
-        table = _parse_parquet(rf.data, file)
+        table = _parse_parquet(rf.data, file, rf.limit)
     else:
         text = decode_text(rf.data, file, file_type, warnings)
         if file_type in ("csv", "tsv"):
@@ -432,11 +432,27 @@ def _parse_jsonl(text: str, file: str) -> Table:
 # --------------------------------------------------------------------------- Parquet
 
 
-def _parse_parquet(raw: bytes, file: str) -> Table:
+_PARQUET_BATCH_ROWS = 256
+
+
+def _parse_parquet(raw: bytes, file: str, limit: int | None = None) -> Table:
+    """Parquet, decoded 256 rows at a time: a file of a few kB can hold gigabytes of repeated,
+    dictionary-encoded text (a decompression bomb like a .gz one), so decoding stops once the
+    decoded data exceeds `limit` (memory then peaks near the limit plus one batch)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        df = pq.read_table(io.BytesIO(raw)).to_pandas()
+        pf = pq.ParquetFile(io.BytesIO(raw))
+        batches, total = [], 0
+        for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+            total += batch.nbytes
+            if limit is not None and total > limit:
+                raise too_large(file, total, limit, inflated=True)
+            batches.append(batch)
+        df = pa.Table.from_batches(batches, schema=pf.schema_arrow).to_pandas()
+    except DataError:
+        raise
     except Exception as exc:  # pyarrow raises several error types for broken files
         raise DataError(
             file, None, None, f"the file cannot be read as Parquet ({exc})",
