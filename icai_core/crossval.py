@@ -256,9 +256,11 @@ def cross_validate(
     tr_str = np.zeros((k, len(keys)))
     te_str = np.zeros((k, len(keys)))
     rand_correct = np.zeros(n)
+    fold_of = np.zeros(n, dtype=int)
     rng = np.random.default_rng([seed, 3])
     for f, (tr, te) in enumerate(splitter.split(np.zeros(n), y, groups=cl)):
         ytr, yte = y[tr], y[te]
+        fold_of[te] = f
         maj = 1 if (ytr == 1).sum() >= (ytr == -1).sum() else -1
         stats = _fold_stats(arr[tr], ok[tr], ytr, keys, principles)
         const = build_constitution(stats, principles=principles, **settings)
@@ -340,7 +342,7 @@ def cross_validate(
     per_principle = per_principle.sort_values(["times_selected", "train_strength"], ascending=False,
                                               ignore_index=True)
     verdict = _verdict(table, sizes, difference, n, k, g)
-    oof = pd.DataFrame({"preferred": y} | {f"score_{m}": score[m] for m in methods}
+    oof = pd.DataFrame({"fold": fold_of, "preferred": y} | {f"score_{m}": score[m] for m in methods}
                        | {f"pred_{m}": pred[m] for m in methods if m != "random_constitution"},
                        index=idx[dec])
     return CrossValResult(k, seed, n, n_ties, g, table, per_principle, sizes, difference, verdict, oof)

@@ -87,7 +87,8 @@ def agreement(pairs_a: pd.DataFrame, pairs_b: pd.DataFrame, *, alpha: float = 0.
     B (1 or 0 when each judged the pair once; e.g. 2/3 when one of three MTurk votes differs from a
     single GPT-4 label). The headline is the mean over shared pairs (each distinct pair counts once),
     its interval is cluster-robust by prompt. Cohen's kappa uses the same pair-weighted label
-    distribution: ``(p_o - p_e) / (1 - p_e)`` with ``p_e = sum_l pA(l) pB(l)``; it equals
+    distribution: ``(p_o - p_e) / (1 - p_e)`` with ``p_e = sum_l pA(l) pB(l)``, labels a/b/tie in the
+    orientation in which A first saw the pair; it equals
     ``sklearn.metrics.cohen_kappa_score`` on all label combinations weighted ``1/(nA nB)`` (tested).
     Ties are a third label. Keys: ``n_shared, agreement, ci, kappa, message``.
     """
@@ -107,8 +108,14 @@ def agreement(pairs_a: pd.DataFrame, pairs_b: pd.DataFrame, *, alpha: float = 0.
     pa /= pa.sum(axis=1, keepdims=True)
     pb /= pb.sum(axis=1, keepdims=True)
     per_pair = (pa * pb).sum(axis=1)
-    # one prompt-cluster per shared pair: the prompt of its first row in A
+    # Kappa's chance term depends on which text is called "A": use the orientation in which annotator
+    # A first saw each pair (for the usual file, where all annotators share one orientation, this is
+    # Cohen's kappa of the a/b labels as written).
     first = pd.Series(np.arange(len(ka)), index=ka).groupby(level=0).first()
+    _, flipped_a = pair_keys(pairs_a)
+    flip = flipped_a[first.loc[shared].to_numpy()]
+    pa[flip, :2] = pa[flip, 1::-1]
+    pb[flip, :2] = pb[flip, 1::-1]
     cl_all = cluster_ids(pairs_a)
     cl = cl_all[first.loc[shared].to_numpy()]
     est = clustered_mean(per_pair, cl, null=0.0, alpha=alpha, bounds=(0.0, 1.0))
