@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -47,17 +49,101 @@ def _parse_mapping(items: list[str] | None):
         raise SystemExit(f"--map: {exc}") from None
 
 
-def cmd_audit(args: argparse.Namespace) -> int:
-    from icai_core.audit import AuditConfig, config_dict, run_offline_audit
+def _workspace(args: argparse.Namespace):
+    """The workspace of --cache-dir (default: PRINCIPIA_HOME or ~/.principia); None + message on error."""
+    from icai_core.workspace import Workspace, WorkspaceError
+
+    try:
+        return Workspace(getattr(args, "cache_dir", None))
+    except WorkspaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _out_dir(path: str) -> Path | None:
+    """The output folder, created; None + message when a file is in the way or it cannot be made."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        print(f"error: --out {out} is a file, not a folder: give a folder name (it is created if missing)",
+              file=sys.stderr)
+        return None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: cannot create the output folder {out} ({exc.strerror or exc}): choose another --out",
+              file=sys.stderr)
+        return None
+    return out
+
+
+def _load(args: argparse.Namespace, mapping=None):
     from icai_core.data import DataError, load_pairs
 
     try:
-        loaded = load_pairs(args.data, mapping=_parse_mapping(args.map), ties=args.ties)
+        return load_pairs(args.data, mapping=mapping, ties=args.ties)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
     except FileNotFoundError:
         print(f"error: file not found: {args.data}", file=sys.stderr)
+    except IsADirectoryError:
+        print(f"error: {args.data} is a folder: give the path of a data file", file=sys.stderr)
+    return None
+
+
+def write_audit_outputs(result, out: Path) -> None:
+    """Every file of `icai audit` / `icai run`: stats, constitutions, reconstruction, votes, reports,
+    summary.json (one entry per annotator; see docs/summary_json.md)."""
+    import pandas as pd
+
+    from icai_core import report
+    from icai_core.summary import summary_document
+
+    names = result.annotator_names
+    views = [result.view(n) for n in names]
+    stats = pd.concat([v.stats.assign(annotator=v.annotator) for v in views], ignore_index=True)
+    report.write_csv(stats, out / "principle_stats.csv")
+    first = views[0]
+    (out / "principle_stats.json").write_text(json.dumps(
+        {
+            "dataset": result.dataset_name,
+            "dataset_hash": result.dataset_hash,
+            "n_pairs": int(first.analysis.n_pairs),
+            "n_rows": len(result.all_pairs),
+            "annotators": names,
+            "config": result.config.to_dict(),
+            "principles": json.loads(first.stats.to_json(orient="records")),
+            "by_annotator": {v.annotator: json.loads(v.stats.to_json(orient="records")) for v in views},
+        },
+        indent=2,
+    ))
+    (out / "constitution.json").write_text(json.dumps(first.constitution.to_dict(), indent=2))
+    (out / "constitutions.json").write_text(
+        json.dumps({v.annotator: v.constitution.to_dict() for v in views}, indent=2))
+    recon = []
+    for v in views:
+        tables = [v.reconstruction.table]
+        if v.llm_reconstruction is not None and len(v.llm_reconstruction):
+            tables.insert(0, v.llm_reconstruction)
+        recon.append(pd.concat(tables, ignore_index=True).assign(annotator=v.annotator))
+    report.write_csv(pd.concat(recon, ignore_index=True), out / "reconstruction.csv")
+    (out / "summary.txt").write_text(result.summary() + "\n")
+    (out / "votes.csv").write_bytes(report.votes_csv(result.all_pairs, result.all_votes, valid=result.all_valid))
+    (out / "report.md").write_text(report.markdown_summary(result))
+    (out / "report.html").write_text(report.html_report(result))
+    (out / "summary.json").write_text(json.dumps(summary_document(result), indent=2, allow_nan=False))
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from icai_core.audit import run_offline_audit
+
+    ws = _workspace(args)
+    if ws is None:
+        return 2
+    out = _out_dir(args.out)
+    if out is None:
+        return 2
+    loaded = _load(args, _parse_mapping(args.map))
+    if loaded is None:
         return 2
     print(loaded.report.summary(), file=sys.stderr)
     pairs = loaded.pairs
@@ -69,58 +155,45 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if pairs.empty:
             print(f"error: no rows with annotator == {args.annotator!r}", file=sys.stderr)
             return 2
-    config = AuditConfig(
-        test_size=args.test_size,
-        seed=args.seed,
-        alpha=args.alpha,
-        use_embeddings=not args.no_embeddings,
-        max_size=args.max_size,
-    )
+    config = _run_config(args, engine="offline")
     bar, progress = _tqdm_progress()
     cancel = CancelToken()
-    try:
-        result = run_offline_audit(
-            pairs,
-            config,
-            dataset_name=Path(args.data).name,
-            progress=progress,
-            cancel=cancel,
-            cache_dir=None if args.no_cache else args.cache_dir,
-        )
-    except (KeyboardInterrupt, Cancelled):
+    from icai_core.audit import dataset_hash
+
+    name = Path(args.data).name
+    with ws, ws.run("offline_audit", name, dataset_hash(pairs), config.to_dict()) as run:
+        try:
+            result = run_offline_audit(pairs, config, dataset_name=name, progress=run.wrap(progress),
+                                       cancel=cancel, cache_dir=None if args.no_cache else ws.cache_dir,
+                                       run_id=run.id)
+        except (KeyboardInterrupt, Cancelled) as exc:
+            bar.close()
+            run.fail(exc)
+            print("cancelled; votes computed so far are not saved, embeddings are cached", file=sys.stderr)
+            return 130
         bar.close()
-        print("cancelled; votes computed so far are not saved, embeddings are cached", file=sys.stderr)
-        return 130
-    bar.close()
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stats = result.stats
-    stats.to_csv(out / "principle_stats.csv", index=False)
-    (out / "principle_stats.json").write_text(
-        json.dumps(
-            {
-                "dataset": result.dataset_name,
-                "dataset_hash": result.dataset_hash,
-                "n_pairs": len(result.pairs),
-                "config": config_dict(config),
-                "principles": json.loads(stats.to_json(orient="records")),
-            },
-            indent=2,
-        )
-    )
-    (out / "constitution.json").write_text(json.dumps(result.constitution.to_dict(), indent=2))
-    result.reconstruction.table.to_csv(out / "reconstruction.csv", index=False)
-    summary = result.summary()
-    (out / "summary.txt").write_text(summary + "\n")
-    from icai_core import report
-
-    (out / "votes.csv").write_bytes(report.votes_csv(result.pairs, result.votes))
-    (out / "report.md").write_text(report.markdown_summary(result))
-    (out / "report.html").write_text(report.html_report(result))
-    print(summary)
+        run.finish(result, message="audit finished (CLI)")
+    write_audit_outputs(result, out)
+    print(result.summary())
     print(f"\nWrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}/")
+    print(f"Run {run.id} recorded: `icai report {run.id} --out report.html`, or open the app with ?run={run.id}")
     return 0
+
+
+def _run_config(args: argparse.Namespace, engine: str):
+    """The RunConfig of a command: defaults from icai_core.config, overridden by the flags given."""
+    from icai_core.config import RunConfig
+
+    flat = {}
+    for name in ("test_size", "seed", "alpha", "max_size", "n_principles_per_pair", "max_propose_pairs",
+                 "max_candidates", "principle_batch_size", "max_annotate_pairs", "flipped_check",
+                 "merge_with_llm"):
+        value = getattr(args, name, None)
+        if value is not None:
+            flat[name] = value
+    if getattr(args, "no_embeddings", False):
+        flat["use_embeddings"] = False
+    return RunConfig.from_flat(engine=engine, annotators=getattr(args, "annotators", "each") or "each", **flat)
 
 
 def _llm_config(args: argparse.Namespace, model: str | None = None, base_url: str | None = None):
@@ -132,13 +205,6 @@ def _llm_config(args: argparse.Namespace, model: str | None = None, base_url: st
         api_key=None,  # read from OPENAI_API_KEY / PRINCIPIA_API_KEY; never a command-line argument
         concurrency=args.concurrency,
     )
-
-
-def _client(config, cache_dir):
-    from icai_core.llm import LLMClient, ResponseCache
-
-    cache = ResponseCache(Path(cache_dir) / "llm_cache.sqlite") if cache_dir else None
-    return LLMClient(config, cache=cache)
 
 
 def _print_estimate(estimates: dict) -> None:
@@ -156,109 +222,242 @@ def _print_estimate(estimates: dict) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The full ICAI pipeline on an OpenAI-compatible endpoint."""
+    """The full ICAI pipeline on an OpenAI-compatible endpoint (or a local GGUF model)."""
     from icai_core.audit import dataset_hash
-    from icai_core.data import DataError, load_pairs
-    from icai_core.icai import ICAIConfig, config_dict, estimate_run, run_icai
-    from icai_core.store import RunStore
+    from icai_core.icai import estimate_run, run_icai
+    from icai_core.llm import LLMError
+    from icai_core.workspace import run_config_record
 
-    try:
-        loaded = load_pairs(args.data, ties=args.ties)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    ws = _workspace(args)
+    if ws is None:
+        return 2
+    out = _out_dir(args.out)
+    if out is None:
+        return 2
+    loaded = _load(args)
+    if loaded is None:
         return 2
     pairs = loaded.pairs
     if args.max_pairs and len(pairs) > args.max_pairs:
-        pairs = pairs.sample(n=args.max_pairs, random_state=args.seed).sort_index().reset_index(drop=True)
-    config = ICAIConfig(
-        n_principles_per_pair=args.principles_per_pair,
-        max_propose_pairs=args.max_propose_pairs,
-        max_candidates=args.max_candidates,
-        principle_batch_size=args.batch_size,
-        seed=args.seed,
-        flipped_check=args.flipped,
-        max_annotate_pairs=args.max_annotate_pairs,
-        merge_with_llm=args.merge_clusters,
-    )
-    client = _client(_llm_config(args), args.cache_dir)
-    embedder = None
-    if args.embedding_model:
-        from icai_core.embed import RemoteEmbedder
+        pairs = pairs.sample(n=args.max_pairs, random_state=args.seed or 0).sort_index().reset_index(drop=True)
+    config = _run_config(args, engine="llm")
+    with contextlib.ExitStack() as stack:
+        if args.engine == "local":
+            llm_config = _local_llm_config(args, stack)
+            if llm_config is None:
+                return 2
+        else:
+            if not args.base_url or not args.model:
+                print("error: --base-url and --model are required with --engine openai "
+                      "(or use --engine local --gguf PATH)", file=sys.stderr)
+                return 2
+            llm_config = _llm_config(args)
+        client = ws.llm_client(llm_config)
+        embedder = None
+        if args.embedding_model:
+            from icai_core.embed import RemoteEmbedder
 
-        embedder = RemoteEmbedder(client.config, model=args.embedding_model)
-    _print_estimate(estimate_run(pairs, config, client))
-    if args.estimate_only:
-        return 0
-    store = RunStore(Path(args.cache_dir) / "runs.sqlite" if args.cache_dir else None)
-    data_hash = dataset_hash(pairs)
-    run_cfg = {"icai": config_dict(config), "llm": client.config.redacted()}
-    run_id = store.find_resumable("icai", data_hash, run_cfg)
-    if run_id:
-        print(f"Resuming run {run_id}", file=sys.stderr)
-    else:
-        run_id = store.create_run("icai", Path(args.data).name, data_hash, run_cfg)
-    bar, progress = _tqdm_progress()
-    cancel = CancelToken()
-    try:
-        result = run_icai(pairs, client, config, store=store, run_id=run_id, embedder=embedder,
-                          progress=progress, cancel=cancel)
-    except (KeyboardInterrupt, Cancelled):
+            embedder = RemoteEmbedder(client.config, model=args.embedding_model)
+        estimate = estimate_run(pairs, config, client)
+        _print_estimate(estimate)
+        if args.estimate_only:
+            return 0
+        try:
+            _preflight(client.config)
+        except LLMError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        data_hash = dataset_hash(pairs)
+        name = Path(args.data).name
+        stack.enter_context(ws)
+        run = stack.enter_context(ws.run("icai", name, data_hash, run_config_record(config, client.config),
+                                         resume=True, client=client))
+        if run.resumed:
+            print(f"Resuming run {run.id}", file=sys.stderr)
+        bar, progress = _tqdm_progress()
+        cancel = CancelToken()
+        try:
+            result = run_icai(pairs, client, config, store=ws.store, run_id=run.id, embedder=embedder,
+                              progress=run.wrap(progress), cancel=cancel, cache_dir=ws.cache_dir,
+                              dataset_name=name)
+        except (KeyboardInterrupt, Cancelled) as exc:
+            bar.close()
+            run.fail(exc)
+            print(f"cancelled; rerun the same command to resume run {run.id}", file=sys.stderr)
+            return 130
+        except Exception as exc:
+            bar.close()
+            run.fail(exc)
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         bar.close()
-        store.update(run_id, status="interrupted", message="cancelled", cost=client.usage.to_dict())
-        print(f"cancelled; rerun the same command to resume run {run_id}", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        bar.close()
-        store.update(run_id, status="failed", message=str(exc), cost=client.usage.to_dict())
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    bar.close()
-    store.update(run_id, status="done", message="finished", cost=client.usage.to_dict())
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+        run.finish(result, message="ICAI finished (CLI)")
     from icai_core import interop
 
+    write_audit_outputs(result, out)
     interop.write_icai_outputs(result, out)
-    print(interop.icai_summary(result))
+    print(result.summary())
+    _print_actual(estimate, result)
     print(f"\nWrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}/")
+    print(f"Run {run.id} recorded: `icai report {run.id} --out report.html`, or open the app with ?run={run.id}")
+    return 0
+
+
+def _preflight(llm_config) -> None:
+    from icai_core import llm
+
+    check = getattr(llm, "preflight", None)
+    if check is not None:
+        check(llm_config)
+
+
+def _local_llm_config(args: argparse.Namespace, stack: contextlib.ExitStack):
+    """Start llama.cpp's server for --gguf on 127.0.0.1 (stopped when the command ends)."""
+    from icai_core import local_engine
+
+    gguf = args.gguf or local_engine.bundled_gguf()
+    if gguf is None:
+        print("error: --engine local needs --gguf PATH (a GGUF model file)", file=sys.stderr)
+        return None
+    try:
+        server = stack.enter_context(local_engine.LocalServer(gguf, threads=args.threads))
+    except Exception as exc:  # the engine's own messages say what went wrong (path, format, port)
+        print(f"error: could not start the local model server: {exc}", file=sys.stderr)
+        return None
+    print(f"Local model {Path(gguf).name} served at {server.base_url}", file=sys.stderr)
+    return server.llm_config(concurrency=args.concurrency)
+
+
+def _print_actual(estimate: dict, result) -> None:
+    """Estimate vs what the run did, per stage, and the answers' validity per stage."""
+    usage = result.usage or {}
+    est_calls = sum(e.calls for e in estimate.values())
+    print(f"\nCalls: estimated {est_calls:,} (upper bound) · sent {usage.get('calls', 0):,} · "
+          f"served from cache {usage.get('cache_hits', 0):,} · cost ${usage.get('dollars', 0) or 0:,.4f}")
+    for stage, counts in (result.stage_counts or {}).items():
+        d = counts.to_dict() if hasattr(counts, "to_dict") else dict(counts)
+        print(f"  {stage:<9} answers: {d.get('valid', 0)} valid, {d.get('recovered', 0)} recovered, "
+              f"{d.get('invalid', 0)} invalid ({d.get('invalid_rate', 0):.0%} invalid)")
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """List recorded runs (all kinds, CLI and app)."""
+    ws = _workspace(args)
+    if ws is None:
+        return 2
+    with ws:
+        runs = ws.list_runs(limit=args.limit)
+    if args.json:
+        records = [
+            {"id": r["id"], "kind": r["kind"], "dataset": r["dataset_name"], "status": r["status"],
+             "created": r["created"].isoformat(timespec="seconds"), "message": r["message"],
+             "dollars": r["dollars"], "error": r["error"]}
+            for _, r in runs.iterrows()
+        ]
+        print(json.dumps(records, indent=2))
+        return 0
+    if runs.empty:
+        print("No runs recorded yet. Start one with `icai audit FILE`.")
+        return 0
+    for _, r in runs.iterrows():
+        print(f"{r['id']:<24} {r['created']:%Y-%m-%d %H:%M}  {r['kind']:<14} {r['status']:<12} {r['dataset_name']}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Re-render a stored run as an HTML (or Markdown) report, without recomputing anything."""
+    from icai_core import report
+
+    ws = _workspace(args)
+    if ws is None:
+        return 2
+    with ws:
+        if ws.get_run(args.run_id) is None:
+            print(f"error: no run {args.run_id!r} in {ws.store_path}; `icai runs` lists the recorded runs",
+                  file=sys.stderr)
+            return 2
+        try:
+            result = ws.load_result(args.run_id)
+        except KeyError as exc:
+            print(f"error: {exc.args[0]}", file=sys.stderr)
+            return 2
+    if args.annotator:
+        if args.annotator not in result.annotator_names:
+            print(f"error: run {args.run_id} has no annotator {args.annotator!r}; it has: "
+                  f"{', '.join(result.annotator_names)}", file=sys.stderr)
+            return 2
+        result = result.view(args.annotator)
+    out = Path(args.out)
+    if out.is_dir():
+        print(f"error: --out {out} is a folder: give a file name such as report.html", file=sys.stderr)
+        return 2
+    text = report.markdown_summary(result) if out.suffix.lower() == ".md" else report.html_report(result)
+    try:
+        out.write_text(text)
+    except OSError as exc:
+        print(f"error: cannot write {out} ({exc.strerror or exc})", file=sys.stderr)
+        return 2
+    print(f"Wrote {out} (run {args.run_id}, {result.dataset_name})")
     return 0
 
 
 def cmd_iteralign(args: argparse.Namespace) -> int:
+    import hashlib
+
     from icai_core.iteralign import IterAlignConfig, LLMOracle, OfflineOracle, run_iteralign
     from icai_core.redteam import load_prompts
 
+    ws = _workspace(args)
+    if ws is None:
+        return 2
+    out = _out_dir(args.out)
+    if out is None:
+        return 2
     try:
         red = load_prompts(args.prompts)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    base = _client(_llm_config(args), args.cache_dir)
-    proposer = _client(_llm_config(args, model=args.proposer_model or args.model,
-                                   base_url=args.proposer_base_url), args.cache_dir)
+    base = ws.llm_client(_llm_config(args))
+    proposer = ws.llm_client(_llm_config(args, model=args.proposer_model or args.model,
+                                         base_url=args.proposer_base_url))
     if args.oracle_model == "offline":
         oracle = OfflineOracle()
     else:
-        oracle = LLMOracle(_client(_llm_config(args, model=args.oracle_model or args.model,
-                                               base_url=args.oracle_base_url), args.cache_dir))
+        oracle = LLMOracle(ws.llm_client(_llm_config(args, model=args.oracle_model or args.model,
+                                                     base_url=args.oracle_base_url)))
     config = IterAlignConfig(iterations=args.iterations, max_prompts=args.max_prompts)
+    prompts_list = list(getattr(red, "prompts", red))
+    data_hash = hashlib.sha256("\n".join(map(str, prompts_list)).encode()).hexdigest()[:16]
+    record = {"iteralign": dataclasses.asdict(config), "base": base.config.redacted(),
+              "proposer": proposer.config.redacted()}
     bar, progress = _tqdm_progress()
-    try:
-        result = run_iteralign(red, base, proposer, oracle, config, progress=progress)
-    except KeyboardInterrupt:
+    with ws, ws.run("iteralign", Path(args.prompts).name, data_hash, record, resume=True, client=base) as run:
+        try:
+            result = run_iteralign(red, base, proposer, oracle, config, store=ws.store, run_id=run.id,
+                                   progress=run.wrap(progress))
+        except (KeyboardInterrupt, Cancelled) as exc:
+            bar.close()
+            run.fail(exc)
+            print("cancelled; rerun the same command: stored answers are not requested again", file=sys.stderr)
+            return 130
+        except Exception as exc:
+            bar.close()
+            run.fail(exc)
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         bar.close()
-        print("cancelled; rerun the same command: cached answers are not requested again", file=sys.stderr)
-        return 130
-    bar.close()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+        run.finish(results={"constitution": result.constitution_dict()}, message="IterAlign finished (CLI)")
+    from icai_core import report
+
     (out / "sft.jsonl").write_text(result.sft_jsonl())
     (out / "preference_pairs.csv").write_text(result.preference_csv())
     (out / "constitution.json").write_text(json.dumps(result.constitution_dict(), indent=2))
-    result.iteration_table().to_csv(out / "iterations.csv", index=False)
+    report.write_csv(result.iteration_table(), out / "iterations.csv")
     print(result.iteration_table().to_string(index=False))
     print("\nConstitution:\n" + "\n".join(f"{i}. {t}" for i, t in enumerate(result.constitution, 1)))
     print(f"\nWrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}/")
+    print(f"Run {run.id} recorded (`icai runs`).")
     return 0
 
 
@@ -279,46 +478,62 @@ def cmd_principles(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from icai_core.config import defaults
+
+    d = defaults()  # every default below is read from icai_core.config (defined once)
     parser = argparse.ArgumentParser(prog="icai", description="Principia: audit pairwise preference data.")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def split_args(p):
+        p.add_argument("--test-size", type=float, default=None, help=f"held-out share (default {d.test_size})")
+        p.add_argument("--seed", type=int, default=None, help=f"split / sampling seed (default {d.seed})")
+        p.add_argument("--alpha", type=float, default=None, help=f"significance level (default {d.alpha})")
+        p.add_argument("--max-size", type=int, default=None,
+                       help=f"maximum constitution size (default {d.max_size})")
+        p.add_argument("--annotators", choices=["each", "pooled", "both"], default=d.annotators,
+                       help="audit each annotator separately (default), all rows pooled, or both")
+        p.add_argument("--ties", choices=["keep", "exclude"], default="keep")
+        p.add_argument("--cache-dir", default=None,
+                       help="Principia's home: caches + run store (default: $PRINCIPIA_HOME or ~/.principia)")
+        p.add_argument("--out", default="results", help="output folder (default: results/)")
+
     a = sub.add_parser("audit", help="offline audit with the measurable judges (no key, no network)")
     a.add_argument("data", help="CSV / TSV / JSON / JSONL / Parquet file of pairwise preferences")
-    a.add_argument("--out", default="results", help="output folder (default: results/)")
-    a.add_argument("--ties", choices=["keep", "exclude"], default="keep")
+    split_args(a)
     a.add_argument("--annotator", help="audit only rows of this annotator")
     a.add_argument("--map", nargs="*", metavar="FIELD=COLUMN", help="explicit column mapping")
-    a.add_argument("--test-size", type=float, default=0.3)
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--alpha", type=float, default=0.05)
-    a.add_argument("--max-size", type=int, default=10, help="maximum constitution size")
     a.add_argument("--no-embeddings", action="store_true", help="skip the embedding-based judge (faster)")
-    a.add_argument("--cache-dir", default=None, help="cache folder (default: ~/.principia)")
-    a.add_argument("--no-cache", action="store_true")
+    a.add_argument("--no-cache", action="store_true", help="do not read or write the vote cache")
     a.set_defaults(func=cmd_audit)
 
-    def llm_args(p):
-        p.add_argument("--base-url", required=True, help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
-        p.add_argument("--model", required=True)
+    def llm_args(p, required: bool = True):
+        p.add_argument("--base-url", required=required, default=None,
+                       help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
+        p.add_argument("--model", required=required, default=None)
         p.add_argument("--concurrency", type=int, default=16)
-        p.add_argument("--cache-dir", default=None, help="cache + run store folder (default: ~/.principia)")
-        p.add_argument("--out", default="results")
-        p.add_argument("--seed", type=int, default=0)
 
     r = sub.add_parser("run", help="the full ICAI pipeline on an OpenAI-compatible endpoint "
-                                   "(key from OPENAI_API_KEY or PRINCIPIA_API_KEY)")
+                                   "(key from OPENAI_API_KEY or PRINCIPIA_API_KEY) or a local GGUF model")
     r.add_argument("data")
-    llm_args(r)
-    r.add_argument("--engine", choices=["openai"], default="openai", help="OpenAI-compatible endpoint")
-    r.add_argument("--ties", choices=["keep", "exclude"], default="keep")
+    split_args(r)
+    llm_args(r, required=False)
+    r.add_argument("--engine", choices=["openai", "local"], default="openai",
+                   help="openai: any OpenAI-compatible endpoint (--base-url, --model); local: a GGUF model "
+                        "served by Principia through llama.cpp on 127.0.0.1 (--gguf)")
+    r.add_argument("--gguf", default=None, help="GGUF model file for --engine local")
+    r.add_argument("--threads", type=int, default=1, help="CPU threads of the local model server (default 1)")
     r.add_argument("--max-pairs", type=int, default=None, help="audit a seeded sample of this many pairs")
-    r.add_argument("--principles-per-pair", type=int, default=3)
-    r.add_argument("--max-propose-pairs", type=int, default=200)
-    r.add_argument("--max-candidates", type=int, default=30)
-    r.add_argument("--batch-size", type=int, default=10, help="principles per vote call")
-    r.add_argument("--max-annotate-pairs", type=int, default=300)
-    r.add_argument("--flipped", action="store_true", help="also annotate with A/B swapped (position bias)")
-    r.add_argument("--merge-clusters", action="store_true", help="let the LLM summarise each cluster")
+    r.add_argument("--principles-per-pair", dest="n_principles_per_pair", type=int, default=None,
+                   help=f"default {d.n_principles_per_pair}")
+    r.add_argument("--max-propose-pairs", type=int, default=None, help=f"default {d.max_propose_pairs}")
+    r.add_argument("--max-candidates", type=int, default=None, help=f"default {d.max_candidates}")
+    r.add_argument("--batch-size", dest="principle_batch_size", type=int, default=None,
+                   help=f"principles per vote call (default {d.principle_batch_size})")
+    r.add_argument("--max-annotate-pairs", type=int, default=None, help=f"default {d.max_annotate_pairs}")
+    r.add_argument("--flipped", dest="flipped_check", action="store_true", default=None,
+                   help="also annotate with A/B swapped (position bias)")
+    r.add_argument("--merge-clusters", dest="merge_with_llm", action="store_true", default=None,
+                   help="let the LLM summarise each cluster")
     r.add_argument("--embedding-model", default=None,
                    help="embed principles with this model of the endpoint (default: bundled MiniLM, offline)")
     r.add_argument("--estimate-only", action="store_true", help="print the cost estimate and stop")
@@ -327,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     it = sub.add_parser("iteralign", help="IterAlign: constitutions from red-team failures")
     it.add_argument("prompts", help="CSV/JSONL/TXT of red-team prompts (a 'prompt' column or one per line)")
     llm_args(it)
+    it.add_argument("--cache-dir", default=None, help="Principia's home (default: ~/.principia)")
+    it.add_argument("--out", default="results")
+    it.add_argument("--seed", type=int, default=0)
     it.add_argument("--oracle-model", default=None, help="oracle model, or 'offline' for the refusal judge")
     it.add_argument("--oracle-base-url", default=None)
     it.add_argument("--proposer-model", default=None)
@@ -334,6 +552,19 @@ def build_parser() -> argparse.ArgumentParser:
     it.add_argument("--iterations", type=int, default=3)
     it.add_argument("--max-prompts", type=int, default=None)
     it.set_defaults(func=cmd_iteralign)
+
+    rs = sub.add_parser("runs", help="list recorded runs (CLI and app)")
+    rs.add_argument("--json", action="store_true", help="machine-readable list")
+    rs.add_argument("--limit", type=int, default=50)
+    rs.add_argument("--cache-dir", default=None, help="Principia's home (default: ~/.principia)")
+    rs.set_defaults(func=cmd_runs)
+
+    rp = sub.add_parser("report", help="re-render a recorded run as a report (no recomputation)")
+    rp.add_argument("run_id")
+    rp.add_argument("--out", default="report.html", help="report.html (HTML) or report.md (Markdown)")
+    rp.add_argument("--annotator", default=None, help="the annotator to report (default: the first)")
+    rp.add_argument("--cache-dir", default=None, help="Principia's home (default: ~/.principia)")
+    rp.set_defaults(func=cmd_report)
 
     f = sub.add_parser("formats", help="list recognised input formats")
     f.set_defaults(func=cmd_formats)
@@ -345,10 +576,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "cache_dir", "unset") is None and not getattr(args, "no_cache", False):
-        from icai_core.audit import default_cache_dir
-
-        args.cache_dir = default_cache_dir()
     return args.func(args)
 
 

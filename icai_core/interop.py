@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from icai_core.report import safe_csv, votes_csv
+from icai_core.report import safe_csv
 
 FORMAT_VERSION = "1.0"
 DEFAULT_ANNOTATOR_DESCRIPTION = "Default annotator from original dataset (from column `preferred_text`)"
@@ -151,40 +151,22 @@ def from_annotated_pairs(obj: dict | str | Path):
 
 
 def write_icai_outputs(result, out: Path) -> None:
-    """Files of an ICAI run: constitution (JSON + text), stats, reconstruction, proposals, clusters,
-    votes (safe CSV) and the annotated pairs JSON."""
+    """Files only an ICAI run has (the common ones come from `cli.write_audit_outputs`): each
+    annotator's constitution as ICAI's numbered text, proposals, clusters, the annotated pairs JSON
+    (invalid LLM answers marked "invalid", not "not applicable") and usage with per-stage answer counts."""
     out = Path(out)
-    (out / "constitution.json").write_text(json.dumps(result.constitution.to_dict(), indent=2))
-    (out / "constitution.txt").write_text(result.constitution.text() + "\n")  # ICAI's numbered list
-    result.stats.to_csv(out / "principle_stats.csv", index=False)
-    result.reconstruction.to_csv(out / "reconstruction.csv", index=False)
-    (out / "proposals.csv").write_bytes(safe_csv(result.proposals))
-    (out / "clusters.csv").write_bytes(safe_csv(result.clusters.points))
-    (out / "votes.csv").write_bytes(votes_csv(result.pairs, result.votes))
-    principles = list(result.candidates)
-    extra = [k for k in result.votes.columns if k not in {c.key for c in principles}]
-    if extra:
-        from icai_core.judges import get_principle
-
-        principles += [get_principle(k) for k in extra]
-    (out / "annotated_pairs.json").write_text(
-        json.dumps(to_annotated_pairs(result.pairs, result.votes, principles), ensure_ascii=False)
-    )
-    (out / "usage.json").write_text(json.dumps({"usage": result.usage, "invalid_votes": result.invalid_votes},
-                                               indent=2))
-
-
-def icai_summary(result) -> str:
-    lines = [f"Candidates tested: {len(result.candidates)} discovered"
-             + (f" + {len(result.votes.columns) - len(result.candidates)} measurable" if
-                len(result.votes.columns) > len(result.candidates) else ""),
-             "", "Constitution (selected on the training split):"]
-    text = result.constitution.text()
-    lines += ["  " + ln for ln in text.splitlines()] if text.strip() else ["  (no principle passed the thresholds)"]
-    lines += ["", "Reconstruction of held-out preferences (agreement, 95% CI):"]
-    for r in result.reconstruction.itertuples():
-        lines.append(f"  {r.method:<34} {r.agreement:6.1%}  [{r.ci_low:.1%}, {r.ci_high:.1%}]  n={int(r.n_test)}")
-    u = result.usage
-    if u:
-        lines += ["", f"LLM usage: {u}"]
-    return "\n".join(lines)
+    for name in result.annotator_names:
+        view = result.view(name)
+        suffix = "" if len(result.annotator_names) == 1 else "_" + "".join(
+            ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:60]
+        (out / f"constitution{suffix}.txt").write_text(view.constitution.text() + "\n")  # ICAI's numbered list
+    if result.proposals is not None:
+        (out / "proposals.csv").write_bytes(safe_csv(result.proposals))
+    if result.clusters is not None:
+        (out / "clusters.csv").write_bytes(safe_csv(result.clusters.points))
+    invalid = ~result.all_valid if result.all_valid is not None else None
+    doc = to_annotated_pairs(result.all_pairs, result.all_votes, result.judges, dataset_name=result.dataset_name,
+                             invalid=invalid)
+    (out / "annotated_pairs.json").write_text(json.dumps(doc, ensure_ascii=False))
+    stages = {k: (v.to_dict() if hasattr(v, "to_dict") else dict(v)) for k, v in result.stage_counts.items()}
+    (out / "usage.json").write_text(json.dumps({"usage": result.usage, "stages": stages}, indent=2))

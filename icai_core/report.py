@@ -34,6 +34,7 @@ __all__ = [
     "neutralise_frame",
     "safe_csv",
     "votes_csv",
+    "write_csv",
     "stats_csv",
     "constitution_json",
     "markdown_summary",
@@ -77,19 +78,34 @@ def safe_csv(df: pd.DataFrame) -> bytes:
     return csv_bytes(df)
 
 
-def votes_table(pairs: pd.DataFrame, votes: pd.DataFrame, *, include_text: bool = False) -> pd.DataFrame:
-    """One row per pair: id, metadata, the annotator's choice, and one int column per principle vote."""
+def votes_table(pairs: pd.DataFrame, votes: pd.DataFrame, *, include_text: bool = False,
+                valid: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per pair: id, metadata, the annotator's choice, and one column per principle vote.
+
+    Votes are 1 (picks A), -1 (picks B), 0 (not relevant); with a validity mask an invalid LLM answer
+    is written as the text "invalid" (never as 0, which would read as "not relevant")."""
     cols = ["id"] + [c for c in METADATA_COLUMNS if c in pairs.columns] + ["preferred"]
     if include_text:
         cols += [c for c in ("prompt", "text_a", "text_b") if c in pairs.columns]
     left = pairs.loc[votes.index, cols].reset_index(drop=True)
-    right = votes.reset_index(drop=True).add_prefix("vote_")
-    return pd.concat([left, right], axis=1)
+    right = votes.reset_index(drop=True)
+    if valid is not None and not bool(valid.to_numpy().all()):
+        ok = valid.loc[votes.index, list(votes.columns)].reset_index(drop=True).to_numpy()
+        right = right.astype(object).where(ok, "invalid")
+    return pd.concat([left, right.add_prefix("vote_")], axis=1)
 
 
-def votes_csv(pairs: pd.DataFrame, votes: pd.DataFrame, *, include_text: bool = False) -> bytes:
-    """Votes CSV: 1 = the principle picks A, -1 = picks B, 0 = not relevant."""
-    return safe_csv(votes_table(pairs, votes, include_text=include_text))
+def votes_csv(pairs: pd.DataFrame, votes: pd.DataFrame, *, include_text: bool = False,
+              valid: pd.DataFrame | None = None) -> bytes:
+    """Votes CSV: 1 = the principle picks A, -1 = picks B, 0 = not relevant, "invalid" = unreadable answer."""
+    return safe_csv(votes_table(pairs, votes, include_text=include_text, valid=valid))
+
+
+def write_csv(df: pd.DataFrame, path) -> None:
+    """Write `df` to `path` with the project's one safe CSV writer."""
+    from pathlib import Path
+
+    Path(path).write_bytes(safe_csv(df))
 
 
 def stats_csv(stats: pd.DataFrame) -> bytes:

@@ -250,19 +250,37 @@ def direction_of(significant: np.ndarray, strength: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
-def vote_counts(votes: pd.DataFrame, preferred: Any) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Per principle ``(n_agree, n_disagree)`` plus ``n`` (non-tie pairs) and ``n_ties``."""
+def vote_counts(
+    votes: pd.DataFrame, preferred: Any, valid: pd.DataFrame | None = None
+) -> tuple[np.ndarray, np.ndarray, int | np.ndarray, int]:
+    """Per principle ``(n_agree, n_disagree)`` plus ``n`` (non-tie pairs) and ``n_ties``.
+
+    ``valid`` (optional, bool, same shape as ``votes``): False marks an invalid answer (an LLM reply
+    that could not be read). Such a vote is missing, not "not relevant": it leaves ``n`` for that
+    principle, so ``n`` becomes an array (one count per principle).
+    """
     arr = votes_array(votes)
     y = encode_preferred(preferred, votes.index)
     decided = y != 0
-    n = int(decided.sum())
-    n_ties = int(len(y) - n)
+    n: int | np.ndarray = int(decided.sum())
+    n_ties = int(len(y) - int(decided.sum()))
     if arr.shape[1] == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), n, n_ties
     prod = arr[decided] * y[decided, None]  # +1 agree, -1 disagree, 0 not relevant
+    if valid is not None:
+        ok = np.asarray(valid, dtype=bool)[decided]
+        prod = np.where(ok, prod, 0)
+        n = ok.sum(axis=0).astype(np.int64)
     n_agree = np.count_nonzero(prod == 1, axis=0).astype(np.int64)
     n_disagree = np.count_nonzero(prod == -1, axis=0).astype(np.int64)
     return n_agree, n_disagree, n, n_ties
+
+
+def invalid_counts(votes: pd.DataFrame, valid: pd.DataFrame | None) -> np.ndarray:
+    """Per principle, how many votes are invalid answers (0 everywhere without a validity mask)."""
+    if valid is None:
+        return np.zeros(votes.shape[1], dtype=np.int64)
+    return (~np.asarray(valid, dtype=bool)).sum(axis=0).astype(np.int64)
 
 
 def stats_from_counts(
@@ -328,18 +346,26 @@ def stats_from_counts(
 
 
 def principle_stats(
-    votes: pd.DataFrame, preferred: Any, principles: Any = None, alpha: float = 0.05
+    votes: pd.DataFrame,
+    preferred: Any,
+    principles: Any = None,
+    alpha: float = 0.05,
+    valid: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per principle (column of ``votes``), sorted by strength descending.
 
     Columns: ``key, text, n, n_ties, n_relevant, relevance, n_agree, n_disagree, accuracy,
     accuracy_ci_low, accuracy_ci_high, kappa, strength, strength_ci_low, strength_ci_high, p_value,
-    q_value, significant, direction``. ``n`` counts pairs whose label is not a tie; tied pairs are
-    excluded and counted in ``n_ties``. ``principles`` (optional) supplies the texts.
+    q_value, significant, direction, n_invalid``. ``n`` counts pairs whose label is not a tie (and,
+    with ``valid``, whose vote is a valid answer); tied pairs are excluded and counted in ``n_ties``;
+    invalid answers are counted in ``n_invalid``. ``principles`` (optional) supplies the texts.
     """
-    n_agree, n_disagree, n, n_ties = vote_counts(votes, preferred)
+    n_agree, n_disagree, n, n_ties = vote_counts(votes, preferred, valid)
     keys = [str(c) for c in votes.columns]
-    return stats_from_counts(keys, n_agree, n_disagree, n, n_ties, principles, alpha)
+    table = stats_from_counts(keys, n_agree, n_disagree, n, n_ties, principles, alpha, sort=False)
+    table["n_invalid"] = invalid_counts(votes, valid)
+    table = table.sort_values("strength", ascending=False, kind="mergesort", na_position="last")
+    return table.reset_index(drop=True)
 
 
 def bootstrap_ci(

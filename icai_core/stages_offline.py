@@ -1,0 +1,155 @@
+"""Offline stages: the measurable library as a proposer, and its judges as a voter (cached on disk).
+
+The vote cache is keyed by the distinct pairs' content hash, the judges' own source (any change to a
+judge invalidates cached votes), the judge keys and the embeddings switch. Writes go to a unique
+temporary file and an atomic rename, so concurrent audits of the same data never collide; a cache
+file that cannot be read is discarded, recomputed and reported once (a log warning), never fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from icai_core import judges as J
+from icai_core.config import MeasurableConfig
+from icai_core.jobs import CancelToken, Progress, noop_progress
+from icai_core.judge import Judge
+
+log = logging.getLogger("principia.cache")
+
+EMBEDDING_KEYS = tuple(J.EMBEDDING_KEYS)  # judges that need the sentence embedder
+
+# Rough cost model for progress weights (seconds on 2 cores, measured in docs/benchmarks.md).
+_SECONDS_PER_PAIR = 2.5e-4
+_SECONDS_PER_EMBEDDED_PAIR = 2.0e-3
+
+
+class MeasurableLibrary:
+    """Proposer: the built-in measurable principles (all of them, or `config.principles`)."""
+
+    name = "measurable_library"
+    consolidate = False
+
+    def __init__(self, config: MeasurableConfig | None = None):
+        self.config = config or MeasurableConfig()
+
+    def judges(self) -> list[Judge]:
+        keys = self.config.principles
+        chosen = [J.get_principle(k) for k in keys] if keys else list(J.PRINCIPLES)
+        if not self.config.use_embeddings:
+            chosen = [p for p in chosen if p.key not in EMBEDDING_KEYS]
+        return chosen
+
+    def propose(self, ctx, data) -> list[Judge]:
+        return self.judges()
+
+
+class MeasurableVoter:
+    """Voter: the measurable judges, vectorised over the distinct pairs, cached by content hash."""
+
+    name = "measurable_votes"
+
+    def __init__(self, config: MeasurableConfig | None = None):
+        self.config = config or MeasurableConfig()
+
+    def handles(self, judge: Judge) -> bool:
+        return judge.kind == "measurable"
+
+    def estimated_seconds(self, ctx, data) -> float:
+        secs = _SECONDS_PER_PAIR * data.n_items
+        if self.config.use_embeddings:
+            secs += _SECONDS_PER_EMBEDDED_PAIR * data.n_items
+        return secs
+
+    def vote(self, ctx, data, judges: list[Judge]):
+        votes = compute_votes_cached(
+            data.items, keys=[j.key for j in judges], use_embeddings=self.config.use_embeddings,
+            cache_dir=ctx.cache_dir, progress=ctx.stage_progress(self.name), cancel=ctx.cancel,
+            data_hash=data.dataset_hash,  # the distinct pairs are a function of the pair table
+        )
+        return votes, None
+
+
+def items_hash(pairs: pd.DataFrame) -> str:
+    from icai_core.audit import dataset_hash
+
+    return dataset_hash(pairs)
+
+
+def _votes_cache_path(cache_dir: Path, data_hash: str, keys: list[str], use_embeddings: bool) -> Path:
+    judges_src = hashlib.sha256(Path(J.__file__).read_bytes()).hexdigest()
+    tag = hashlib.sha256(json.dumps([judges_src, keys, use_embeddings]).encode()).hexdigest()[:12]
+    return cache_dir / "votes" / f"{data_hash}-{tag}.parquet"
+
+
+def _read_cached(path: Path, n_rows: int, keys: list[str]) -> pd.DataFrame | None:
+    """The cached votes, or None when absent; a damaged file is removed and reported once."""
+    if not path.exists():
+        return None
+    try:
+        votes = pd.read_parquet(path)
+    except Exception as exc:  # truncated / garbage file: discard and recompute
+        log.warning("vote cache %s could not be read (%s: %s); recomputing it", path.name, type(exc).__name__, exc)
+        path.unlink(missing_ok=True)
+        return None
+    if len(votes) != n_rows or list(votes.columns) != keys:
+        log.warning("vote cache %s does not match the data (%d rows); recomputing it", path.name, len(votes))
+        path.unlink(missing_ok=True)
+        return None
+    return votes.astype(np.int8)
+
+
+def _write_atomic(path: Path, votes: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        votes.reset_index(drop=True).to_parquet(tmp)
+        os.replace(tmp, path)  # atomic: concurrent writers of the same votes simply replace each other
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def compute_votes_cached(
+    pairs: pd.DataFrame,
+    *,
+    keys: list[str] | None = None,
+    use_embeddings: bool = True,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+    data_hash: str | None = None,
+) -> pd.DataFrame:
+    """Votes of the measurable judges, from the on-disk cache when this exact data was seen before."""
+    progress = progress or noop_progress
+    principles = [J.get_principle(k) for k in keys] if keys else list(J.PRINCIPLES)
+    if not use_embeddings:
+        principles = [p for p in principles if p.key not in EMBEDDING_KEYS]
+    keys = [p.key for p in principles]
+    path = None
+    if cache_dir is not None:
+        path = _votes_cache_path(Path(cache_dir), data_hash or items_hash(pairs), keys, use_embeddings)
+        cached = _read_cached(path, len(pairs), keys)
+        if cached is not None:
+            cached.index = pairs.index
+            progress(1, 1, "Votes loaded from cache")
+            return cached
+    embedder = None
+    if use_embeddings and any(p.key in EMBEDDING_KEYS for p in principles):
+        from icai_core.embed import Embedder
+
+        emb_cache = Path(cache_dir) / "embeddings.sqlite" if cache_dir is not None else None
+        embedder = Embedder(cache_path=emb_cache, batch_size=128, max_seq_length=64)
+    votes = J.compute_votes(pairs, principles, embedder=embedder, progress=progress, cancel=cancel)
+    if path is not None:
+        _write_atomic(path, votes)
+    return votes
