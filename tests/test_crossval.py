@@ -1,0 +1,96 @@
+"""Prompt-grouped cross-validated reconstruction, checked by recomputing baselines by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
+
+from icai_core import crossval as cv
+from icai_core.data import load_pairs
+from icai_core.judges import compute_features, compute_votes
+
+
+@pytest.fixture(scope="module")
+def arena(shared_data):
+    pairs = load_pairs(shared_data / "arena_llama3_70b_human.csv").pairs
+    votes = compute_votes(pairs)
+    style = cv.style_covariates(pairs, compute_features(pairs))
+    return pairs, votes, style, cv.cross_validate(votes, pairs, style=style, n_boot=100)
+
+
+def test_folds_hold_out_whole_prompts_and_length_only_recomputes(arena):
+    pairs, votes, style, res = arena
+    assert res.folds == 5 and len(res.constitution_sizes) == 5
+    fold = res.oof["fold"]
+    prompts = pairs.loc[fold.index, "prompt"]
+    assert (prompts.groupby(prompts).transform(lambda s: fold[s.index].nunique()) == 1).all()
+    # by hand: same splitter, L2 logistic on (len_a - len_b) / (len_a + len_b) from Python len
+    y = pairs["preferred"].map({"a": 1, "b": -1}).to_numpy()
+    la = np.array([len(t) for t in pairs["text_a"]], dtype=float)
+    lb = np.array([len(t) for t in pairs["text_b"]], dtype=float)
+    x = ((la - lb) / (la + lb))[:, None]
+    groups = pd.factorize(pairs["prompt"])[0]
+    correct = np.zeros(len(y))
+    score = np.zeros(len(y))
+    for tr, te in StratifiedGroupKFold(5, shuffle=True, random_state=0).split(x, y, groups):
+        m = LogisticRegression(C=1.0, max_iter=1000).fit(x[tr], y[tr])
+        correct[te] = m.predict(x[te]) == y[te]
+        score[te] = m.predict_proba(x[te])[:, 1]
+        maj = 1 if (y[tr] == 1).sum() >= (y[tr] == -1).sum() else -1
+        assert (res.oof["pred_majority"].to_numpy()[te] == maj).all()
+    got = res.method("length_only")
+    assert got["accuracy"] == pytest.approx(correct.mean(), abs=1e-12)
+    assert got["auc"] == pytest.approx(roc_auc_score(y == 1, score), abs=1e-12)
+    assert res.method("majority")["accuracy"] == pytest.approx(
+        (res.oof["pred_majority"] == res.oof["preferred"]).mean())
+
+
+def test_arena_style_only_auc_and_an_honest_verdict(arena):
+    _, _, _, res = arena
+    style = res.method("style_only")
+    assert 0.55 < style["auc"] < 0.75 and style["auc_ci_low"] < style["auc"] < style["auc_ci_high"]
+    summary = res.to_summary()
+    for name in ("constitution", "length_only", "best_single", "majority", "style_only"):
+        assert set(summary["methods"][name]) >= {"accuracy", "ci", "auc"}
+    assert summary["folds"] == 5 and summary["grouped_by"] == "prompt"
+    v = res.verdict
+    assert "nan" not in v.lower() and "length alone" in v and "1119 held-out judgements" in v
+    d = res.difference
+    lo, hi = d["ci"]
+    if lo > 0:
+        assert "it adds" in v
+    elif hi < 0:
+        assert "does worse" in v
+    else:
+        assert "does not beat length alone" in v
+    # per principle: the constitution's members were selected at most once per fold
+    pp = res.per_principle
+    assert pp["times_selected"].between(0, 5).all() and pp.loc[0, "times_selected"] >= 1
+
+
+def test_weighted_auc_equals_sklearn():
+    rng = np.random.default_rng(1)
+    pos = rng.integers(0, 2, 300).astype(bool)
+    score = np.round(rng.normal(size=300) + pos, 1)  # many ties
+    w = rng.integers(0, 4, 300).astype(float)
+    assert cv.weighted_auc(pos, score, w) == pytest.approx(roc_auc_score(pos, score, sample_weight=w), abs=1e-12)
+    assert cv.weighted_auc(pos, score) == pytest.approx(roc_auc_score(pos, score), abs=1e-12)
+
+
+def test_degenerate_inputs_give_sentences(arena):
+    pairs, votes, style, _ = arena
+    small = pairs.head(60)
+    ties = small.assign(preferred="tie")
+    r = cv.cross_validate(votes.loc[ties.index], ties, style=style.loc[ties.index])
+    assert r.methods.empty and "no decided" in r.verdict and "nan" not in r.verdict
+    one = cv.cross_validate(votes.loc[small.index[:1]], small.head(1), style=style.loc[small.index[:1]])
+    assert "only 1 decided" in one.verdict
+    empty = cv.cross_validate(votes.loc[small.index], small, style=style.loc[small.index],
+                              constitution_settings={"min_abs_strength": 2.0}, n_boot=20)
+    assert empty.constitution_sizes == [0] * 5
+    assert empty.verdict.startswith("No principle passed the selection rules")
+    assert "nan" not in empty.verdict.lower()
