@@ -133,6 +133,9 @@ class AnnotatorEvidence:
                           "No principle is significant alone and explained away by length.")
         if not self.style.ok:
             out["style_control"] = f"The joint style-control model could not be fitted: {self.style.message}."
+        elif self.style.separated:
+            out["style_control"] = ("Left out of the joint style-control model because they (almost) perfectly "
+                                    f"predict the few choices where they apply: {', '.join(self.style.separated)}.")
         if self.self_preference is not None:
             sp = self.self_preference
             if sp["rate"] is None:
@@ -177,7 +180,8 @@ class AnnotatorEvidence:
             "tie_rate_ci": self.tie_rate.ci,
             "principles": self.principles_summary(),
             "style_control": {"ok": bool(self.style.ok), "message": self.style.message,
-                              "dropped": list(self.style.fit.dropped), "terms": style_terms},
+                              "dropped": list(self.style.fit.dropped), "separated": list(self.style.separated),
+                              "terms": style_terms},
             "length": {
                 "p_prefer_longer": _num(lv.prefer_longer.estimate),
                 "ci": lv.prefer_longer.ci,

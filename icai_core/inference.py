@@ -285,6 +285,7 @@ class LogitFit:
     n_clusters: int
     dropped: list[str] = field(default_factory=list)
     result: Any = None  # the statsmodels results object (None when not ok)
+    separating: str | None = None  # the term blamed for (quasi-)separation, when that is why it failed
 
     def term(self, name: str) -> dict[str, float]:
         if not self.ok or name not in set(self.table["term"]):
@@ -387,13 +388,15 @@ def fit_logit(
     bse = np.asarray(res.bse, dtype=float)
     if PerfectSeparationWarning in kinds or np.any(np.abs(params) > _MAX_ABS_COEF):
         worst = kept_names[int(np.argmax(np.abs(params)))]
-        return _failed(
+        out = _failed(
             f"(quasi-)separation: '{worst}' almost perfectly predicts the choices where it applies, "
             "so its coefficient is unbounded",
             n,
             g,
             dropped,
         )
+        out.separating = worst
+        return out
     if ConvergenceWarning in kinds or not bool(getattr(res, "converged", True)):
         return _failed("the logistic fit did not converge in 100 iterations", n, g, dropped)
     if not np.all(np.isfinite(bse)):
@@ -550,6 +553,7 @@ class StyleControl:
     fit: LogitFit
     table: pd.DataFrame
     n_rows_dropped_invalid: int = 0
+    separated: list[str] = field(default_factory=list)  # principles left out for (quasi-)separation
 
     @property
     def ok(self) -> bool:
@@ -569,12 +573,14 @@ def style_control(
     order_known: bool = False,
     alpha: float = 0.05,
     length_keys: tuple[str, ...] = LENGTH_KEYS,
+    max_separated: int = 5,
 ) -> StyleControl:
     """Fit ``logit P(A) = sum_j b_j vote_j + c * length_diff [+ models] [+ position]`` jointly.
 
     Rows with any invalid vote are left out (their count is kept). Principles that never vote on the
     rows, or vote exactly like an earlier one, are dropped from the model and named in
-    ``fit.dropped``. Length-principles (``length_keys``) are left to the continuous length term.
+    ``fit.dropped``; up to ``max_separated`` principles that separate the choices are left out one
+    at a time and the model refitted (named in ``separated``). Length-principles (``length_keys``) are left to the continuous length term.
     """
     idx = votes.index
     keys = [str(c) for c in votes.columns if str(c) not in length_keys]
@@ -594,14 +600,24 @@ def style_control(
         names.append("position_first")
     X = np.column_stack(cols + [arr]) if keys else np.column_stack(cols)
     names = names + keys
-    fit = fit_logit((y[use] == 1).astype(float), X[use], cl[use], names, alpha=alpha, required=("length",))
+    yy = (y[use] == 1).astype(float)
+    separated: list[str] = []
+    fit = fit_logit(yy, X[use], cl[use], names, alpha=alpha, required=("length",))
+    # A principle that (almost) perfectly predicts the few choices where it votes has no finite
+    # coefficient; leave it out (named in `separated`) and refit rather than lose the whole table.
+    while not fit.ok and fit.separating in keys and len(separated) < max_separated:
+        separated.append(fit.separating)
+        cols_left = [i for i, nm in enumerate(names) if nm not in separated]
+        fit = fit_logit(yy, X[use][:, cols_left], cl[use], [names[i] for i in cols_left], alpha=alpha,
+                        required=("length",))
     table = fit.table.copy()
     q = np.full(len(table), np.nan)
     if len(table):
         is_p = table["term"].isin(keys).to_numpy()
         q[is_p] = bh_qvalues(table.loc[is_p, "p_value"].to_numpy(dtype=float))
     table["q_value"] = q
-    return StyleControl(fit=fit, table=table, n_rows_dropped_invalid=int(((y != 0) & ~ok).sum()))
+    return StyleControl(fit=fit, table=table, n_rows_dropped_invalid=int(((y != 0) & ~ok).sum()),
+                        separated=separated)
 
 
 # --------------------------------------------------------------------------------------------------

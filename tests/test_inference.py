@@ -210,3 +210,16 @@ def test_lc_win_rates_match_a_hand_glm_with_length_set_to_zero(shared_data):
         won = ((mine["model_a"] == m) & (mine["preferred"] == "a")) | ((mine["model_b"] == m) & (mine["preferred"] == "b"))
         assert got.loc[m, "lc_win_rate"] == pytest.approx(lc, rel=1e-6)
         assert got.loc[m, "win_rate"] == pytest.approx(won.mean(), abs=1e-12)
+
+
+def test_style_control_leaves_out_a_separating_principle_and_refits(shared_data):
+    pairs = load_pairs(shared_data / "prd_vicuna80_human_vs_gpt4.csv").pairs
+    d = pairs[pairs["annotator"] == "gpt-4 (PRD reviewer)"]
+    votes = compute_votes(d)
+    sc = inf.style_control(votes, d)
+    assert sc.ok and sc.separated == ["apologises"]
+    y = _y(d)
+    # by hand: on all 6 decided rows where 'apologises' votes, GPT-4 chose the response without the apology
+    rel = (votes["apologises"].to_numpy() != 0) & (y != 0)
+    assert rel.sum() == 6 and (votes["apologises"].to_numpy()[rel] * y[rel] == -1).all()
+    assert "apologises" not in set(sc.table["term"]) and {"has_table", "uses_emojis"} <= set(sc.fit.dropped)
