@@ -16,7 +16,8 @@ follows the recipe of WIMHF ("What's In My Human Feedback", ICLR 2026) without a
    normalised length difference as covariate (statsmodels GLM Binomial, no intercept, cluster-robust
    by prompt, Benjamini-Hochberg q-values);
 5. directions whose votes correlate with a measurable judge's votes (|r| >= `redundancy_threshold`)
-   are dropped as already named; so are directions with too little support;
+   are dropped as already named; so are directions with too little support and directions that no
+   word describes (they stay in `table` with the reason);
 6. each kept direction is described by the words over-represented on its high side versus its low
    side (log-odds ratio with an informative Dirichlet prior, Monroe, Colaresi & Quinn 2008) and by
    its most typical pairs (largest |activation|).
@@ -474,6 +475,9 @@ def discover(
             kept, reason = False, f"votes on {support} pairs (< {min_support})"
         elif max_r >= config.redundancy_threshold:
             kept, reason = False, f"duplicates measurable judge '{lib_keys[best]}' (|r| = {max_r:.2f})"
+        elif not (high or low):
+            # a direction no word describes cannot be read as a principle (an LLM could name it later)
+            kept, reason = False, "no word or bigram distinguishes its high side from its low side"
         else:
             kept, reason = True, ""
         top = np.argsort(-np.abs(act_u[:, j]), kind="stable")
