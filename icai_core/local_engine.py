@@ -181,6 +181,11 @@ def _watch_stdin():
 threading.Thread(target=_watch_stdin, daemon=True).start()
 stop.wait()
 del server
+try:  # a clean stop needs no log; this also removes it when the parent died without cleaning up
+    import os
+    os.unlink(args["log"])
+except OSError:
+    pass
 sys.exit(0)
 """
 
@@ -316,11 +321,11 @@ class LocalServer:
                     "there. Stop the program using it or choose another port (or leave the port empty "
                     "to pick a free one)."
                 )
-            args = {"gguf": str(gguf), "alias": self.alias, "ctx_size": self.ctx_size,
-                    "parallel": self.parallel, "threads": self.threads, "host": HOST, "port": port,
-                    "metrics": self.metrics_enabled}
             fd, log_name = tempfile.mkstemp(prefix="principia-llama-", suffix=".log")
             os.close(fd)
+            args = {"gguf": str(gguf), "alias": self.alias, "ctx_size": self.ctx_size,
+                    "parallel": self.parallel, "threads": self.threads, "host": HOST, "port": port,
+                    "metrics": self.metrics_enabled, "log": log_name}
             self._log_path = Path(log_name)
             self._log_file = self._log_path.open("wb")
             env = dict(os.environ)

@@ -176,19 +176,21 @@ def test_server_dies_with_a_killed_parent(tmp_path):
         sys.path.insert(0, {str(ROOT)!r})
         from icai_core.local_engine import LocalServer
         s = LocalServer({str(GGUF)!r}, port={port_in_range()}).start()
-        print(s.pid, flush=True)
+        print(s.pid, s._log_path, flush=True)
         time.sleep(600)
     """)
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        child_pid = int(parent.stdout.readline())
-        assert pid_alive(child_pid)
+        pid_text, log_path = parent.stdout.readline().split()
+        child_pid = int(pid_text)
+        assert pid_alive(child_pid) and Path(log_path).exists()
         parent.kill()
         parent.wait(10)
         deadline = time.monotonic() + 20
         while pid_alive(child_pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not pid_alive(child_pid), "the llama.cpp child outlived its killed parent"
+        assert not Path(log_path).exists(), "the server log of a killed parent was left behind"
     finally:
         parent.kill()
         parent.stdout.close()
