@@ -364,19 +364,22 @@ def own_model(annotator: str, models: list[str]) -> str | None:
     return best
 
 
-def self_preference(pairs: pd.DataFrame, annotator: str, *, alpha: float = 0.05) -> dict[str, Any] | None:
+def self_preference(
+    pairs: pd.DataFrame, annotator: str, *, model: str | None = None, alpha: float = 0.05
+) -> dict[str, Any] | None:
     """P(the annotator picks its own model's response) where exactly one side is that model.
 
     None when the annotator is not (by name) one of the file's models. Keys ``model, rate, ci, n,
-    p_value``; ``rate`` is over decided rows (ties excluded).
+    p_value``; ``rate`` is over decided rows (ties excluded). ``model`` forces the model, e.g. to
+    compute a reference annotator's rate for the same model (the baseline to read it against).
     """
     if "model_a" not in pairs or "model_b" not in pairs:
         return None
     ma = pairs["model_a"].fillna("").astype(str).to_numpy()
     mb = pairs["model_b"].fillna("").astype(str).to_numpy()
     models = sorted((set(ma) | set(mb)) - {""})
-    m = own_model(annotator, models)
-    if m is None:
+    m = model if model is not None else own_model(annotator, models)
+    if m is None or m not in models:
         return None
     y = encode_preferred(pairs["preferred"], pairs.index)
     use = (y != 0) & ((ma == m) ^ (mb == m))
@@ -399,7 +402,8 @@ def report_card(
     Columns: ``annotator, n_rows, n_pairs, n_prompts, agreement, agreement_ci_low, agreement_ci_high,
     kappa, n_shared, p_prefer_longer, longer_ci_low, longer_ci_high, p_prefer_more_lists,
     lists_ci_low, lists_ci_high, position_testable, p_first, p_first_ci_low, p_first_ci_high,
-    position_p, swap_consistency, tie_rate, self_model, self_preference``. ``list_counts``: the
+    position_p, swap_consistency, tie_rate, self_model, self_preference, self_preference_reference``
+    (the reference annotator's rate of choosing the same model on the same pairs). ``list_counts``: the
     list-item counts of text_a and text_b (e.g. ``judges.compute_features`` column
     ``n_list_items``); computed when omitted. Agreement columns are empty without ``reference``
     and for the reference itself.
@@ -446,10 +450,15 @@ def report_card(
             swap_consistency=pos.swap_consistency, tie_rate=tie.estimate,
             self_model=sp["model"] if sp else None, self_preference=sp["rate"] if sp else None,
         )
+        if sp and ref_rows is not None and name != str(reference):
+            on_same = ref_rows[pd.Series(pair_keys(ref_rows)[0], index=ref_rows.index).isin(set(key))]
+            base = self_preference(on_same, str(reference), model=sp["model"], alpha=alpha)
+            r["self_preference_reference"] = base["rate"] if base else None
         rows.append(r)
     cols = ["annotator", "n_rows", "n_pairs", "n_prompts", "agreement", "agreement_ci_low", "agreement_ci_high",
             "kappa", "n_shared", "p_prefer_longer", "longer_ci_low", "longer_ci_high", "p_prefer_more_lists",
             "lists_ci_low", "lists_ci_high", "position_testable", "p_first", "p_first_ci_low", "p_first_ci_high",
-            "position_p", "swap_consistency", "tie_rate", "self_model", "self_preference"]
+            "position_p", "swap_consistency", "tie_rate", "self_model", "self_preference",
+            "self_preference_reference"]
     return pd.DataFrame(rows).reindex(columns=cols)
 

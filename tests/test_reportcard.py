@@ -130,7 +130,15 @@ def test_self_preference_and_report_card(prd, alpaca):
     one = one[one["preferred"] != "tie"]
     own = ((one["model_a"] == "gpt4") & (one["preferred"] == "a")) | ((one["model_b"] == "gpt4") & (one["preferred"] == "b"))
     assert sp["model"] == "gpt4" and sp["n"] == len(one) and sp["rate"] == pytest.approx(own.mean(), abs=1e-12)
-    assert rc.self_preference(prd[prd["annotator"] == "human_mturk"], "human_mturk") is None
+    mturk = prd[prd["annotator"] == "human_mturk"]
+    assert rc.self_preference(mturk, "human_mturk") is None
+    # the baseline: how often the MTurk workers chose GPT-4's answer in the same comparisons
+    prd_card = rc.report_card(prd, reference="human_mturk").set_index("annotator")
+    hm = mturk[((mturk["model_a"] == "gpt4") ^ (mturk["model_b"] == "gpt4")) & (mturk["preferred"] != "tie")]
+    hown = ((hm["model_a"] == "gpt4") & (hm["preferred"] == "a")) | ((hm["model_b"] == "gpt4") & (hm["preferred"] == "b"))
+    assert prd_card.loc[GPT4_PRD, "self_preference"] == pytest.approx(own.mean())
+    assert prd_card.loc[GPT4_PRD, "self_preference_reference"] == pytest.approx(hown.mean(), abs=1e-12)
+    assert prd_card.loc[GPT4_PRD, "self_preference"] > prd_card.loc[GPT4_PRD, "self_preference_reference"]
 
     card = rc.report_card(alpaca, reference=HUMAN).set_index("annotator")
     assert (card["n_pairs"] == 521).all() and (card["n_rows"] == 521).all()
