@@ -310,17 +310,37 @@ def independent_columns(X: np.ndarray, names: list[str]) -> tuple[list[int], lis
     """
     kept: list[int] = []
     dropped: list[str] = []
+    basis = np.zeros((X.shape[0], 0))
     for j in range(X.shape[1]):
-        col = X[:, j]
-        if not np.any(col != 0):
+        col = np.asarray(X[:, j], dtype=float)
+        norm = float(np.linalg.norm(col))
+        if norm == 0:
             dropped.append(names[j])
             continue
-        trial = X[:, kept + [j]]
-        if np.linalg.matrix_rank(trial) == len(kept) + 1:
+        resid = col - basis @ (basis.T @ col)
+        resid = resid - basis @ (basis.T @ resid)  # re-orthogonalise once (classical Gram-Schmidt twice)
+        r = float(np.linalg.norm(resid))
+        if r > 1e-8 * norm:
             kept.append(j)
+            basis = np.column_stack([basis, resid / r])
         else:
             dropped.append(names[j])
     return kept, dropped
+
+
+def one_sided(vote: np.ndarray, y: np.ndarray) -> bool:
+    """True when every decided row where the principle votes agrees with the choice, or every one
+    disagrees (y in {1, -1}). Such a column separates the choices exactly: the likelihood keeps rising
+    as its coefficient goes to +/- infinity whatever the other covariates, so there is no estimate."""
+    s = vote[(vote != 0) & (y != 0)] * y[(vote != 0) & (y != 0)]
+    return bool(len(s)) and (bool((s > 0).all()) or bool((s < 0).all()))
+
+
+def _separation_message(key: str, vote: np.ndarray, y: np.ndarray) -> str:
+    s = vote[(vote != 0) & (y != 0)] * y[(vote != 0) & (y != 0)]
+    how = "agrees with" if (s > 0).all() else "disagrees with"
+    return (f"separation: '{key}' {how} the choice on all {len(s)} decided rows where it votes, "
+            "so its coefficient is unbounded")
 
 
 def fit_logit(
@@ -506,6 +526,10 @@ def controlled_effects(
             rows.append(r)
             continue
         use = decided & ok_valid[:, j]
+        if one_sided(arr[use, j], y[use]):
+            r.update(status="failed", message=_separation_message(key, arr[use, j], y[use]))
+            rows.append(r)
+            continue
         X = np.column_stack([arr[use, j]] + [c[use] for c in base_cols])
         fit = fit_logit(yy[use], X, cl[use], [key] + base_names, alpha=alpha, required=(key,))
         if fit.ok:
@@ -579,8 +603,10 @@ def style_control(
 
     Rows with any invalid vote are left out (their count is kept). Principles that never vote on the
     rows, or vote exactly like an earlier one, are dropped from the model and named in
-    ``fit.dropped``; up to ``max_separated`` principles that separate the choices are left out one
-    at a time and the model refitted (named in ``separated``). Length-principles (``length_keys``) are left to the continuous length term.
+    ``fit.dropped``. Principles that agree (or disagree) with the choice on every row where they
+    vote separate the choices exactly and are left out before fitting; up to ``max_separated`` more
+    that the fit finds (quasi-)separating are left out one at a time and the model refitted (all are
+    named in ``separated``). Length-principles (``length_keys``) are left to the continuous length term.
     """
     idx = votes.index
     keys = [str(c) for c in votes.columns if str(c) not in length_keys]
@@ -601,11 +627,15 @@ def style_control(
     X = np.column_stack(cols + [arr]) if keys else np.column_stack(cols)
     names = names + keys
     yy = (y[use] == 1).astype(float)
-    separated: list[str] = []
+    separated = [k for j, k in enumerate(keys) if one_sided(arr[use, j], y[use])]
+    if separated:
+        cols_left = [i for i, nm in enumerate(names) if nm not in separated]
+        X, names = X[:, cols_left], [names[i] for i in cols_left]
     fit = fit_logit(yy, X[use], cl[use], names, alpha=alpha, required=("length",))
     # A principle that (almost) perfectly predicts the few choices where it votes has no finite
     # coefficient; leave it out (named in `separated`) and refit rather than lose the whole table.
-    while not fit.ok and fit.separating in keys and len(separated) < max_separated:
+    n_pre = len(separated)
+    while not fit.ok and fit.separating in keys and len(separated) - n_pre < max_separated:
         separated.append(fit.separating)
         cols_left = [i for i, nm in enumerate(names) if nm not in separated]
         fit = fit_logit(yy, X[use][:, cols_left], cl[use], [names[i] for i in cols_left], alpha=alpha,
