@@ -325,7 +325,7 @@ def _local_llm_config(args: argparse.Namespace, stack: contextlib.ExitStack):
         print(f"error: could not start the local model server: {exc}", file=sys.stderr)
         return None
     print(f"Local model {Path(gguf).name} served at {server.base_url}", file=sys.stderr)
-    return server.llm_config(concurrency=args.concurrency)
+    return server.llm_config()  # concurrency = the server's parallel slots (1 by default)
 
 
 def _print_actual(estimate: dict, result) -> None:

@@ -90,7 +90,8 @@ class RunHandle:
 
         return _progress
 
-    def finish(self, result: Any = None, *, message: str = "finished", results: dict | None = None) -> None:
+    def finish(self, result: Any = None, *, message: str = "finished", results: dict | None = None,
+               cost: dict | None = None) -> None:
         """Mark the run done and save `result` (a RunResult) and any extra named `results`."""
         from icai_core.result import RunResult, save_result
 
@@ -99,7 +100,8 @@ class RunHandle:
             save_result(self.store, self.id, result)
         for name, obj in (results or {}).items():
             self.store.save_result(self.id, name, obj)
-        self.store.update(self.id, status="done", message=message, cost=self.cost())
+        total = _add_costs(self._cost_base, cost) if cost is not None else self.cost()
+        self.store.update(self.id, status="done", message=message, cost=total)
         self._finished = True
 
     def fail(self, exc: BaseException) -> None:

@@ -29,7 +29,7 @@ mode = st.radio(
 result = None
 if mode == "groups":
     label_col = (getattr(ds.report, "mapping", None) or {}).get("preferred")
-    candidates = CU.split_columns(audit.pairs, exclude=(label_col,) if label_col else ())
+    candidates = CU.split_columns(audit.all_pairs, exclude=(label_col,) if label_col else ())
     if not candidates:
         st.info(
             "This dataset has no column with 2 to 30 distinct values to split by (e.g. `annotator`, "
@@ -51,7 +51,7 @@ if mode == "groups":
     min_pairs = c2.number_input("Min. labelled pairs per group", 5, 1000, 20, 5, key="cmp_min_pairs")
     result = CU.compare_groups_cached(
         audit.dataset_hash,
-        C.config_key(audit.config),
+        C.config_key(audit.config) + str(getattr(audit, "run_id", "")),
         by,
         int(min_pairs),
         float(audit.config.alpha),

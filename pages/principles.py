@@ -53,20 +53,27 @@ def _icai_section(ds) -> None:
         if result is None:
             return
         m1, m2, m3, m4 = st.columns(4)
-        m1.metric("Proposals", f"{len(result.proposals):,}")
+        n_llm = sum(j.kind == "llm" for j in result.judges)
+        m1.metric("Proposals", f"{len(result.proposals) if result.proposals is not None else 0:,}")
         m2.metric("Clusters", getattr(result.clusters, "n_clusters", 0))
-        m3.metric("Candidates tested", len(result.candidates))
+        m3.metric("Candidates tested", f"{n_llm} proposed + {len(result.judges) - n_llm} measurable")
         m4.metric("LLM cost", f"${float((result.usage or {}).get('dollars', 0) or 0):.2f}")
+        counts = {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in (result.stage_counts or {}).items()}
+        if counts:
+            st.caption("Model answers per stage: " + " · ".join(
+                f"{k}: {c['valid']} valid, {c['recovered']} recovered, {c['invalid']} invalid"
+                for k, c in counts.items()))
+        for note in result.notes:
+            st.warning(C.escape_md(note))
         if getattr(result.clusters, "points", None) is not None and len(result.clusters.points):
             st.plotly_chart(
                 F.principle_scatter(result.clusters.points, title="Proposed principles (size = proposals)"),
                 key="icai_map",
             )
-        st.markdown("**Constitution (ICAI)**")
-        text = result.constitution.text()
-        st.code(text or "(no principle passed the thresholds)", language=None, wrap_lines=True)
-        W.stats_table(result.stats, result.constitution.keys, key="icai_stats")
-        st.plotly_chart(F.reconstruction_bar(result.reconstruction), key="icai_recon")
+        st.caption("This ICAI run is the current run: its constitution, reconstruction, comparison of "
+                   "annotators and report are on the other pages.")
+        if result.llm_reconstruction is not None and len(result.llm_reconstruction):
+            st.plotly_chart(F.reconstruction_bar(result.llm_reconstruction), key="icai_recon")
 
 
 st.title("Principles")
@@ -111,7 +118,8 @@ if audit is None:
 stats = audit.stats
 sig = stats[stats["significant"].astype(bool)]
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("Pairs", f"{len(audit.pairs):,}")
+m1.metric("Distinct pairs", f"{audit.analysis.n_pairs:,}",
+          help=f"{C.annotator_label(audit.annotator, audit)}; {len(audit.pairs):,} rows")
 m2.metric("Principles tested", len(stats))
 m3.metric("Significant", len(sig))
 m4.metric("Audit time", f"{audit.timings.get('total_s', 0):.1f} s")

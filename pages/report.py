@@ -15,7 +15,7 @@ constitution, recon, sel = C.current_constitution(audit)
 compare = st.session_state.get("cmp_last")
 
 st.markdown(
-    f"Exports of the audit of **{C.escape_md(audit.dataset_name)}** ({len(audit.pairs):,} pairs) with the "
+    f"Exports of the audit of **{C.escape_md(audit.dataset_name)}** ({C.escape_md(C.annotator_label(audit.annotator, audit))}) with the "
     f"current constitution ({len(constitution)} principles; thresholds from the Constitution page)."
 )
 include_compare = False
@@ -27,7 +27,8 @@ if compare is not None:
     )
 
 base = RU.file_stem(audit.dataset_name)
-key = (audit.dataset_hash, C.config_key(audit.config), tuple(sorted(sel.items())))
+key = (audit.dataset_hash, getattr(audit, 'run_id', None), audit.annotator, C.config_key(audit.config),
+       tuple(sorted(sel.items())))
 
 c1, c2 = st.columns(2)
 with c1:

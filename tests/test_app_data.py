@@ -65,7 +65,7 @@ def test_upload_handler_reports_the_loaders_exact_message(frame):
     out = I.handle_upload("bad.csv", data)
     with pytest.raises(DataError) as err:
         load_pairs(data, name="bad.csv")
-    assert out.error == str(err.value)
+    assert out.error == err.value.web_text()
     assert "row 3" in out.error and "column 'preferred_text'" in out.error
     assert not out.needs_mapping  # a row-level problem: fix the data, no mapping form
 
@@ -122,7 +122,7 @@ def test_bad_upload_shows_the_exact_message_with_st_error(frame):
     at.switch_page("pages/data.py").run()
     at.file_uploader(key="upload_file").upload("bad_labels.csv", data, "text/csv").run()
     assert_ok(at)
-    assert texts(at.error) == [str(err.value)]
+    assert texts(at.error) == [err.value.web_text()]
     assert "row 5" in at.error[0].value and "column 'preferred_text'" in at.error[0].value
     assert "dataset" not in at.session_state
     assert not at.exception
@@ -137,7 +137,7 @@ def test_mapping_form_fallback_loads_the_file(frame):
     assert_ok(at)
     with pytest.raises(DataError) as err:
         load_pairs(data, name="renamed.csv")
-    assert texts(at.error) == [str(err.value)]
+    assert texts(at.error) == [err.value.web_text()]
     at.selectbox(key="map_text_a").set_value("left")
     at.selectbox(key="map_text_b").set_value("right")
     at.selectbox(key="map_preferred").set_value("verdict")

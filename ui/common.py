@@ -13,6 +13,7 @@ dataset's content hash and the audit configuration -- never by the engine settin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -31,6 +32,7 @@ AUDIT = "audit"
 JOB = "audit_job"
 ENGINE = "engine"
 SELECTION = "selection"  # current constitution thresholds (dict)
+ANNOTATOR = "annotator"  # the annotator whose analysis the pages show
 
 NO_DATA_MESSAGE = "No data loaded yet — load data on the **Data** page or click **Demo** on the Home page."
 NO_AUDIT_MESSAGE = (
@@ -69,11 +71,29 @@ def get_dataset() -> LoadedDataset | None:
 
 
 def get_audit():
+    """The current run (either engine), presenting the annotator chosen in the sidebar."""
     audit = st.session_state.get(AUDIT)
     ds = get_dataset()
     if audit is not None and ds is not None and audit.dataset_hash != ds.hash:
         return None  # stale: belongs to a dataset that is no longer loaded
+    if audit is None:
+        return None
+    name = st.session_state.get(ANNOTATOR)
+    if name in getattr(audit, "analyses", {}):
+        return audit.view(name)
     return audit
+
+
+def set_audit(result) -> None:
+    """Make `result` (a RunResult of either engine) the current run; its id goes into the URL so a
+    browser reload or a copied link reopens it."""
+    st.session_state[AUDIT] = result
+    if st.session_state.get(ANNOTATOR) not in result.analyses:
+        st.session_state[ANNOTATOR] = result.annotator
+    st.session_state.pop(SELECTION, None)
+    if getattr(result, "run_id", None):
+        st.query_params["run"] = result.run_id
+        st.session_state["_qp_run"] = result.run_id
 
 
 def get_job() -> BackgroundJob | None:
@@ -87,10 +107,32 @@ def pairs_hash(pairs: pd.DataFrame) -> str:
     return dataset_hash(pairs)
 
 
-def set_dataset(ds: LoadedDataset) -> None:
-    """Make `ds` the current dataset; drop the audit of a previous dataset and stop its job."""
+def workspace():
+    """The app's workspace (PRINCIPIA_HOME or ~/.principia); None when it cannot be used."""
+    from icai_core.workspace import Workspace, WorkspaceError
+
+    try:
+        return Workspace()
+    except WorkspaceError:
+        return None
+
+
+def set_dataset(ds: LoadedDataset, *, persist: bool = True) -> None:
+    """Make `ds` the current dataset; drop the audit of a previous dataset and stop its job.
+
+    The dataset is kept in the workspace and its hash put in the URL (`?data=<hash>`), so a browser
+    reload finds it again."""
     old = get_dataset()
     st.session_state[DATASET] = ds
+    if persist:
+        ws = workspace()
+        if ws is not None:
+            try:
+                ws.save_dataset(ds.pairs, ds.name, ds.hash)
+                st.query_params["data"] = ds.hash
+                st.session_state["_qp_data"] = ds.hash
+            except Exception:  # a full disk must not stop the session; the reload just won't find it
+                pass
     if old is None or old.hash != ds.hash:
         job = get_job()
         if job is not None and job.running:
@@ -98,13 +140,16 @@ def set_dataset(ds: LoadedDataset) -> None:
         st.session_state.pop(JOB, None)
         st.session_state.pop(AUDIT, None)
         st.session_state.pop(SELECTION, None)
+        st.session_state.pop(ANNOTATOR, None)
+        if "run" in st.query_params:
+            del st.query_params["run"]
         for k in list(st.session_state.keys()):
             if str(k).startswith(("thr_", "cmp_", "ex_", "cl_")):
                 del st.session_state[k]
         # A cached audit of the same data and default config is reused at once.
         for key, cached in audit_cache().items():
             if key[0] == ds.hash:
-                st.session_state[AUDIT] = cached
+                set_audit(cached)
                 break
 
 
@@ -131,14 +176,18 @@ def config_key(config: Any) -> str:
     return repr(sorted(dataclasses.asdict(config).items()))
 
 
+
 def start_audit(ds: LoadedDataset, config: Any) -> BackgroundJob | None:
-    """Start the offline audit of `ds` in a background thread (or reuse a cached result)."""
-    from icai_core.audit import config_dict, default_cache_dir, run_offline_audit
+    """Start the offline audit of `ds` in a background thread (or reuse a cached result).
+
+    The run is recorded in the workspace's run store like a CLI run (same lifecycle and status
+    words) and its result saved, so it is listed on Home and reopens after a reload."""
+    from icai_core.audit import run_offline_audit
 
     key = (ds.hash, config_key(config))
     cached = audit_cache().get(key)
     if cached is not None:
-        st.session_state[AUDIT] = cached
+        set_audit(cached)
         st.session_state.pop(JOB, None)
         return None
     running = get_job()
@@ -148,21 +197,13 @@ def start_audit(ds: LoadedDataset, config: Any) -> BackgroundJob | None:
     name = ds.name
 
     def work(progress, cancel):
-        recorder = RunRecorder("offline_audit", name, ds.hash, config_dict(config))
-        try:
-            result = run_offline_audit(
-                pairs,
-                config,
-                dataset_name=name,
-                progress=recorder.wrap(progress),
-                cancel=cancel,
-                cache_dir=default_cache_dir(),
-            )
-        except BaseException as exc:
-            recorder.finish(exc)
-            raise
-        recorder.finish(None, {"stats": result.stats, "constitution": result.constitution.to_dict(),
-                               "reconstruction": result.reconstruction.table}, message="Audit finished (app)")
+        ws = workspace()
+        if ws is None:  # no usable home: run without recording
+            return run_offline_audit(pairs, config, dataset_name=name, progress=progress, cancel=cancel)
+        with ws, ws.run("offline_audit", name, ds.hash, config.to_dict()) as run:
+            result = run_offline_audit(pairs, config, dataset_name=name, progress=run.wrap(progress),
+                                       cancel=cancel, cache_dir=ws.cache_dir, run_id=run.id)
+            run.finish(result, message="audit finished (app)")
         return result
 
     job = BackgroundJob(work, label="offline audit", key=key)
@@ -180,7 +221,7 @@ def collect_finished_job() -> BackgroundJob | None:
     if job.status == "done" and job.result is not None:
         ds = get_dataset()
         if ds is not None and job.key and job.key[0] == ds.hash:
-            st.session_state[AUDIT] = job.result
+            set_audit(job.result)
             if st.session_state.get("show_map", True):
                 warm_principle_map(job.result)
             cache = audit_cache()
@@ -239,6 +280,7 @@ def job_panel(job_key: str = JOB, *, collect=None, poll_every: float = 0.5) -> N
 def rebuild_cached(
     dataset_hash: str,
     cfg_key: str,
+    annotator: str,
     min_relevance: float,
     min_abs_strength: float,
     alpha: float,
@@ -275,7 +317,8 @@ def current_constitution(audit: Any):
         return audit.constitution, audit.reconstruction, sel
     const, recon = rebuild_cached(
         audit.dataset_hash,
-        config_key(audit.config),
+        config_key(audit.config) + str(getattr(audit, "run_id", "")),
+        audit.annotator,
         float(sel["min_relevance"]),
         float(sel["min_abs_strength"]),
         float(sel["alpha"]),
@@ -330,12 +373,38 @@ def dataset_badge() -> None:
         if ds is None:
             st.caption("No dataset loaded.")
             return
-        st.caption(f"**Dataset:** {escape_md(ds.name)} · {ds.n:,} pairs")
+        st.caption(f"**Dataset:** {escape_md(ds.name)} · {ds.n:,} rows")
         job = get_job()
         if job is not None and job.running:
             st.caption(f"Audit running… {job.fraction:.0%}")
         elif get_audit() is not None:
-            st.caption("Audit ready.")
+            annotator_picker()
+
+
+
+def annotator_label(name: str, result: Any = None) -> str:
+    if result is not None and name in result.analyses:
+        a = result.analyses[name]
+        if a.pooled:
+            return f"all annotators pooled ({a.n_pairs:,} pairs)"
+        label = "the annotator" if name == "all" else name
+        return f"{label} ({a.n_pairs:,} pairs)"
+    return name
+
+
+def annotator_picker() -> None:
+    """Sidebar: which annotator the pages show (each annotator is audited separately)."""
+    raw = st.session_state.get(AUDIT)
+    if raw is None:
+        return
+    engine = "LLM engine (ICAI)" if getattr(raw, "engine", "offline") == "llm" else "offline engine"
+    st.caption(f"Run ready ({engine})" + (f" · id `{raw.run_id}`" if getattr(raw, "run_id", None) else ""))
+    names = list(raw.analyses)
+    if len(names) > 1:
+        current = st.session_state.get(ANNOTATOR)
+        st.selectbox("Annotator", names, index=names.index(current) if current in names else 0,
+                     format_func=lambda n: annotator_label(n, raw), key=ANNOTATOR,
+                     help="Each annotator is audited on its own pairs; pick whose principles the pages show.")
 
 
 def escape_md(text: Any) -> str:
@@ -520,8 +589,56 @@ def load_bundled(name: str) -> LoadedDataset | None:
     return ds
 
 
+def open_run(run_id: str) -> bool:
+    """Load a recorded run (CLI or app) into the session: its dataset and its result, exactly as saved
+    (no recomputation). Shows a message and returns False when it cannot be opened."""
+    ws = workspace()
+    if ws is None:
+        st.error("Principia's home folder is not usable, so saved runs cannot be opened. Set PRINCIPIA_HOME "
+                 "to a writable folder and restart the app.")
+        return False
+    with ws:
+        info = ws.get_run(run_id)
+        if info is None:
+            st.warning(f"There is no run {escape_md(run_id)} on this server (the link may come from another "
+                       "machine). Recent runs are listed on Home.")
+            return False
+        try:
+            result = ws.load_result(run_id)
+        except KeyError as exc:
+            st.warning(f"Run {escape_md(run_id)} ({escape_md(info.get('status', ''))}) cannot be reopened: "
+                       f"{escape_md(exc.args[0])}")
+            return False
+        except Exception as exc:  # a damaged row: say so, keep the app usable
+            st.error(f"Run {escape_md(run_id)} could not be read ({type(exc).__name__}). Run the audit again.")
+            return False
+    ds = LoadedDataset(name=result.dataset_name, pairs=result.all_pairs, hash=result.dataset_hash,
+                       source="run")
+    set_dataset(ds, persist=False)
+    st.query_params["data"] = ds.hash
+    set_audit(result)
+    return True
+
+
 def apply_query_params() -> None:
-    """`?dataset=<bundled name>` (or `demo`) loads that dataset once per session."""
+    """The URL holds the session's place: `?run=<id>` reopens a recorded run, `?data=<hash>` a dataset
+    loaded earlier on this server, `?dataset=<bundled name>` (or `demo`) a bundled dataset. Each is
+    applied once per session, so a browser reload lands where the user was."""
+    run_id = st.query_params.get("run")
+    if run_id and st.session_state.get("_qp_run") != run_id:
+        st.session_state["_qp_run"] = run_id
+        if open_run(run_id):
+            return
+    data_hash = st.query_params.get("data")
+    if data_hash and st.session_state.get("_qp_data") != data_hash and get_dataset() is None:
+        st.session_state["_qp_data"] = data_hash
+        ws = workspace()
+        found = ws.load_dataset(data_hash) if ws is not None else None
+        if found is not None:
+            pairs, name = found
+            set_dataset(LoadedDataset(name=name, pairs=pairs, hash=data_hash, source="saved"), persist=False)
+        else:
+            st.warning("The dataset in this link is not on this server any more: load it again on the Data page.")
     name = st.query_params.get("dataset")
     if not name or st.session_state.get("_qp_dataset") == name:
         return
@@ -532,82 +649,75 @@ def apply_query_params() -> None:
         load_bundled(name)
 
 
-def recent_runs(limit: int = 8) -> pd.DataFrame | None:
+def share_url(run_id: str) -> str:
+    """The address that opens this run on this server (Feedback Forensics' share link, no hosted service)."""
+    base = ""
     try:
-        from icai_core.store import RunStore
+        base = str(st.context.url or "").split("?")[0]
     except Exception:
+        base = ""
+    return f"{base}?run={run_id}"
+
+
+def recent_runs(limit: int = 8) -> pd.DataFrame | None:
+    ws = workspace()
+    if ws is None:
         return None
     try:
-        with RunStore() as store:
-            return store.list_runs(limit=limit)
+        with ws:
+            return ws.list_runs(limit=limit)
     except Exception:
         return None
 
 
 def run_constitution(run_id: str) -> dict | None:
     """The constitution saved with a past run, or None."""
+    ws = workspace()
+    if ws is None:
+        return None
     try:
-        from icai_core.store import RunStore
-
-        with RunStore() as store:
-            return store.load_result(run_id, "constitution")
+        with ws:
+            return ws.store.load_result(run_id, "constitution")
     except Exception:
         return None
 
 
 class RunRecorder:
-    """Records an app job in the local run store (best effort: a store problem never stops the job).
+    """Records an app job through the workspace's run lifecycle (best effort: a store problem never
+    stops the job). `kind` is the store's run kind; `config` must hold no key."""
 
-    `kind` is the store's run kind ('offline_audit', 'iteralign', ...); `config` must hold no key.
-    """
-
-    def __init__(self, kind: str, dataset_name: str, data_hash: str, config: dict):
+    def __init__(self, kind: str, dataset_name: str, data_hash: str, config: dict, client: Any = None):
         self.run_id = None
-        self.store = None
-        self._last = 0.0
-        try:
-            from icai_core.store import RunStore
+        self._ws = workspace()
+        self._run = None
+        if self._ws is not None:
+            try:
+                self._run = self._ws.run(kind, dataset_name, data_hash, config, client=client)
+                self.run_id = self._run.id
+            except Exception:
+                self._run = None
 
-            self.store = RunStore()
-            self.run_id = self.store.create_run(kind, dataset_name, data_hash, config)
-        except Exception:
-            self.store = None
+    @property
+    def store(self):
+        return self._ws.store if self._run is not None else None
 
     def wrap(self, progress):
-        def _progress(done: int, total: int, message: str = "") -> None:
-            progress(done, total, message)
-            now = time.time()
-            if self.store is not None and now - self._last > 1.0:
-                self._last = now
-                try:
-                    self.store.update(self.run_id, done=done, total=total, message=message)
-                except Exception:
-                    pass
-
-        return _progress
+        return self._run.wrap(progress) if self._run is not None else progress
 
     def finish(
         self, exc: BaseException | None, results: dict | None = None, *, message: str = "finished (app)",
-        cost: dict | None = None,
+        cost: dict | None = None, result: Any = None,
     ) -> None:
-        """Mark the run done (saving `results`, name -> object), cancelled or failed."""
-        if self.store is None:
+        """Mark the run done (saving `result` and `results`, name -> object), cancelled or failed."""
+        if self._run is None:
             return
         try:
-            from icai_core.jobs import Cancelled
-
             if exc is None:
-                self.store.update(self.run_id, status="done", message=message, cost=cost)
-                for name, obj in (results or {}).items():
-                    self.store.save_result(self.run_id, name, obj)
-            elif isinstance(exc, Cancelled):
-                self.store.update(self.run_id, status="cancelled", message="cancelled by the user")
+                self._run.finish(result, message=message, results=results, cost=cost)
             else:
-                self.store.update(self.run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+                self._run.fail(exc)
         except Exception:
             pass
         finally:
-            try:
-                self.store.close()
-            except Exception:
-                pass
+            with contextlib.suppress(Exception):
+                self._ws.close()

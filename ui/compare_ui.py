@@ -49,9 +49,10 @@ def compare_groups_cached(
 ):
     from icai_core.compare import compare_groups
 
+    # The whole file (every annotator's rows), not only the annotator the other pages show.
     return compare_groups(
-        _audit.votes,
-        _audit.pairs,
+        _audit.all_votes,
+        _audit.all_pairs,
         by,
         principles=C.principle_objects(_audit),
         min_pairs=min_pairs,

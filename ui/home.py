@@ -88,7 +88,8 @@ def _headline(audit) -> None:
     rewarded = sig[sig["strength"] > 0].sort_values("strength", ascending=False).head(3)
     penalised = sig[sig["strength"] < 0].sort_values("strength").head(3)
     recon = audit.reconstruction.table.set_index("method")
-    st.success(f"Audit of **{C.escape_md(audit.dataset_name)}** ready ({len(audit.pairs):,} pairs).")
+    who = C.escape_md(C.annotator_label(audit.annotator, audit))
+    st.success(f"Audit of **{C.escape_md(audit.dataset_name)}** ready — {who}.")
     m1, m2, m3 = st.columns(3)
     m1.metric("Significant principles", f"{len(sig)} of {len(stats)}")
     m2.metric("Constitution size", len(audit.constitution))
@@ -172,9 +173,10 @@ def _engine_section() -> None:
 # --------------------------------------------------------------------------- runs
 def _recent_runs() -> None:
     st.subheader("Recent runs")
-    runs = C.recent_runs(limit=8)
+    runs = C.recent_runs(limit=20)
     if runs is None:
-        st.caption("The run store is not available.")
+        st.caption("The run store is not available: Principia's home folder (PRINCIPIA_HOME or ~/.principia) "
+                   "cannot be opened. Set PRINCIPIA_HOME to a writable folder and restart the app.")
         return
     if len(runs) == 0:
         st.caption("No saved runs yet. Audits run here or from the CLI (`icai audit …`) are listed here.")
@@ -182,18 +184,23 @@ def _recent_runs() -> None:
     view = runs[["created", "kind", "dataset_name", "status"]].copy()
     view["created"] = view["created"].dt.strftime("%Y-%m-%d %H:%M")
     st.dataframe(view, hide_index=True, width="stretch", key="runs_table")
-    done = runs[runs["status"] == "done"]
+    done = runs[(runs["status"] == "done") & (runs["kind"] != "iteralign")]
     if len(done) == 0:
         return
     labels = {r.id: f"{r.dataset_name} · {r.kind} · {r.created:%Y-%m-%d %H:%M}" for r in done.itertuples()}
-    run_id = st.selectbox(
-        "Constitution of a finished run", list(labels), format_func=labels.get, key="run_pick"
-    )
+    run_id = st.selectbox("Finished run", list(labels), format_func=labels.get, key="run_pick")
+    if st.button("Open this run", key="run_open", icon=":material/folder_open:",
+                 help="Loads its dataset and results into every page, exactly as saved (nothing is recomputed)."):
+        if C.open_run(run_id):
+            st.rerun()
     saved = C.run_constitution(run_id)
-    if saved is None:
-        st.caption("This run saved no constitution.")
-        return
-    from icai_core.constitution import Constitution
+    if saved is not None:
+        from icai_core.constitution import Constitution
 
-    text = Constitution.from_dict(saved).text()
-    st.code(text or "(no principle passed the thresholds)", language=None, wrap_lines=True)
+        text = Constitution.from_dict(saved).text()
+        st.caption("Its constitution (first annotator):")
+        st.code(text or "(no principle passed the thresholds)", language=None, wrap_lines=True)
+    current = C.get_audit()
+    if current is not None and getattr(current, "run_id", None):
+        st.markdown("**Link to the current run** (opens the same view on this server):")
+        st.code(C.share_url(current.run_id), language=None)

@@ -57,9 +57,9 @@ def estimate_table(pairs: pd.DataFrame, config: Any, engine: Any) -> pd.DataFram
 
 
 def start_icai(ds: C.LoadedDataset, config: Any, engine: Any) -> None:
-    from icai_core.icai import config_dict, run_icai
-    from icai_core.jobs import Cancelled
-    from icai_core.store import RunStore
+    """Run ICAI in the background through the workspace's run lifecycle (resumable, recorded, saved)."""
+    from icai_core.icai import run_icai
+    from icai_core.workspace import run_config_record
 
     client = client_for(engine)
     pairs = ds.pairs
@@ -67,26 +67,17 @@ def start_icai(ds: C.LoadedDataset, config: Any, engine: Any) -> None:
     name = ds.name
 
     def work(progress, cancel):
-        store = RunStore()
-        run_cfg = {"icai": config_dict(config), "llm": client.config.redacted()}
-        run_id = store.find_resumable("icai", data_hash, run_cfg) or store.create_run(
-            "icai", name, data_hash, run_cfg
-        )
-        try:
-            result = run_icai(
-                pairs, client, config, store=store, run_id=run_id, progress=progress, cancel=cancel
-            )
-        except Cancelled:
-            store.update(
-                run_id, status="cancelled", message="cancelled in the app", cost=client.usage.to_dict()
-            )
-            raise
-        except Exception as exc:
-            store.update(run_id, status="failed", error=str(exc), cost=client.usage.to_dict())
-            raise
-        store.update(run_id, status="done", message="finished (app)", cost=client.usage.to_dict())
-        store.save_result(run_id, "constitution", result.constitution.to_dict())
-        store.close()
+        from icai_core import llm
+
+        llm.preflight(client.config)  # one cheap request: a wrong URL / key / model fails at once
+        ws = C.workspace()
+        if ws is None:
+            raise RuntimeError("Principia's home folder is not writable: set PRINCIPIA_HOME and restart the app.")
+        with ws, ws.run("icai", name, data_hash, run_config_record(config, client.config), resume=True,
+                        client=client) as run:
+            result = run_icai(pairs, client, config, store=ws.store, run_id=run.id, progress=run.wrap(progress),
+                              cancel=cancel, cache_dir=ws.cache_dir, dataset_name=name)
+            run.finish(result, message="ICAI finished (app)")
         return {"hash": data_hash, "result": result}
 
     st.session_state.pop(RESULT, None)
@@ -94,12 +85,20 @@ def start_icai(ds: C.LoadedDataset, config: Any, engine: Any) -> None:
 
 
 def collect(job: BackgroundJob) -> None:
+    """A finished ICAI run becomes the current run: every page (Constitution, Compare, Report) shows it."""
     if job.status == "done" and job.result is not None:
         st.session_state[RESULT] = job.result
+        ds = C.get_dataset()
+        if ds is not None and job.result.get("hash") == ds.hash:
+            C.set_audit(job.result["result"])
         st.session_state.pop(JOB, None)
 
 
 def current_result(ds: C.LoadedDataset):
+    """The current run when it came from the LLM engine (else the last ICAI result of this dataset)."""
+    audit = C.get_audit()
+    if audit is not None and getattr(audit, "engine", "") == "llm":
+        return audit
     stored = st.session_state.get(RESULT)
     if stored is None or stored.get("hash") != ds.hash:
         return None

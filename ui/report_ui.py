@@ -26,4 +26,4 @@ def html_report_bytes(
 
 @st.cache_data(show_spinner="Building the votes CSV…", max_entries=16)
 def votes_csv_bytes(key: tuple, include_text: bool, *, _audit: Any) -> bytes:
-    return R.votes_csv(_audit.pairs, _audit.votes, include_text=include_text)
+    return R.votes_csv(_audit.pairs, _audit.votes, include_text=include_text, valid=_audit.valid)
