@@ -41,3 +41,4 @@ try:
     current.run()
 finally:  # after the page, so the badge reflects a dataset loaded or an audit finished by this run
     C.dataset_badge()
+    C.sync_query_params()

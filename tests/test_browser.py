@@ -113,7 +113,7 @@ def page(app_url):
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
         pg = context.new_page()
         pg.set_default_timeout(60_000)
         yield pg
@@ -149,10 +149,10 @@ def _shot(page, name: str) -> Path:
         "'[data-testid=stMain], [data-testid=stAppViewContainer], [data-testid=stSidebarContent]'))"
         ".map(e => e.scrollHeight), 1000)"
     )
-    page.set_viewport_size({"width": 1400, "height": min(int(height) + 40, 9000)})
+    page.set_viewport_size({"width": 1280, "height": min(int(height) + 40, 9000)})
     page.wait_for_timeout(800)
     page.screenshot(path=str(path), full_page=True)
-    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.set_viewport_size({"width": 1280, "height": 1000})
     return path
 
 
@@ -234,3 +234,36 @@ def test_upload_audit_report_in_a_real_browser(page, app_url, tmp_path):
     page.get_by_text("Most rewarded").wait_for()
     _idle(page)
     _shot(page, "09_home_after_audit")
+
+
+def test_reload_keeps_the_run_and_a_copied_link_opens_it_in_a_fresh_browser(page, app_url):
+    """Runs that last: the URL holds the run (?run=<id>); a reload lands on the same dataset and run,
+    and the link from Home opens the same view in a fresh browser context (no shared session)."""
+    assert "run=" in page.url, page.url
+    page.reload()
+    page.get_by_role("heading", name="Principia").first.wait_for()
+    _idle(page)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_text(UPLOAD.name).first.wait_for(timeout=30_000)
+    sidebar.get_by_text("Run ready").first.wait_for(timeout=30_000)
+    page.get_by_text("Most rewarded").wait_for()
+    page.get_by_text("Link to the current run").wait_for()
+    link = page.locator('[data-testid="stCode"] code').last.inner_text().strip()
+    assert "?run=" in link and link.startswith(app_url), link
+    _shot(page, "10_home_after_reload")
+
+    fresh = page.context.browser.new_context(viewport={"width": 1280, "height": 1000})
+    other = fresh.new_page()
+    other.set_default_timeout(60_000)
+    other.goto(link)
+    other.get_by_role("heading", name="Principia").first.wait_for()
+    _idle(other)
+    other.locator('[data-testid="stSidebar"]').get_by_text(UPLOAD.name).first.wait_for(timeout=30_000)
+    other.get_by_text("Most rewarded").wait_for()
+    # the same run on another page too: the Constitution page shows the same first rule
+    other.locator('[data-testid="stSidebarNav"] a').filter(has_text="Constitution").first.click()
+    other.locator('[data-testid="stCode"] code').first.wait_for()
+    _idle(other)
+    assert other.locator('[data-testid="stCode"] code').first.inner_text().startswith("1. Select the response that")
+    _shot(other, "11_shared_link_constitution")
+    fresh.close()

@@ -649,6 +649,24 @@ def apply_query_params() -> None:
         load_bundled(name)
 
 
+def sync_query_params() -> None:
+    """Keep the URL on the session's place after every run (page switches clear query params), so a
+    reload or a copied address reopens the same dataset and run."""
+    raw = st.session_state.get(AUDIT)
+    ds = get_dataset()
+    try:
+        if raw is not None and getattr(raw, "run_id", None) and (ds is None or raw.dataset_hash == ds.hash):
+            if st.query_params.get("run") != raw.run_id:
+                st.query_params["run"] = raw.run_id
+            st.session_state["_qp_run"] = raw.run_id
+        if ds is not None and ds.source in ("upload", "saved", "run", "bundled", "demo"):
+            if st.query_params.get("data") != ds.hash:
+                st.query_params["data"] = ds.hash
+            st.session_state["_qp_data"] = ds.hash
+    except Exception:  # the URL is a convenience; never break a page over it
+        pass
+
+
 def share_url(run_id: str) -> str:
     """The address that opens this run on this server (Feedback Forensics' share link, no hosted service)."""
     base = ""
