@@ -222,7 +222,7 @@ def cross_validate(
     arr_all = votes_array(votes).astype(np.int8)
     keys = [str(c) for c in votes.columns]
     ok_all = np.ones(arr_all.shape, dtype=bool) if valid is None else valid.reindex(
-        index=idx, columns=votes.columns).fillna(False).to_numpy(dtype=bool)
+        index=idx, columns=votes.columns, fill_value=False).to_numpy(dtype=bool)
     arr_all = np.where(ok_all, arr_all, 0).astype(np.int8)
     y_all = encode_preferred(pairs.loc[idx, "preferred"], idx)
     cl_all = cluster_ids(pairs.loc[idx])
@@ -282,9 +282,11 @@ def cross_validate(
         # best single principle (train strength, direction from train)
         s_train = stats["strength"].to_numpy(dtype=float)
         s_train = np.nan_to_num(s_train)
-        j = int(np.argmax(np.abs(s_train)))
-        dirn = 1 if s_train[j] >= 0 else -1
-        score["best_single"][te] = arr[te, j] * dirn
+        if len(keys):
+            j = int(np.argmax(np.abs(s_train)))
+            score["best_single"][te] = arr[te, j] * (1 if s_train[j] >= 0 else -1)
+        else:
+            score["best_single"][te] = 0.0
         score["majority"][te] = 0.0
         for m in ("constitution_weighted", "best_single", "majority"):
             p = np.sign(score[m][te]).astype(int)

@@ -111,8 +111,10 @@ class AnnotatorEvidence:
                                       "decided judgements with unequal lengths",
                                       "No decided judgement compares responses of unequal length, so length "
                                       "preference cannot be measured."),
-            "ties": (f"Ties: {self.n_ties} of {self.n_rows} judgements ({_pct_ci(self.tie_rate)})."
-                     if self.n_rows else "There are no judgements."),
+            "ties": ("There are no judgements." if not self.n_rows else
+                     f"No ties among {self.n_rows} judgements." if self.n_ties == 0 else
+                     f"Every one of the {self.n_rows} judgements is a tie." if self.n_ties == self.n_rows else
+                     f"Ties: {self.n_ties} of {self.n_rows} judgements ({_pct_ci(self.tie_rate)})."),
             "position": self.position.sentence,
             "reconstruction": self.reconstruction.verdict,
         }

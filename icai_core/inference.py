@@ -546,7 +546,7 @@ def controlled_effects(
         else:
             r.update(status="failed", message=fit.message)
         rows.append(r)
-    ctl = pd.DataFrame(rows)
+    ctl = pd.DataFrame(rows, columns=["key", "status", "message"]) if not rows else pd.DataFrame(rows)
     for c in ("effect", "effect_ci_low", "effect_ci_high", "effect_p", "length_coef"):
         if c not in ctl:
             ctl[c] = np.nan
@@ -555,6 +555,8 @@ def controlled_effects(
         columns={"ci_low": "strength_ci_low", "ci_high": "strength_ci_high", "p_value": "marginal_p",
                  "q_value": "marginal_q"}
     ).drop(columns=["se"])
+    out["key"] = out["key"].astype(object)
+    ctl["key"] = ctl["key"].astype(object)
     out = out.merge(ctl, on="key", how="left")
     marg_sig = out["marginal_q"].to_numpy(dtype=float) < alpha
     ctl_ok = out["status"].to_numpy() == "ok"
