@@ -119,7 +119,7 @@ def _annotator_block(result: RunResult, top: int) -> str:
         table = pd.concat([result.llm_reconstruction, table], ignore_index=True)
     for _, r in table.iterrows():
         if pd.isna(r["agreement"]):
-            lines.append(f"  {r['method']:<30} not computed: {r.get('description', '')}")
+            lines.append(f"  {r['method']:<30} {r.get('description', 'not computed')}")
             continue
         lines.append(
             f"  {r['method']:<30} {r['agreement']:6.1%}  [{r['ci_low']:.1%}, {r['ci_high']:.1%}]  n={int(r['n_test'])}"

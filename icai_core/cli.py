@@ -131,6 +131,12 @@ def write_audit_outputs(result, out: Path) -> None:
     (out / "report.md").write_text(report.markdown_summary(result))
     (out / "report.html").write_text(report.html_report(result))
     (out / "summary.json").write_text(json.dumps(summary_document(result), indent=2, allow_nan=False))
+    if "discovery" in result.extras:
+        report.write_csv(result.extras["discovery"], out / "discovered_principles.csv")
+    if any(j.kind != "measurable" for j in result.judges):
+        from icai_core.principle_map import map_frame
+
+        report.write_csv(map_frame(result.judges, first.stats), out / "principle_map.csv")
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -193,6 +199,8 @@ def _run_config(args: argparse.Namespace, engine: str):
             flat[name] = value
     if getattr(args, "no_embeddings", False):
         flat["use_embeddings"] = False
+    if getattr(args, "discover", False):
+        flat["discover"] = True
     return RunConfig.from_flat(engine=engine, annotators=getattr(args, "annotators", "each") or "each", **flat)
 
 
@@ -504,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--map", nargs="*", metavar="FIELD=COLUMN", help="explicit column mapping")
     a.add_argument("--no-embeddings", action="store_true", help="skip the embedding-based judge (faster)")
     a.add_argument("--no-cache", action="store_true", help="do not read or write the vote cache")
+    a.add_argument("--discover", action="store_true",
+                   help="also discover directions in the data beyond the measurable library (offline, "
+                        "embeds every response: slower)")
     a.set_defaults(func=cmd_audit)
 
     def llm_args(p, required: bool = True):

@@ -50,6 +50,14 @@ class MeasurableConfig:
 
 
 @dataclass(frozen=True)
+class DiscoveryConfig:
+    """Offline discovery of directions in the data (icai_core.discover), off unless asked for."""
+
+    discover: bool = False
+    n_directions: int = 16
+
+
+@dataclass(frozen=True)
 class LLMStagesConfig:
     """The LLM stages of ICAI: proposal, cluster merge, batched votes, LLM reconstruction."""
 
@@ -74,6 +82,7 @@ class RunConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     measurable: MeasurableConfig = field(default_factory=MeasurableConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     llm: LLMStagesConfig = field(default_factory=LLMStagesConfig)
 
     def __post_init__(self) -> None:
@@ -138,7 +147,7 @@ class RunConfig:
 
 
 _SECTIONS = {"split": SplitConfig, "selection": SelectionConfig, "measurable": MeasurableConfig,
-             "llm": LLMStagesConfig}
+             "discovery": DiscoveryConfig, "llm": LLMStagesConfig}
 
 
 def _flat_index() -> dict[str, str]:

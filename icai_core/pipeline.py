@@ -132,6 +132,7 @@ class PipelineData:
     clusters: Any = None
     stage_counts: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    extras: dict = field(default_factory=dict)  # stage outputs pages may show (e.g. the discovery table)
 
     @property
     def items(self) -> pd.DataFrame:
@@ -265,11 +266,16 @@ class Pipeline:
     @classmethod
     def offline(cls, config: RunConfig | None = None) -> Pipeline:
         """The offline audit: the measurable library, voted by the measurable judges."""
-        from icai_core.stages_offline import MeasurableLibrary, MeasurableVoter
+        from icai_core.stages_offline import DataDiscovery, MeasurableLibrary, MeasurableVoter
 
         config = config or RunConfig()
-        return cls(config=config, proposers=[MeasurableLibrary(config.measurable)],
-                   voters=[MeasurableVoter(config.measurable)], kind="offline_audit")
+        proposers: list = [MeasurableLibrary(config.measurable)]
+        voters: list = [MeasurableVoter(config.measurable)]
+        if config.discovery.discover:
+            found = DataDiscovery(config.discovery, seed=config.split.seed)
+            proposers.append(found)
+            voters.append(found)
+        return cls(config=config, proposers=proposers, voters=voters, kind="offline_audit")
 
     @classmethod
     def icai(cls, config: RunConfig | None = None) -> Pipeline:
@@ -372,7 +378,7 @@ class Pipeline:
             kind=self.kind, dataset_name=dataset_name, dataset_hash=data.dataset_hash, config=self.config,
             all_pairs=pairs, judges=list(judges), all_votes=votes, all_valid=valid, analyses=analyses,
             annotator=next(iter(analyses)), proposals=data.proposals, clusters=data.clusters,
-            stage_counts=data.stage_counts, notes=data.notes, run_id=ctx.run_id,
+            stage_counts=data.stage_counts, notes=data.notes, run_id=ctx.run_id, extras=data.extras,
         )
 
         # 4. reconstructors (LLM annotator, ...)

@@ -71,6 +71,7 @@ class RunResult:
     timings: dict = field(default_factory=dict)
     run_id: str | None = None
     notes: list[str] = field(default_factory=list)
+    extras: dict = field(default_factory=dict)  # e.g. "discovery": the discovered directions' table
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     # -- which annotator -------------------------------------------------------------------

@@ -153,3 +153,49 @@ def compute_votes_cached(
     if path is not None:
         _write_atomic(path, votes)
     return votes
+
+
+class DataDiscovery:
+    """Proposer and voter: directions in which the two responses differ that the measurable library
+    does not already name (icai_core.discover, WIMHF-style, no LLM). Which directions are kept does
+    not look at the labels, so discovering on all distinct pairs leaks nothing into the held-out split;
+    their effects are then measured per annotator like any other judge's."""
+
+    name = "discovery"
+    consolidate = False
+
+    def __init__(self, config, seed: int = 0):
+        self.config = config
+        self.seed = seed
+        self._votes: pd.DataFrame | None = None
+
+    def estimated_seconds(self, ctx, data) -> float:
+        return _SECONDS_PER_EMBEDDED_PAIR * data.n_items + 2.0
+
+    def propose(self, ctx, data) -> list[Judge]:
+        from icai_core.discover import DiscoverConfig, discover
+        from icai_core.embed import Embedder
+
+        embedder = None
+        if ctx.cache_dir is not None:
+            embedder = Embedder(cache_path=Path(ctx.cache_dir) / "embeddings.sqlite", max_seq_length=64)
+        found = discover(data.items, embedder=embedder,
+                         config=DiscoverConfig(n_directions=self.config.n_directions, seed=self.seed),
+                         progress=ctx.stage_progress(self.name), cancel=ctx.cancel)
+        self._votes = found.votes.reset_index(drop=True)
+        data.extras["discovery"] = found.table
+        data.extras["discovery_examples"] = {
+            j.key: found.examples(data.items, j.key, n=5)[["pair_id", "activation", "high_side"]]
+            for j in found.judges
+        }
+        if not found.judges:
+            data.notes.append("Offline discovery kept no direction beyond the measurable library "
+                              f"(of {len(found.table)} learned; see the discovery table for why).")
+        return list(found.judges)
+
+    def handles(self, judge: Judge) -> bool:
+        return judge.kind == "discovered"
+
+    def vote(self, ctx, data, judges: list[Judge]):
+        assert self._votes is not None, "DataDiscovery votes only on the directions it proposed"
+        return self._votes[[j.key for j in judges]], None

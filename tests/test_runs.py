@@ -206,3 +206,23 @@ def test_bad_paths_give_clear_errors(tmp_path, capsys, shared_data):
     assert "is a file, not a folder" in capsys.readouterr().err
     assert main(["runs", "--cache-dir", str(afile)]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_audit_discover_writes_directions_map_and_kinds(shared_data, home, tmp_path, capsys):
+    out = tmp_path / "disc"
+    rc = main(["audit", str(shared_data / "icai_synthetic_orthogonal.csv"), "--discover", "--no-embeddings",
+               "--out", str(out), "--cache-dir", str(home)])
+    assert rc == 0
+    table = pd.read_csv(out / "discovered_principles.csv")
+    assert {"key", "text", "kept"} <= set(table.columns) and len(table) >= 1
+    coords = pd.read_csv(out / "principle_map.csv")
+    assert {"key", "x", "y"} <= set(coords.columns)
+    summary = json.loads((out / "summary.json").read_text())
+    entry = next(iter(summary["annotators"].values()))
+    kinds = {p["kind"] for p in entry["principles"]}
+    assert "measurable" in kinds and kinds <= {"measurable", "discovered"}
+    kept = table[table["kept"].astype(str).str.lower() == "true"]
+    assert len([p for p in entry["principles"] if p["kind"] == "discovered"]) == len(kept)
+    # discovered directions are judges like any other: in the map with their keys
+    assert set(kept["key"]) <= set(coords["key"])
