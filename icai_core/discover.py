@@ -343,7 +343,12 @@ def _fit_directions(x: np.ndarray, config: DiscoverConfig, k: int) -> tuple[np.n
     if config.method == "dictionary":
         from sklearn.decomposition import sparse_encode
 
-        codes = sparse_encode(x.astype(np.float64), atoms, algorithm="omp", n_nonzero_coefs=min(config.top_k, k))
+        with warnings.catch_warnings():
+            # OMP's "ended prematurely due to linear dependence": the code is still the best k-sparse fit found
+            warnings.simplefilter("ignore", RuntimeWarning)
+            codes = sparse_encode(
+                x.astype(np.float64), atoms, algorithm="omp", n_nonzero_coefs=min(config.top_k, k)
+            )
     else:
         # SparsePCA's transform is a ridge projection on the centred data; the symmetric fit has mean 0.
         gram = atoms @ atoms.T + 0.01 * np.eye(len(atoms))

@@ -8,6 +8,7 @@ checked here is recomputed independently in the test (numpy / scipy), not read b
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -231,7 +232,11 @@ def test_length_covariate_and_validation():
 def test_progress_and_cancel(embedder):
     pairs = load_pairs(SHARED_DATA / "icai_synthetic_orthogonal.csv").pairs
     seen: list[tuple[int, int, str]] = []
-    discover(pairs, embedder=embedder, progress=lambda d, t, m: seen.append((d, t, m)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        discover(pairs, embedder=embedder, progress=lambda d, t, m: seen.append((d, t, m)))
+    noisy = [w for w in caught if any(s in str(w.filename) for s in ("sklearn", "statsmodels", "numpy"))]
+    assert noisy == [], [str(w.message) for w in noisy]
     done = [d for d, _, _ in seen]
     assert done == sorted(done) and seen[-1][0] == seen[-1][1]
     assert seen[-1][2].startswith("Discovered")
