@@ -126,6 +126,12 @@ def _annotator_block(result: RunResult, top: int) -> str:
         )
     if int(result.reconstruction.n_test) == 0:
         lines.append("  (no labelled held-out pair: nothing to score; the file needs more non-tie pairs)")
+    ev = getattr(a, "evidence", None)
+    if ev is not None:
+        lines += ["", "Evidence (inference clustered by prompt; effects with length controlled; "
+                      f"{result.config.evidence.folds}-fold reconstruction grouped by prompt):"]
+        sentences = ev.sentences()
+        lines += [f"  - {s}" for s in (sentences.values() if isinstance(sentences, dict) else sentences) if s]
     for note in a.notes:
         lines.append(f"  note: {note}")
     return "\n".join(lines)

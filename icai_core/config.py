@@ -58,6 +58,18 @@ class DiscoveryConfig:
 
 
 @dataclass(frozen=True)
+class EvidenceConfig:
+    """The evidence a reviewer asks for (icai_core.evidence): clustered inference, length-controlled
+    effects, the cross-validated reconstruction verdict, the judge report card."""
+
+    evidence: bool = True
+    folds: int = 5
+    n_boot: int = 200  # cluster-bootstrap draws for AUC CIs
+    order_known: bool | None = None  # presentation order known? None = inferred from the data
+    reference: str | None = None  # reference annotator for agreement (None = every pair of annotators)
+
+
+@dataclass(frozen=True)
 class LLMStagesConfig:
     """The LLM stages of ICAI: proposal, cluster merge, batched votes, LLM reconstruction."""
 
@@ -83,6 +95,7 @@ class RunConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     measurable: MeasurableConfig = field(default_factory=MeasurableConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     llm: LLMStagesConfig = field(default_factory=LLMStagesConfig)
 
     def __post_init__(self) -> None:
@@ -147,7 +160,7 @@ class RunConfig:
 
 
 _SECTIONS = {"split": SplitConfig, "selection": SelectionConfig, "measurable": MeasurableConfig,
-             "discovery": DiscoveryConfig, "llm": LLMStagesConfig}
+             "discovery": DiscoveryConfig, "evidence": EvidenceConfig, "llm": LLMStagesConfig}
 
 
 def _flat_index() -> dict[str, str]:

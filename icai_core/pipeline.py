@@ -275,7 +275,8 @@ class Pipeline:
             found = DataDiscovery(config.discovery, seed=config.split.seed)
             proposers.append(found)
             voters.append(found)
-        return cls(config=config, proposers=proposers, voters=voters, kind="offline_audit")
+        return cls(config=config, proposers=proposers, voters=voters, reconstructors=evidence_stages(config),
+                   kind="offline_audit")
 
     @classmethod
     def icai(cls, config: RunConfig | None = None) -> Pipeline:
@@ -292,7 +293,8 @@ class Pipeline:
             proposers.append(MeasurableLibrary(config.measurable))
             voters.append(MeasurableVoter(config.measurable))
         return cls(config=config, proposers=proposers, consolidator=ClusterProposals(config.llm),
-                   voters=voters, reconstructors=[LLMAnnotator(config.llm, seed=seed)], kind="icai")
+                   voters=voters, reconstructors=[LLMAnnotator(config.llm, seed=seed), *evidence_stages(config)],
+                   kind="icai")
 
     # -- work plan ---------------------------------------------------------------------------
     def _weights(self, data: PipelineData, ctx: RunContext) -> dict[str, float]:
@@ -392,6 +394,16 @@ class Pipeline:
         result.timings = timings
         ctx.work.complete("Audit finished" if self.kind == "offline_audit" else "Run finished")
         return result
+
+
+def evidence_stages(config: RunConfig) -> list:
+    """The statistics reviewers ask for, as a reconstructor (skipped when `config.evidence` is off)."""
+    if not config.evidence.evidence:
+        return []
+    from icai_core.stages_offline import Evidence
+
+    return [Evidence(config.evidence, config.constitution_settings(), seed=config.split.seed,
+                     alpha=config.selection.alpha)]
 
 
 def provenance(config: RunConfig, data_hash: str, ctx: RunContext) -> dict:

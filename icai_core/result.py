@@ -49,6 +49,7 @@ class Analysis:
     pooled: bool = False
     llm_reconstruction: pd.DataFrame | None = None  # LLM annotator conditions (LLM engine only)
     notes: list[str] = field(default_factory=list)
+    evidence: Any = None  # icai_core.evidence.AnnotatorEvidence (controlled effects, k-fold verdict, ...)
 
 
 @dataclass
@@ -72,6 +73,7 @@ class RunResult:
     run_id: str | None = None
     notes: list[str] = field(default_factory=list)
     extras: dict = field(default_factory=dict)  # e.g. "discovery": the discovered directions' table
+    agreement: list = field(default_factory=list)  # agreement between annotators (reportcard)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     # -- which annotator -------------------------------------------------------------------

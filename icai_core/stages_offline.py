@@ -199,3 +199,48 @@ class DataDiscovery:
     def vote(self, ctx, data, judges: list[Judge]):
         assert self._votes is not None, "DataDiscovery votes only on the directions it proposed"
         return self._votes[[j.key for j in judges]], None
+
+
+class Evidence:
+    """Reconstructor (statistics only, no model call): for every annotator's analysis the evidence of
+    icai_core.evidence — cluster-robust marginal and length-controlled effects, the length and position
+    views, the k-fold reconstruction verdict grouped by prompt — and the agreement between annotators.
+    Text features are computed once per distinct pair and shared by every annotator."""
+
+    name = "evidence"
+
+    def __init__(self, config, selection_settings: dict, seed: int = 0, alpha: float = 0.05):
+        self.config = config
+        self.selection = selection_settings
+        self.seed = seed
+        self.alpha = alpha
+
+    def estimated_seconds(self, ctx, data) -> float:
+        n_ann = max(1, data.pairs["annotator"].nunique()) if "annotator" in data.pairs else 1
+        return n_ann * (3.0 + 4e-3 * len(data.pairs) / n_ann)
+
+    def reconstruct(self, ctx, data, result) -> None:
+        from icai_core.evidence import agreement_summary, audit_annotator
+
+        progress = ctx.stage_progress(self.name)
+        fa_i, fb_i = J.compute_features(data.items)
+        fa = fa_i.iloc[data.item_of_row].set_axis(result.all_pairs.index)
+        fb = fb_i.iloc[data.item_of_row].set_axis(result.all_pairs.index)
+        names = list(result.analyses)
+        for k, (name, analysis) in enumerate(result.analyses.items()):
+            progress(k, len(names), f"Evidence for {name} ({k + 1} of {len(names)}): controlled effects, "
+                                    f"{self.config.folds}-fold reconstruction")
+            ctx.check()
+            rows = result.all_pairs.iloc[analysis.rows]
+            try:
+                analysis.evidence = audit_annotator(
+                    rows, result.all_votes, annotator=name, valid=result.all_valid, principles=result.judges,
+                    order_known=self.config.order_known, folds=self.config.folds, seed=self.seed,
+                    alpha=self.alpha, constitution_settings=self.selection, features=(fa, fb),
+                    n_boot=self.config.n_boot)
+            except Exception as exc:  # never lose the run over one annotator's evidence: say why
+                analysis.notes.append(f"The evidence (controlled effects, cross-validation) could not be "
+                                      f"computed for {name}: {type(exc).__name__}: {exc}")
+        progress(len(names), len(names), "Agreement between annotators")
+        if len(names) > 1:
+            result.agreement = agreement_summary(result.all_pairs, reference=self.config.reference, alpha=self.alpha)

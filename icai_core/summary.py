@@ -107,8 +107,11 @@ def annotator_entry(view) -> dict:
                 for k in ("controlled", "proxy_for_length"):
                     if k in p:
                         target[k] = p[k]
-                if "marginal" in p:
-                    target["marginal"].update({k: v for k, v in p["marginal"].items() if k in ("ci", "q")})
+                if "marginal" in p:  # the cluster-robust CI, p and q replace the row-level ones
+                    target["marginal"].update({k: v for k, v in p["marginal"].items() if k in ("ci", "p", "q")})
+                    target["marginal"]["inference"] = "clustered by prompt"
+                    q = target["marginal"].get("q")
+                    target["marginal"]["significant"] = bool(q is not None and q < view.config.alpha)
         entry.update(extra)
     return entry
 
