@@ -45,6 +45,7 @@ __all__ = [
     "DiscoverConfig",
     "Discovery",
     "TABLE_COLUMNS",
+    "default_embedder",
     "discover",
     "length_covariate",
     "log_odds_keywords",
@@ -299,12 +300,14 @@ def _texts(high: list[str], low: list[str], key: str) -> tuple[str, str]:
     return f"Select the response that {text}.", f"Select the response that {inv}."
 
 
-def _default_embedder(config: DiscoverConfig):
+def default_embedder(max_seq_length: int = 64):
+    """The bundled MiniLM (as the judges use it: 64 word pieces) with its vectors cached in
+    `$PRINCIPIA_HOME/embeddings.sqlite` (`~/.principia` without the variable), the audit's cache."""
     from icai_core.embed import Embedder
 
     home = os.environ.get("PRINCIPIA_HOME")
     base = Path(home) if home else Path.home() / ".principia"
-    return Embedder(cache_path=base / "embeddings.sqlite", batch_size=128, max_seq_length=config.max_seq_length)
+    return Embedder(cache_path=base / "embeddings.sqlite", batch_size=128, max_seq_length=max_seq_length)
 
 
 def _fit_directions(x: np.ndarray, config: DiscoverConfig, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -411,7 +414,7 @@ def discover(
     # ---- 1. embed the distinct responses
     check(cancel)
     t0 = time.perf_counter()
-    embedder = embedder or _default_embedder(config)
+    embedder = embedder or default_embedder(config.max_seq_length)
     texts = uniq["text_a"].astype(str).tolist() + uniq["text_b"].astype(str).tolist()
     emb = embedder.embed(
         texts, progress=lambda d, t, m: report(int(d * n_texts / max(t, 1)), m), cancel=cancel

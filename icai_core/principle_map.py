@@ -91,7 +91,8 @@ def map_frame(
     `stats`: a table with `key`, `strength` and `n_relevant` (e.g. `icai_core.stats.principle_stats`);
     judges without a row get NaN strength and their own `support`. Support is the number of pairs
     on which the judge voted (`n_relevant`). `embedder`: an `icai_core.embed.Embedder` (default: the
-    bundled MiniLM, in memory). `seed`: UMAP's random state when there are 60 texts or more.
+    bundled MiniLM with 64 word pieces, cached in `$PRINCIPIA_HOME/embeddings.sqlite`). `seed`:
+    UMAP's random state when there are 60 texts or more (smaller maps need none).
     """
     from icai_core.cluster import ClusterConfig, cluster_principles
 
@@ -126,6 +127,10 @@ def map_frame(
         weights = np.where(np.isfinite(weights), weights, floor)
     else:
         weights = frame["support"].to_numpy(dtype=float)
+    if embedder is None:
+        from icai_core.discover import default_embedder
+
+        embedder = default_embedder(ClusterConfig().max_seq_length)
     res = cluster_principles(
         frame["text"].tolist(), embedder=embedder, config=ClusterConfig(random_state=seed), weights=weights
     )
