@@ -260,7 +260,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                       "(or use --engine local --gguf PATH)", file=sys.stderr)
                 return 2
             llm_config = _llm_config(args)
-        client = ws.llm_client(llm_config)
+        try:
+            client = ws.llm_client(llm_config)
+        except Exception as exc:  # llm.CacheError: a response cache that cannot be opened says what to do
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         embedder = None
         if args.embedding_model:
             from icai_core.embed import RemoteEmbedder

@@ -23,6 +23,7 @@ from `icai_core.prompts`.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from collections.abc import Sequence
@@ -134,7 +135,7 @@ class IterAlignResult:
 
     def preference_csv(self) -> str:
         """The pairs as an exact ICAI/Principia CSV, for re-import (use report.safe_csv for spreadsheets)."""
-        return self.preference_table().to_csv(index=False)
+        return self.preference_table().to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC)  # CR-safe
 
     def constitution_dict(self) -> dict:
         return {

@@ -251,6 +251,16 @@ class RunStore:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self.recovered: str | None = None  # what happened when a damaged store was replaced
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            if self.path == ":memory:":
+                raise
+            self._recover(exc)
+        self.mark_interrupted()
+
+    def _open(self) -> None:
         self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
         with self._lock:
             if self.path != ":memory:":
@@ -258,7 +268,59 @@ class RunStore:
             self._conn.execute("PRAGMA busy_timeout=30000")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
-        self.mark_interrupted()
+            if self.path != ":memory:":
+                check = self._conn.execute("PRAGMA quick_check").fetchone()
+                if not check or check[0] != "ok":
+                    raise sqlite3.DatabaseError(f"integrity check failed: {check[0] if check else 'no answer'}")
+
+    def _recover(self, exc: Exception) -> None:
+        """A damaged store file: move it aside, start a new one, and copy every row still readable.
+        Nothing readable is lost; what happened is kept in `self.recovered` (and logged once)."""
+        import logging
+        import shutil
+
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        damaged = f"{self.path}.damaged-{stamp}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                shutil.move(self.path + suffix, damaged + suffix)
+        self._open()
+        kept: dict[str, int] = {}
+        try:
+            old = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+        except sqlite3.Error:
+            old = None
+        for table in ("runs", "steps", "results"):
+            kept[table] = 0
+            if old is None:
+                continue
+            try:
+                cols = [r[1] for r in old.execute(f"PRAGMA table_info({table})")]
+                cur = old.execute(f"SELECT {', '.join(cols)} FROM {table}")
+                marks = ",".join("?" * len(cols))
+                while True:
+                    try:
+                        rows = cur.fetchmany(200)
+                    except sqlite3.DatabaseError:
+                        break  # the rest of this table is unreadable
+                    if not rows:
+                        break
+                    with self._tx() as conn:
+                        conn.executemany(f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}) VALUES ({marks})", rows)
+                    kept[table] += len(rows)
+            except sqlite3.DatabaseError:
+                continue
+        if old is not None:
+            old.close()
+        self.recovered = (
+            f"The run store {self.path} was damaged ({type(exc).__name__}: {exc}). It was moved to {damaged} "
+            f"and a new store started; {kept['runs']} runs and {kept['results']} saved results could still be "
+            "read and were copied into it. Runs that could not be read are gone from the list; the damaged "
+            "file is kept in case you want to inspect it, and can be deleted."
+        )
+        logging.getLogger("principia.store").warning(self.recovered)
 
     # -- plumbing -------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -226,3 +226,39 @@ def test_cli_audit_discover_writes_directions_map_and_kinds(shared_data, home, t
     assert len([p for p in entry["principles"] if p["kind"] == "discovered"]) == len(kept)
     # discovered directions are judges like any other: in the map with their keys
     assert set(kept["key"]) <= set(coords["key"])
+
+
+@pytest.mark.slow
+def test_summary_json_per_annotator_on_alpacaeval_human_vs_gpt4(shared_data, home, tmp_path):
+    """Issue 9's machine-readable result through the CLI: one entry per annotator with distinct-pair
+    counts, clustered marginal and controlled effects, length / position views, the k-fold verdict, and
+    the agreement of every GPT-4 run with the human majority in the published range (66-71%)."""
+    out = tmp_path / "ev"
+    assert main(["audit", str(shared_data / "alpacaeval_human_vs_gpt4.csv"), "--no-embeddings", "--out", str(out),
+                 "--cache-dir", str(home)]) == 0
+    doc = json.loads((out / "summary.json").read_text())
+    raw = pd.read_csv(shared_data / "alpacaeval_human_vs_gpt4.csv")
+    assert set(doc["annotators"]) == set(raw["annotator"].astype(str))
+    for name, entry in doc["annotators"].items():
+        mine = raw[raw["annotator"].astype(str) == name]
+        distinct = mine[["prompt", "text_a", "text_b"]].drop_duplicates().shape[0]
+        assert entry["n_pairs"] == distinct == 521 and entry["n_rows"] == len(mine)
+        assert 0 <= entry["tie_rate"] <= 1
+        for p in entry["principles"]:
+            assert {"key", "kind", "marginal", "controlled", "proxy_for_length"} <= set(p)
+            assert {"strength", "ci", "q"} <= set(p["marginal"])
+        assert {"p_prefer_longer", "ci"} <= set(entry["length"])
+        assert {"testable", "p_first", "ci"} <= set(entry["position"])
+        rec = entry["reconstruction"]
+        assert rec["folds"] == 5 and isinstance(rec["verdict"], str) and rec["verdict"]
+        assert {"constitution", "length_only", "best_single", "majority"} <= set(rec["methods"])
+        for m in rec["methods"].values():
+            assert {"accuracy", "ci", "auc"} <= set(m)
+    human = "human_crowd_majority_of_4"
+    vs_human = [a for a in doc["agreement"] if human in (a["a"], a["b"])]
+    assert len(vs_human) == 8
+    for a in vs_human:
+        assert a["n_shared"] == 521 and 0.64 <= a["agreement"] <= 0.73, a
+        assert {"ci", "kappa"} <= set(a)
+    # the text summary states the verdict too
+    assert doc["annotators"][human]["reconstruction"]["verdict"] in (out / "summary.txt").read_text()

@@ -213,3 +213,34 @@ def test_two_connections_share_the_file(tmp_path):
     assert b.has(run_id, "s", "k") and b.get_run(run_id)["status"] == "running"
     a.close()
     b.close()
+
+
+def test_damaged_store_is_replaced_keeping_readable_runs(tmp_path):
+    """A garbage or truncated run store: named, moved aside, a fresh store started, readable runs kept."""
+    path = tmp_path / "runs.sqlite"
+    store = RunStore(path)
+    ids = [store.create_run("offline_audit", f"d{i}", "h", {"i": i}) for i in range(3)]
+    store.update(ids[0], status="done")
+    store.close()
+    # damage the end of the file (the tail pages) but keep the header
+    data = path.read_bytes()
+    cut = len(data) // 2
+    path.write_bytes(data[:cut] + b"\xde\xad" * ((len(data) - cut) // 2))
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"runs.sqlite{suffix}").unlink(missing_ok=True)
+    again = RunStore(path)
+    assert again.recovered is not None and "damaged" in again.recovered
+    moved = [m for m in tmp_path.glob("runs.sqlite.damaged-*") if not m.name.endswith(("-wal", "-shm"))]
+    assert moved and str(moved[0]) in again.recovered
+    new_id = again.create_run("offline_audit", "after", "h", {})
+    assert again.get_run(new_id)["dataset_name"] == "after"
+    kept = set(again.list_runs()["id"])
+    assert kept <= set(ids) | {new_id}
+    again.close()
+    # a file that is not a database at all
+    bad = tmp_path / "garbage.sqlite"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    fresh = RunStore(bad)
+    assert fresh.recovered is not None and "0 runs" in fresh.recovered
+    assert len(fresh.list_runs()) == 0
+    fresh.close()

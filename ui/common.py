@@ -683,6 +683,10 @@ def recent_runs(limit: int = 8) -> pd.DataFrame | None:
         return None
     try:
         with ws:
+            if ws.store.recovered:  # a damaged store was replaced: say what happened, once per session
+                if not st.session_state.get("_store_recovered_shown"):
+                    st.session_state["_store_recovered_shown"] = True
+                    st.warning(ws.store.recovered)
             return ws.list_runs(limit=limit)
     except Exception:
         return None

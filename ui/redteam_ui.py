@@ -19,6 +19,7 @@ The page (`pages/redteam.py`) only draws widgets; everything it computes goes th
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -637,7 +638,8 @@ def pairs_load_result(result: IterAlignResult):
     report), so the audit pages see it exactly like an uploaded file. Raises DataError when empty."""
     from icai_core.data import load_pairs
 
-    raw = result.preference_pairs().to_csv(index=False).encode("utf-8")
+    # every text field quoted: a lone CR in a model reply must not split the record
+    raw = result.preference_pairs().to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode("utf-8")
     return load_pairs(io.BytesIO(raw), name="iteralign_pairs.csv")
 
 
