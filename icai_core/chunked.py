@@ -14,7 +14,7 @@ addition (`Counts.merge`), so any engine that maps it over shards (processes, Ra
 results gets the same table as one process.
 
     from icai_core.chunked import chunked_principle_stats
-    res = chunked_principle_stats("pairs.parquet", chunk_rows=50_000)
+    res = chunked_principle_stats("pairs.parquet", chunk_rows=10_000)
     res.stats          # the principle_stats table
 """
 
@@ -113,7 +113,7 @@ def _check_columns(names: Iterable[str], source) -> None:
         )
 
 
-def iter_pair_chunks(source, chunk_rows: int = 50_000) -> Iterator[pd.DataFrame]:
+def iter_pair_chunks(source, chunk_rows: int = 10_000) -> Iterator[pd.DataFrame]:
     """Chunks of at most `chunk_rows` pairs from a Parquet file/folder, a CSV file or a DataFrame.
 
     Only the canonical text columns are read. Memory is bounded by the chunk size (plus one Arrow
@@ -197,7 +197,7 @@ def chunked_principle_stats(
     source,
     *,
     keys: Iterable[str] | None = None,
-    chunk_rows: int = 50_000,
+    chunk_rows: int = 10_000,
     use_embeddings: bool = False,
     embedder=None,
     alpha: float = 0.05,
