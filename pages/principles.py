@@ -148,17 +148,34 @@ st.subheader("Principle map")
 if not st.toggle("Show the principle map", value=True, key="show_map"):
     st.stop()
 st.caption(
-    "Principle texts embedded with the bundled MiniLM model, projected to 2-D with UMAP and clustered "
-    "with HDBSCAN (grey = no cluster). Marker size = support (|strength| for measurable principles)."
+    "The candidate principles of this run (the measurable library, and discovered or LLM-proposed ones "
+    "when present), embedded with the bundled MiniLM model and laid out in 2-D; near-duplicates form "
+    "clusters (outlined: each cluster's most central member, weighted by |strength|). Colour = signed "
+    "strength of the wording shown (red: the annotator penalises it); size = support (relevant pairs)."
 )
 with st.spinner("Embedding and clustering the principle texts…"):
-    cluster_result, err = C.principle_map(audit)
-if cluster_result is None:
-    st.warning(f"The principle map is unavailable: {err}")
+    frame, err = C.principle_map(audit)
+if frame is None:
+    st.warning(f"The principle map is unavailable: {C.escape_md(err)}")
     st.stop()
-points, clusters = cluster_result.points, cluster_result.clusters
-st.plotly_chart(F.principle_scatter(points), key="principle_map")
+from icai_core.principle_map import map_figure  # noqa: E402
 
+st.plotly_chart(map_figure(frame), key="principle_map")
+layout = frame.attrs.get("layout") or frame.attrs.get("method")
+if layout:
+    st.caption(f"Layout: {C.escape_md(layout)}.")
+points = frame
+clusters = (
+    frame[frame["cluster"] >= 0]
+    .groupby("cluster")
+    .agg(size=("key", "size"), mean_strength=("strength", "mean"),
+         max_abs_strength=("strength", lambda s: s.abs().max()),
+         representative=("text", lambda t: t.iloc[0]))
+    .reset_index()
+)
+reps = frame[frame["is_representative"].astype(bool)].set_index("cluster")["text"]
+if len(clusters):
+    clusters["representative"] = clusters["cluster"].map(reps).fillna(clusters["representative"])
 st.markdown("**Clusters**")
 st.dataframe(
     clusters,
@@ -168,8 +185,6 @@ st.dataframe(
         "representative": st.column_config.TextColumn(width="large"),
         "mean_strength": st.column_config.NumberColumn("mean strength", format="%+.3f"),
         "max_abs_strength": st.column_config.NumberColumn("max |strength|", format="%.3f"),
-        "mean_similarity": st.column_config.NumberColumn("mean similarity", format="%.2f"),
-        "top_members": st.column_config.TextColumn("most central members", width="large"),
     },
 )
 

@@ -200,9 +200,11 @@ def test_cli_run_resumes_after_kill(shared_data, tmp_path):
             assert KEY.encode() not in p.read_bytes()
 
 
-def test_llm_cluster_merge_and_remote_embeddings(real_pairs, tmp_path):
-    """Optional stages: principles embedded by the endpoint's /v1/embeddings (fake vectors from the
-    scripted server) and each multi-member cluster summarised by the LLM."""
+def test_llm_cluster_merge_and_remote_embeddings(real_pairs, embedder, tmp_path):
+    """Optional stages: principles embedded by the endpoint's /v1/embeddings, and each multi-member
+    cluster summarised by the LLM. The scripted server's vectors are random (sha256), so they form no
+    real cluster (every proposal is a candidate of its own); the merge is checked with the bundled
+    MiniLM embedder, whose paraphrases do cluster."""
     from icai_core.embed import RemoteEmbedder
 
     small = real_pairs.head(80).reset_index(drop=True)
@@ -212,13 +214,17 @@ def test_llm_cluster_merge_and_remote_embeddings(real_pairs, tmp_path):
         install(srv)
         config = LLMConfig(base_url=srv.base_url, model="scripted-model", api_key=KEY)
         client = LLMClient(config, cache=ResponseCache(tmp_path / "c.sqlite"))
-        r = run_icai(small, client, cfg, embedder=RemoteEmbedder(config, model="scripted-embedding"))
+        r_remote = run_icai(small, client, cfg, embedder=RemoteEmbedder(config, model="scripted-embedding"))
         emb_calls = [x for x in srv.requests if x.path.endswith("/embeddings")]
-        merge_calls = [x for x in srv.chat_requests
+        n_chat = srv.chat_count
+        r = run_icai(small, client, cfg, embedder=embedder)
+        merge_calls = [x for x in srv.chat_requests[n_chat:]
                        if x.body["messages"][0]["content"].startswith("TASK: merge_cluster")]
     assert emb_calls and all(x.body["model"] == "scripted-embedding" for x in emb_calls)
+    assert candidates(r_remote), "random vectors: the most supported proposals are still tested"
     clustered = [c.cluster for c in candidates(r) if c.cluster >= 0]
-    multi = (r.clusters.clusters.set_index("cluster").loc[clustered, "size"] > 1).sum()
+    points = r.clusters.points
+    multi = sum(int((points["cluster"] == c).sum() > 1) for c in clustered)
     assert len(merge_calls) == multi >= 1
     proposed = set(r.proposals["principle"])
     # the scripted merger answers with the first listed member: every candidate is a real proposal

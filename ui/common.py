@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -496,38 +495,42 @@ def summary_cached(dataset_hash: str, *, _pairs: pd.DataFrame) -> dict:
     return dataset_summary(_pairs)
 
 
-_MAP_CACHE: dict[tuple[str, ...], Any] = {}
+_MAP_CACHE: dict[tuple, Any] = {}
 _MAP_LOCK = threading.Lock()
 
 
-def cluster_texts(texts: tuple[str, ...]):
-    """Embed + UMAP + HDBSCAN of principle texts, memoised per process (a resource cache keyed by
-    the texts only). Thread-safe, so a background warm-up and a page never compute it twice."""
+def _map_key(audit: Any) -> tuple:
+    return (getattr(audit, "run_id", None), audit.dataset_hash, audit.annotator,
+            tuple(j.key for j in audit.judges))
+
+
+def map_frame_cached(audit: Any):
+    """The principle map of this run and annotator (icai_core.principle_map), memoised per process;
+    thread-safe, so the background warm-up and the page never compute it twice."""
+    key = _map_key(audit)
     with _MAP_LOCK:
-        hit = _MAP_CACHE.get(texts)
+        hit = _MAP_CACHE.get(key)
         if hit is not None:
             return hit
-        from icai_core.audit import default_cache_dir
-        from icai_core.cluster import cluster_principles
-        from icai_core.embed import Embedder
+        from icai_core.principle_map import map_frame
+        from icai_core.workspace import Workspace
 
-        embedder = Embedder(cache_path=default_cache_dir() / "embeddings.sqlite", max_seq_length=64)
-        result = cluster_principles(list(texts), embedder=embedder)
-        _MAP_CACHE[texts] = result
+        embedder = Workspace().embedder()
+        frame = map_frame(audit.judges, audit.stats, embedder=embedder, seed=audit.config.seed)
+        _MAP_CACHE[key] = frame
         while len(_MAP_CACHE) > 16:
             _MAP_CACHE.pop(next(iter(_MAP_CACHE)))
-        return result
+        return frame
 
 
 def warm_principle_map(audit: Any) -> None:
-    """Compute the principle map of a finished audit in a background thread (best effort)."""
-    texts = tuple(str(t) for t in audit.stats["text"])
-    if texts in _MAP_CACHE:
+    """Compute the principle map of a finished run in a background thread (best effort)."""
+    if _map_key(audit) in _MAP_CACHE:
         return
 
     def _run():
         try:
-            cluster_texts(texts)
+            map_frame_cached(audit)
         except Exception:  # the page shows the error when it computes the map itself
             pass
 
@@ -535,41 +538,11 @@ def warm_principle_map(audit: Any) -> None:
 
 
 def principle_map(audit: Any):
-    """(points, clusters) of the audit's principle texts, or (None, reason).
-
-    For measurable principles `support` is |strength| over all labelled pairs (relevance in the
-    hover); cluster_principles' own support (number of identical proposals) is 1 for each of them.
-    """
-    from types import SimpleNamespace
-
-    stats = audit.stats.reset_index(drop=True)
+    """(map frame, None) of the run's judges for the annotator shown, or (None, reason)."""
     try:
-        res = cluster_texts(tuple(str(t) for t in stats["text"]))
+        return map_frame_cached(audit), None
     except Exception as exc:
         return None, f"{type(exc).__name__}: {exc}"
-    pts = res.points.copy()
-    pos = np.asarray(res.input_point)
-    pts["key"] = None
-    pts["strength"] = np.nan
-    pts["relevance"] = np.nan
-    for i, p in enumerate(pos):
-        pts.loc[p, "key"] = stats.loc[i, "key"]
-        pts.loc[p, "strength"] = stats.loc[i, "strength"]
-        pts.loc[p, "relevance"] = stats.loc[i, "relevance"]
-    pts["support"] = pts["strength"].abs().fillna(0.0)
-    cl = res.clusters.copy()
-    if len(cl):
-        by_cluster = pts.groupby("cluster")["strength"].agg(["mean", lambda s: s.abs().max()])
-        by_cluster.columns = ["mean_strength", "max_abs_strength"]
-        cl = cl.merge(by_cluster, left_on="cluster", right_index=True, how="left")
-        if "top_members" in cl:
-            cl["top_members"] = cl["top_members"].map(
-                lambda m: " | ".join(map(str, m)) if m is not None else ""
-            )
-        keep = ["cluster", "size", "representative", "mean_strength", "max_abs_strength", "mean_similarity"]
-        keep += ["top_members"]
-        cl = cl[[c for c in keep if c in cl.columns]]
-    return SimpleNamespace(points=pts, clusters=cl, params=res.params), None
 
 
 def load_bundled(name: str) -> LoadedDataset | None:
