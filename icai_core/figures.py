@@ -9,6 +9,7 @@ report embeds the figures through plotly's own JSON serialisation.
 from __future__ import annotations
 
 import html
+import re
 import textwrap
 
 import numpy as np
@@ -49,6 +50,102 @@ def _wrap(text: str, width: int = 60) -> str:
 def _label(key: str, text: str | None = None, width: int = 48) -> str:
     """Short axis label for a principle: its key, readable."""
     return str(key).replace("_", " ")
+
+
+# --------------------------------------------------------------------------- sign convention
+# One rule on every page, in the reports and on Home: a principle is shown in the direction the
+# annotator *rewards*, in words, with a strength that is positive for that wording. A principle of the
+# library whose strength is negative is shown with its inverse wording and +|strength| (CI mirrored);
+# this is also how it enters a constitution. So no page ever says "penalised: <easier to read>".
+SIGN_RULE = (
+    "Each principle is worded in the direction this annotator rewards (a library principle the annotator "
+    "goes against is shown with its opposite wording), so strength is ≥ 0 for the wording shown: "
+    "strength = relevance × (2·accuracy − 1), with its 95% CI."
+)
+
+
+def _inverse_texts(principles) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if principles is None:
+        return out
+    if isinstance(principles, pd.DataFrame):
+        if {"key", "inverse_text"} <= set(principles.columns):
+            return {str(k): str(v) for k, v in zip(principles["key"], principles["inverse_text"], strict=False)}
+        return out
+    if isinstance(principles, dict):
+        principles = list(principles.values())
+    for p in principles:
+        key = getattr(p, "key", None)
+        inv = getattr(p, "inverse_text", None)
+        if key is not None and inv:
+            out[str(key)] = str(inv)
+    return out
+
+
+def _default_inverse(text: str) -> str:
+    try:
+        from icai_core.constitution import default_inverse_text
+
+        return default_inverse_text(text)
+    except Exception:  # pragma: no cover - constitution always importable
+        return f"Not: {text}"
+
+
+def rewarded_view(stats: pd.DataFrame, principles=None) -> pd.DataFrame:
+    """`stats` with the rewarded direction of each principle: ``wording`` (text, or the inverse text
+    when strength < 0), ``reward`` (= |strength|), ``reward_ci_low/high`` (the CI of the wording
+    shown: mirrored for reversed rows), ``reward_accuracy`` (accuracy of the wording shown) and
+    ``reversed`` (True when the library wording is turned round). Sorted by ``reward`` descending.
+
+    `principles`: judges / Principle objects / a DataFrame with key + inverse_text (else a generated
+    "other than" wording is used, as the constitution does)."""
+    s = stats.copy().reset_index(drop=True)
+    inv = _inverse_texts(principles)
+    if "inverse_text" in s.columns:
+        for k, v in zip(s["key"], s["inverse_text"], strict=False):
+            if isinstance(v, str) and v:
+                inv.setdefault(str(k), v)
+    strength = pd.to_numeric(s["strength"], errors="coerce")
+    rev = (strength < 0).fillna(False).to_numpy()
+    text = s["text"].astype(str) if "text" in s else s["key"].astype(str)
+    s["reversed"] = rev
+    s["wording"] = [
+        (inv.get(str(k)) or _default_inverse(t)) if r else t for k, t, r in zip(s["key"], text, rev, strict=True)
+    ]
+    s["reward"] = strength.abs()
+    lo = pd.to_numeric(s.get("strength_ci_low", strength), errors="coerce")
+    hi = pd.to_numeric(s.get("strength_ci_high", strength), errors="coerce")
+    s["reward_ci_low"] = np.where(rev, -hi, lo)
+    s["reward_ci_high"] = np.where(rev, -lo, hi)
+    if "accuracy" in s:
+        acc = pd.to_numeric(s["accuracy"], errors="coerce")
+        s["reward_accuracy"] = np.where(rev, 1.0 - acc, acc)
+        if "accuracy_ci_low" in s and "accuracy_ci_high" in s:
+            alo = pd.to_numeric(s["accuracy_ci_low"], errors="coerce")
+            ahi = pd.to_numeric(s["accuracy_ci_high"], errors="coerce")
+            s["reward_accuracy_ci_low"] = np.where(rev, 1.0 - ahi, alo)
+            s["reward_accuracy_ci_high"] = np.where(rev, 1.0 - alo, ahi)
+    order = s["reward"].fillna(-1).sort_values(ascending=False, kind="mergesort").index
+    return s.loc[order].reset_index(drop=True)
+
+
+def short_wording(text: str) -> str:
+    """'Select the response that is easier to read.' -> 'is easier to read' (chart labels)."""
+    t = str(text).strip().rstrip(".")
+    t = re.sub(r"^(Select|Choose|Prefer|Pick) the (response|answer|one) (that|which|with)\s+", "", t, flags=re.I)
+    t = re.sub(r"^(Select|Choose|Prefer|Pick) the (response|answer)\s+", "", t, flags=re.I)
+    return t
+
+
+def _esc_label(text: str, width: int = 48) -> str:
+    """An axis / legend label of data: escaped (plotly renders a small HTML subset in labels, so a group
+    named `<a href=...>` would become a live link) and wrapped."""
+    text = "" if text is None else str(text)
+    lines = textwrap.wrap(text, width) or [""]
+    if len(lines) > 2:
+        lines = lines[:2]
+        lines[-1] = lines[-1][: max(width - 1, 1)] + "…"
+    return "<br>".join(html.escape(line, quote=True) for line in lines)
 
 
 def empty_figure(message: str) -> go.Figure:
@@ -109,6 +206,85 @@ def length_distribution(pairs: pd.DataFrame, *, kind: str = "hist", clip_quantil
     return fig
 
 
+def _words(texts: pd.Series) -> np.ndarray:
+    return texts.astype(str).str.split().str.len().to_numpy(dtype=float)
+
+
+def judgements(pairs: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct (pair, annotator) judgement: repeated rows of the same annotator on the
+    same pair (re-runs, duplicates) are counted once, so no response weighs twice for one annotator."""
+    cols = [c for c in ("prompt", "text_a", "text_b", "annotator") if c in pairs.columns]
+    return pairs.drop_duplicates(subset=cols)
+
+
+def chosen_rejected_words(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per decided judgement (ties left out): words of the chosen and of the rejected response."""
+    d = judgements(pairs)
+    d = d[d["preferred"].isin(["a", "b"])]
+    wa, wb = _words(d["text_a"]), _words(d["text_b"])
+    is_a = (d["preferred"] == "a").to_numpy()
+    out = pd.DataFrame({"chosen": np.where(is_a, wa, wb), "rejected": np.where(is_a, wb, wa)}, index=d.index)
+    if "annotator" in d.columns:
+        out["annotator"] = d["annotator"].astype(str).to_numpy()
+    return out
+
+
+def length_preference(pairs: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFrame:
+    """P(prefer longer) per annotator (one row "all" when there is no annotator column): among decided
+    judgements whose two responses differ in word count, the share that chose the longer one, with a
+    Wilson 95% CI (statsmodels) and the number of judgements it is computed on."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    cw = chosen_rejected_words(pairs)
+    groups = cw.groupby("annotator", sort=True) if "annotator" in cw.columns else [("all", cw)]
+    rows = []
+    for name, g in groups:
+        differ = g["chosen"] != g["rejected"]
+        n = int(differ.sum())
+        k = int((g.loc[differ, "chosen"] > g.loc[differ, "rejected"]).sum())
+        lo, hi = proportion_confint(k, n, alpha=alpha, method="wilson") if n else (np.nan, np.nan)
+        rows.append({"annotator": str(name), "judgements": int(len(g)), "n_unequal": n, "n_longer_chosen": k,
+                     "p_prefer_longer": k / n if n else np.nan, "ci_low": lo, "ci_high": hi,
+                     "median_chosen": float(g["chosen"].median()) if len(g) else np.nan,
+                     "median_rejected": float(g["rejected"].median()) if len(g) else np.nan})
+    return pd.DataFrame(rows)
+
+
+CHOSEN_COLORS = {"chosen": "#2f6db5", "rejected": "#e08a1e"}
+
+
+def chosen_rejected_lengths(pairs: pd.DataFrame, *, kind: str = "hist", clip_quantile: float = 0.99) -> go.Figure:
+    """Length (words) of the chosen vs the rejected response of every decided judgement: the picture of
+    a length bias (A vs B says nothing about bias). Pass one annotator's rows so that each response is
+    counted once."""
+    cw = chosen_rejected_words(pairs) if pairs is not None and len(pairs) else pd.DataFrame()
+    if len(cw) == 0:
+        return empty_figure("No decided judgement (every pair is a tie)")
+    cap = float(np.nanquantile(np.concatenate([cw["chosen"], cw["rejected"]]), clip_quantile))
+    fig = go.Figure()
+    for side in ("chosen", "rejected"):
+        w = cw[side]
+        if kind == "box":
+            fig.add_trace(go.Box(x=w, name=side, marker_color=CHOSEN_COLORS[side], boxmean=True))
+        else:
+            fig.add_trace(go.Histogram(x=w.clip(upper=cap) if cap > 0 else w,
+                                       name=f"{side} (median {int(w.median())} words)",
+                                       marker_color=CHOSEN_COLORS[side], opacity=0.6, nbinsx=50))
+    if kind == "box":
+        fig.update_layout(xaxis_title="words per response")
+    else:
+        fig.update_layout(barmode="overlay", yaxis_title="judgements",
+                          xaxis_title=f"words per response (clipped at {cap:.0f}, the {clip_quantile:.0%} quantile)")
+    fig.update_layout(
+        **{**LAYOUT, "margin": dict(l=10, r=10, t=60, b=60)},
+        title=f"Chosen vs rejected response length ({len(cw):,} decided judgements)",
+        height=340,
+        legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"),
+    )
+    fig.update_xaxes(automargin=True)
+    return fig
+
+
 def preference_balance(pairs: pd.DataFrame) -> go.Figure:
     """Horizontal stacked bar: share of A / B / tie labels."""
     counts = pairs["preferred"].value_counts() if len(pairs) else pd.Series(dtype=int)
@@ -148,40 +324,44 @@ def strength_bar(
     *,
     selected: list[str] | tuple[str, ...] | set[str] | None = None,
     top: int | None = None,
-    title: str = "Principle strength (95% CI)",
+    title: str = "What the annotator rewards: strength (95% CI)",
+    principles=None,
 ) -> go.Figure:
-    """Horizontal bar chart of strength with CI error bars, sorted by strength.
+    """Horizontal bars of each principle's strength *in the direction the annotator rewards* (see
+    `SIGN_RULE`): labels are the rewarded wording, bars |strength| with the mirrored CI.
 
     `stats` rows: key, text, strength, strength_ci_low, strength_ci_high (+ relevance, accuracy,
     significant when present). Keys in `selected` (the constitution) get a solid bar, others a pale one.
     """
     if stats is None or len(stats) == 0:
         return empty_figure("No principle statistics yet")
-    s = stats.copy()
+    s = rewarded_view(stats, principles).dropna(subset=["reward"])
+    if len(s) == 0:
+        return empty_figure("No principle has a strength (no labelled pair)")
     if top is not None and len(s) > top:
-        s = s.reindex(s["strength"].abs().sort_values(ascending=False).index).head(top)
-    s = s.sort_values("strength")
+        s = s.head(top)
+    s = s.iloc[::-1]  # strongest at the top of a horizontal bar chart
     selected = set(selected or ())
-    colors = []
-    for _, r in s.iterrows():
-        base = POS if r["strength"] >= 0 else NEG
-        colors.append(base if (not selected or r["key"] in selected) else _fade(base))
-    err_plus = (s["strength_ci_high"] - s["strength"]).clip(lower=0)
-    err_minus = (s["strength"] - s["strength_ci_low"]).clip(lower=0)
+    colors = [POS if (not selected or k in selected) else _fade(POS) for k in s["key"]]
+    err_plus = (s["reward_ci_high"] - s["reward"]).clip(lower=0)
+    err_minus = (s["reward"] - s["reward_ci_low"]).clip(lower=0)
+    acc = s.get("reward_accuracy", pd.Series(np.nan, index=s.index))
     custom = np.column_stack(
         [
-            [_wrap(t) for t in s.get("text", s["key"])],
+            [_wrap(t) for t in s["wording"]],
             s.get("relevance", pd.Series(np.nan, index=s.index)).to_numpy(dtype=float),
-            s.get("accuracy", pd.Series(np.nan, index=s.index)).to_numpy(dtype=float),
-            s["strength_ci_low"].to_numpy(dtype=float),
-            s["strength_ci_high"].to_numpy(dtype=float),
+            acc.to_numpy(dtype=float),
+            s["reward_ci_low"].to_numpy(dtype=float),
+            s["reward_ci_high"].to_numpy(dtype=float),
             ["yes" if k in selected else "no" for k in s["key"]],
+            [html.escape(str(k)) + (" (opposite wording)" if r else "") for k, r in zip(s["key"], s["reversed"],
+                                                                                      strict=True)],
         ]
     )
     fig = go.Figure(
         go.Bar(
-            x=s["strength"],
-            y=[_label(k) for k in s["key"]],
+            x=s["reward"],
+            y=[_esc_label(short_wording(t), 46) for t in s["wording"]],
             orientation="h",
             marker_color=colors,
             error_x=dict(type="data", array=err_plus, arrayminus=err_minus, color="#444", thickness=1.2),
@@ -189,16 +369,17 @@ def strength_bar(
             hovertemplate=(
                 "%{customdata[0]}<br>strength %{x:+.3f} [%{customdata[3]:+.3f}, %{customdata[4]:+.3f}]"
                 "<br>relevance %{customdata[1]:.1%} · accuracy %{customdata[2]:.1%}"
-                "<br>in constitution: %{customdata[5]}<extra></extra>"
+                "<br>in constitution: %{customdata[5]} · key %{customdata[6]}<extra></extra>"
             ),
         )
     )
     fig.add_vline(x=0, line_color="#333", line_width=1)
     fig.update_layout(
-        **LAYOUT,
+        **{**LAYOUT, "margin": dict(l=10, r=20, t=50, b=60)},
         title=title,
-        xaxis_title="strength = relevance × (2·accuracy − 1); > 0 rewarded, < 0 penalised",
-        height=max(300, 24 * len(s) + 120),
+        xaxis=dict(title="strength of the rewarded wording", automargin=True),
+        yaxis=dict(automargin=True),
+        height=max(300, 30 * len(s) + 130),
         showlegend=False,
     )
     return fig
@@ -211,35 +392,44 @@ def _fade(hex_color: str, amount: float = 0.6) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def relevance_accuracy(stats: pd.DataFrame) -> go.Figure:
-    """Scatter of relevance vs accuracy, marker size ~ |strength|."""
+def relevance_accuracy(stats: pd.DataFrame, *, principles=None, n_labels: int = 8) -> go.Figure:
+    """Scatter of relevance vs accuracy of the rewarded wording (so accuracy ≥ 50%), marker size ~
+    strength. Only the `n_labels` strongest principles get a text label (the rest: hover), so labels
+    neither overlap nor get clipped."""
     if stats is None or len(stats) == 0:
         return empty_figure("No principle statistics yet")
-    s = stats.dropna(subset=["accuracy"])
+    s = rewarded_view(stats, principles).dropna(subset=["reward_accuracy"])
+    if len(s) == 0:
+        return empty_figure("No principle has an accuracy (no labelled pair)")
     sig = s.get("significant", pd.Series(False, index=s.index)).astype(bool)
+    labels = [_esc_label(short_wording(t), 28) if i < n_labels else "" for i, t in enumerate(s["wording"])]
+    positions = ["top center", "bottom center", "middle right", "middle left"]
     fig = go.Figure(
         go.Scatter(
             x=s["relevance"],
-            y=s["accuracy"],
+            y=s["reward_accuracy"],
             mode="markers+text",
-            text=[_label(k) for k in s["key"]],
-            textposition="top center",
+            text=labels,
+            textposition=[positions[i % len(positions)] for i in range(len(s))],
+            textfont=dict(size=11),
+            cliponaxis=False,
             marker=dict(
-                size=8 + 60 * s["strength"].abs(),
-                color=[POS if v >= 0 else NEG for v in s["strength"]],
+                size=8 + 60 * s["reward"].fillna(0),
+                color=[POS if x else _fade(POS) for x in sig],
                 line=dict(width=[2 if x else 0 for x in sig], color="#222"),
             ),
-            customdata=[_wrap(t) for t in s.get("text", s["key"])],
+            customdata=[_wrap(t) for t in s["wording"]],
             hovertemplate="%{customdata}<br>relevance %{x:.1%}<br>accuracy %{y:.1%}<extra></extra>",
         )
     )
     fig.add_hline(y=0.5, line_dash="dot", line_color="#666")
+    xmax = float(min(1.0, max(0.1, s["relevance"].max() * 1.15)))
     fig.update_layout(
-        **LAYOUT,
-        title="Relevance vs accuracy (outlined = significant)",
-        height=420,
-        xaxis=dict(title="relevance", tickformat=".0%"),
-        yaxis=dict(title="accuracy", tickformat=".0%"),
+        **{**LAYOUT, "margin": dict(l=10, r=40, t=50, b=50)},
+        title=f"Relevance vs accuracy (outlined = significant; the {min(n_labels, len(s))} strongest labelled)",
+        height=460,
+        xaxis=dict(title="relevance", tickformat=".0%", range=[-0.02, xmax], automargin=True),
+        yaxis=dict(title="accuracy of the rewarded wording", tickformat=".0%", range=[0.45, 1.02], automargin=True),
     )
     return fig
 
@@ -339,7 +529,7 @@ def reconstruction_bar(
     x_min = max(0.0, min(0.4, float(np.nanmin(lo.to_numpy())) - 0.05)) if len(t) else 0.0
     fig = go.Figure(
         go.Bar(
-            y=labels,
+            y=[_esc_label(lb, 40) for lb in labels],
             x=t["agreement"],
             orientation="h",
             marker_color=colors,
@@ -361,15 +551,11 @@ def reconstruction_bar(
         x=0.5, line_dash="dot", line_color="#666", annotation_text="chance", annotation_position="top"
     )
     fig.update_layout(
-        **LAYOUT,
-        title=title,
-        height=max(260, 44 * len(t) + 110),
-        xaxis=dict(
-            title="agreement with the annotator's held-out choices (95% CI)",
-            tickformat=".0%",
-            range=[x_min, 1.0],
-        ),
-        yaxis=dict(autorange="reversed"),
+        **{**LAYOUT, "margin": dict(l=10, r=20, t=50, b=60)},
+        title=f"{title} (95% CI)",
+        height=max(280, 44 * len(t) + 140),
+        xaxis=dict(title="agreement", tickformat=".0%", range=[x_min, 1.0], automargin=True),
+        yaxis=dict(autorange="reversed", automargin=True),
         showlegend=False,
     )
     return fig
@@ -399,12 +585,12 @@ def strength_heatmap(
     fig = go.Figure(
         go.Heatmap(
             z=z.to_numpy(),
-            x=[str(c) for c in z.columns],
-            y=[_label(k) for k in rows],
+            x=[_esc_label(c, 24) for c in z.columns],
+            y=[_esc_label(short_wording(texts[k]) if k in texts else _label(k), 40) for k in rows],
             zmin=-lim,
             zmax=lim,
             colorscale=[[0, NEG], [0.5, "#f7f7f7"], [1, POS]],
-            colorbar=dict(title="strength"),
+            colorbar=dict(title="strength<br>(+ rewards,<br>− penalises<br>the wording)"),
             customdata=custom,
             text=hover_text,
             texttemplate="%{z:+.2f}",

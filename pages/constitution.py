@@ -19,41 +19,64 @@ st.caption(
 )
 
 # --------------------------------------------------------------------------- thresholds
+# The sliders own their values through their session-state keys, and nothing else sets them except
+# the Reset callback (which runs before the widgets are drawn). So a slider always shows the value in
+# force, the constitution is built from exactly those values, and the exports state them.
 defaults = C.default_selection(audit)
+alphas = sorted(set(W.ALPHAS) | {float(defaults["alpha"])})
+WIDGET_KEYS = {
+    "min_relevance": "thr_min_relevance",
+    "min_abs_strength": "thr_min_abs_strength",
+    "alpha": "thr_alpha",
+    "max_size": "thr_max_size",
+    "require_significant": "thr_require_significant",
+}
+
+
+def _widget_value(name: str, value):
+    if name == "alpha":
+        return W.nearest(alphas, float(value))
+    if name == "max_size":
+        return int(value or 10)
+    if name == "require_significant":
+        return bool(value)
+    return float(value)
+
+
+def _reset_thresholds() -> None:
+    for name, key in WIDGET_KEYS.items():
+        st.session_state[key] = _widget_value(name, defaults[name])
+    st.session_state[C.SELECTION] = dict(defaults)
+
+
 sel = C.current_selection(audit)
+# A different run (or annotator) starts from its own selection, never from another run's sliders.
+ident = (getattr(audit, "run_id", None), audit.dataset_hash, C.config_key(audit.config), audit.annotator)
+if st.session_state.get("_thr_for") != ident:
+    st.session_state["_thr_for"] = ident
+    for name, key in WIDGET_KEYS.items():
+        st.session_state[key] = _widget_value(name, sel.get(name, defaults[name]))
+for name, key in WIDGET_KEYS.items():
+    if key not in st.session_state:
+        st.session_state[key] = _widget_value(name, sel.get(name, defaults[name]))
+
 with st.container(border=True):
     c1, c2, c3, c4, c5 = st.columns([1, 1, 1, 1, 1])
     min_rel = c1.slider(
-        "Min relevance",
-        0.0,
-        0.5,
-        float(sel["min_relevance"]),
-        0.01,
-        key="thr_min_relevance",
+        "Min relevance", 0.0, 0.5, step=0.01, key="thr_min_relevance",
         help="Share of labelled pairs on which the principle expresses a preference.",
     )
     min_str = c2.slider(
-        "Min |strength|",
-        0.0,
-        1.0,
-        float(sel["min_abs_strength"]),
-        0.005,
-        key="thr_min_abs_strength",
-        format="%.3f",
+        "Min |strength|", 0.0, 1.0, step=0.005, key="thr_min_abs_strength", format="%.3f",
         help="relevance × (2·accuracy − 1), in absolute value.",
     )
     alpha = c3.select_slider(
-        "Alpha (BH q-value)",
-        options=W.ALPHAS,
-        value=W.nearest(W.ALPHAS, float(sel["alpha"])),
-        key="thr_alpha",
+        "Alpha (BH q-value)", options=alphas, key="thr_alpha",
         help="False discovery rate for the Benjamini-Hochberg corrected tests.",
     )
-    max_size = c4.slider("Max size", 1, 25, int(sel["max_size"] or 10), 1, key="thr_max_size")
+    max_size = c4.slider("Max size", 1, 25, step=1, key="thr_max_size")
     req_sig = c5.checkbox(
-        "Require significance",
-        bool(sel["require_significant"]),
-        key="thr_require_significant",
+        "Require significance", key="thr_require_significant",
         help="Only principles with q-value < alpha can enter.",
     )
     new_sel = {
@@ -64,17 +87,12 @@ with st.container(border=True):
         "require_significant": bool(req_sig),
     }
     st.session_state[C.SELECTION] = new_sel
-    if new_sel != defaults and st.button("Reset to defaults", key="thr_reset", icon=":material/restart_alt:"):
-        st.session_state[C.SELECTION] = dict(defaults)
-        for k in (
-            "thr_min_relevance",
-            "thr_min_abs_strength",
-            "thr_alpha",
-            "thr_max_size",
-            "thr_require_significant",
-        ):
-            st.session_state.pop(k, None)
-        st.rerun()
+    at_defaults = all(new_sel[k] == _widget_value(k, defaults[k]) for k in WIDGET_KEYS)
+    st.button(
+        "Reset to defaults", key="thr_reset", icon=":material/restart_alt:", on_click=_reset_thresholds,
+        disabled=at_defaults, help="Back to the thresholds of the audit's configuration: " + ", ".join(
+            f"{k.replace('_', ' ')} {defaults[k]}" for k in WIDGET_KEYS),
+    )
 
 constitution, recon, sel = C.current_constitution(audit)
 
@@ -93,21 +111,28 @@ with left:
     else:
         st.code(constitution.text(), language=None, wrap_lines=True)
         st.dataframe(
-            constitution.to_frame()[["key", "strength", "accuracy", "relevance", "q_value", "inverted"]],
+            constitution.to_frame()[["text", "strength", "accuracy", "relevance", "q_value", "key"]].rename(
+                columns={"text": "rewarded principle"}),
             hide_index=True,
             width="stretch",
-            column_config=W.stats_column_config(),
+            column_config={**W.stats_column_config(),
+                           "rewarded principle": st.column_config.TextColumn(width="large")},
         )
 with right:
     st.subheader("Reconstruction of held-out choices")
     st.plotly_chart(F.reconstruction_bar(recon.table), key="recon_chart")
     tbl = recon.table.copy()
     tbl["method"] = [F.METHOD_LABELS.get(m, m) for m in tbl["method"]]
+    tbl["95% CI"] = [f"{lo:.1%} – {hi:.1%}" for lo, hi in zip(tbl["ci_low"], tbl["ci_high"], strict=True)]
     st.dataframe(
-        tbl[["method", "agreement", "ci_low", "ci_high", "n_test", "description"]],
+        tbl[["method", "agreement", "95% CI", "n_test", "description"]].rename(columns={"n_test": "n test"}),
         hide_index=True,
         width="stretch",
-        column_config=W.stats_column_config(),
+        column_config={**W.stats_column_config(),
+                       "method": st.column_config.TextColumn(width="medium"),
+                       "95% CI": st.column_config.TextColumn(width="small"),
+                       "n test": st.column_config.NumberColumn(format="%d", width="small"),
+                       "description": st.column_config.TextColumn(width="medium")},
     )
     st.caption(
         f"{recon.n_test:,} held-out pairs (ties excluded: {recon.n_test_ties:,}); "
@@ -118,13 +143,14 @@ with right:
 st.subheader("All principles")
 st.caption(
     "Statistics over all labelled pairs (the constitution itself is selected on the training split). "
-    "Solid bars are in the constitution."
+    "Solid bars are in the constitution. " + F.SIGN_RULE
 )
 tab_chart, tab_table = st.tabs(["Strength chart", "Table"])
 with tab_chart:
-    st.plotly_chart(F.strength_bar(audit.stats, selected=constitution.keys), key="strength_chart")
+    st.plotly_chart(F.strength_bar(audit.stats, selected=constitution.keys, principles=audit.principles),
+                    key="strength_chart")
 with tab_table:
-    W.stats_table(audit.stats, constitution.keys)
+    W.stats_table(audit.stats, constitution.keys, audit.principles)
 
 # --------------------------------------------------------------------------- example browser
 st.subheader("Example browser")

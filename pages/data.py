@@ -8,6 +8,7 @@ import streamlit as st
 from icai_core import figures as F
 from ui import common as C
 from ui import intake as I
+from ui import safe as S
 
 st.title("Data")
 st.caption(
@@ -15,6 +16,21 @@ st.caption(
     "annotator preferred. CSV, TSV, JSON, JSON Lines and Parquet; the Principia/ICAI CSV, AlpacaEval "
     "annotations, Chatbot Arena battles and HH-RLHF chosen/rejected files are recognised automatically."
 )
+
+SESSION_UPLOADS = "session_uploads"  # name -> LoadedDataset of every file uploaded in this session
+EMPTY_MESSAGE = "No data loaded yet — upload a file above, pick a bundled sample, or click **Demo** on Home."
+
+
+def remember_upload(ds) -> None:
+    """Keep every dataset uploaded in this session (newest last, at most 8) so other pages, e.g. Compare
+    several datasets, can offer them again without a new upload."""
+    uploads = dict(st.session_state.get(SESSION_UPLOADS) or {})
+    uploads.pop(ds.name, None)
+    uploads[ds.name] = ds
+    while len(uploads) > 8:
+        uploads.pop(next(iter(uploads)))
+    st.session_state[SESSION_UPLOADS] = uploads
+
 
 TIES = {"keep": "Keep ties (excluded from accuracy and strength)", "exclude": "Drop tied pairs at load"}
 
@@ -39,32 +55,43 @@ with tab_upload:
         sig = (uploaded.file_id, ties, repr(mapping))
         outcome = st.session_state.get("_upload_outcome")
         if outcome is None or st.session_state.get("_upload_sig") != sig:
-            with st.spinner(f"Reading {uploaded.name}…"):
+            for k in [k for k in st.session_state if str(k).startswith("map_")]:
+                del st.session_state[k]  # a new file or mapping: the form starts from its own guesses
+            with st.spinner(f"Reading {S.md(uploaded.name)}…"):
                 outcome = I.handle_upload(uploaded.name, content, ties=ties, mapping=mapping)
             st.session_state["_upload_sig"] = sig
             st.session_state["_upload_outcome"] = outcome
             if outcome.ok:
-                C.set_dataset(C.dataset_from_load_result(outcome.result, name=uploaded.name, source="upload"))
-        if outcome.error:
+                loaded = C.dataset_from_load_result(outcome.result, name=uploaded.name, source="upload")
+                C.set_dataset(loaded)
+                remember_upload(loaded)
+        if outcome.error and outcome.needs_mapping and mapping is None:
+            # Not an error: the columns were not recognised, and the form below is pre-filled.
+            st.info(outcome.error, icon=":material/info:")
+        elif outcome.error:
             st.error(outcome.error, icon=":material/error:")
         if outcome.needs_mapping:
-            st.markdown("**Say which column holds what** — the layout was not recognised.")
+            guesses = I.prefill(outcome)
+            st.markdown(
+                "**Say which column holds what.** Every column whose name we could match is already "
+                f"selected ({len(guesses)} of {len(I.mapping_fields()) - 1}); check them, fill in the ones "
+                "marked * that are still empty, then load."
+            )
             with st.form("mapping_form"):
                 opts = [""] + outcome.columns
                 choices = {}
                 cols = st.columns(4)
-                for i, fld in enumerate(I.mapping_fields()):
-                    if fld == "values":
-                        continue
-                    guess = I.suggested_value(outcome.suggested, fld)
+                for i, fld in enumerate(f for f in I.mapping_fields() if f != "values"):
+                    guess = guesses.get(fld, "")
                     required = fld in ("text_a", "text_b", "preferred")
                     choices[fld] = cols[i % 4].selectbox(
-                        fld + (" *" if required else ""),
+                        I.FIELD_LABELS.get(fld, fld) + (" *" if required else ""),
                         opts,
                         index=opts.index(guess) if guess in opts else 0,
                         key=f"map_{fld}",
+                        format_func=lambda c: "(not in this file)" if c == "" else c,
                     )
-                pref_col = I.suggested_value(outcome.suggested, "preferred")
+                pref_col = guesses.get("preferred")
                 values_text = st.text_input(
                     "Preference labels (optional)",
                     value=I.format_value_map(getattr(outcome.suggested, "values", None) or {})
@@ -80,7 +107,7 @@ with tab_upload:
                     st.session_state["_mapping_for"] = uploaded.file_id
                     st.rerun()
                 except ValueError as exc:
-                    st.error(f"{uploaded.name}: {exc} (the fields marked * are required).")
+                    st.error(f"{S.md(uploaded.name)}: {S.md(exc)} (the fields marked * are required).")
     else:
         st.session_state.pop("_upload_outcome", None)
         st.session_state.pop("_upload_sig", None)
@@ -105,53 +132,79 @@ with tab_bundled:
 # --------------------------------------------------------------------------- summary + preview
 ds = C.get_dataset()
 if ds is None:
-    st.info(C.NO_DATA_MESSAGE, icon=":material/info:")
+    st.info(EMPTY_MESSAGE, icon=":material/info:")
     st.stop()
 
 st.divider()
-st.subheader(f"Loaded: {C.escape_md(ds.name)}")
+st.subheader(f"Loaded: {S.md(ds.name)}")
 report = ds.report
 if report is not None:
     fmt = getattr(report, "format", ds.format)
     st.caption(
-        f"Format: **{C.escape_md(fmt)}** ({C.escape_md(getattr(report, 'file_type', '').upper())}) · "
+        f"Format: **{S.md(fmt)}** ({S.md(getattr(report, 'file_type', '').upper())}) · "
         f"{getattr(report, 'rows_read', ds.n):,} rows read, {getattr(report, 'rows_kept', ds.n):,} kept"
         + "".join(
-            f" · excluded {n:,}: {C.escape_md(r)}" for r, n in (getattr(report, "excluded", {}) or {}).items()
+            f" · excluded {n:,}: {S.md(r)}" for r, n in (getattr(report, "excluded", {}) or {}).items()
         )
     )
     for w in getattr(report, "warnings", []) or []:
-        st.warning(w)
+        st.warning(S.md(w))
 
 summary = C.summary_cached(ds.hash, _pairs=ds.pairs)
 counts = summary["preference_counts"]
-m1, m2, m3, m4, m5 = st.columns(5)
-m1.metric("Pairs", f"{summary['rows']:,}")
-m2.metric("A preferred", C.fmt_pct(summary["preference_shares"]["a"]), help=f"{counts['a']:,} pairs")
-m3.metric("B preferred", C.fmt_pct(summary["preference_shares"]["b"]), help=f"{counts['b']:,} pairs")
+prefer_longer = F.length_preference(ds.pairs)
+pooled_longer = F.length_preference(ds.pairs.drop(columns=["annotator"], errors="ignore"))
+m1, m2, m3, m4, m5, m6 = st.columns(6)
+m1.metric("Rows (judgements)", f"{summary['rows']:,}")
+m2.metric("A preferred", C.fmt_pct(summary["preference_shares"]["a"]), help=f"{counts['a']:,} rows")
+m3.metric("B preferred", C.fmt_pct(summary["preference_shares"]["b"]), help=f"{counts['b']:,} rows")
 m4.metric("Ties", f"{counts['tie']:,}")
 m5.metric("Annotators", len(summary["annotators"]) or "—")
+pl = pooled_longer.iloc[0] if len(pooled_longer) else None
+m6.metric(
+    "P(prefer longer)",
+    C.fmt_pct(pl["p_prefer_longer"]) if pl is not None else "n/a",
+    help=("Share of decided judgements whose responses differ in length that chose the longer one "
+          + (f"({int(pl['n_longer_chosen']):,} of {int(pl['n_unequal']):,}; Wilson 95% CI "
+             f"{C.fmt_pct(pl['ci_low'])} – {C.fmt_pct(pl['ci_high'])}). 50% = no length preference."
+             if pl is not None else "")),
+)
 if summary.get("distinct_pairs") and summary["distinct_pairs"] != summary["rows"]:
     st.caption(f"{summary['distinct_pairs']:,} distinct pairs (several annotators judged the same pair).")
 empty = summary["empty_texts"]["responses_total"]
 if empty:
     st.caption(f"{empty:,} empty responses (kept: real model failures are data too).")
 
+annotators = list(summary["annotators"])
 c1, c2 = st.columns([3, 2])
 with c1:
+    rows = ds.pairs
+    if len(annotators) > 1:
+        who = st.selectbox(
+            "Whose judgements", annotators, key="len_annotator", format_func=S.plain,
+            help="One annotator at a time, so that each response is counted once.",
+        )
+        rows = ds.pairs[ds.pairs["annotator"].astype(str) == who]
     kind = st.segmented_control(
-        "Length plot",
-        ["hist", "box"],
-        default="hist",
-        format_func={"hist": "Histogram", "box": "Box"}.get,
+        "Length plot", ["hist", "box"], default="hist", format_func={"hist": "Histogram", "box": "Box"}.get,
         key="len_kind",
     )
-    st.plotly_chart(F.length_distribution(ds.pairs, kind=kind or "hist"), key="len_chart")
+    st.plotly_chart(F.chosen_rejected_lengths(rows, kind=kind or "hist"), key="len_chart")
+    st.caption("Length of the response the annotator chose vs the one it rejected (ties left out). "
+               "A vs B only shows the order the pairs were stored in; chosen vs rejected shows a length bias.")
 with c2:
     st.plotly_chart(F.preference_balance(ds.pairs), key="balance_chart")
-    if summary["annotators"]:
-        ann = pd.DataFrame(list(summary["annotators"].items()), columns=["annotator", "rows"])
-        st.dataframe(ann, hide_index=True, width="stretch", height=min(35 * (len(ann) + 1) + 3, 250))
+    table = prefer_longer.rename(columns={"judgements": "decided", "n_unequal": "unequal length",
+                                          "p_prefer_longer": "P(prefer longer)"})
+    table["95% CI"] = [
+        "" if pd.isna(lo) else f"{lo:.0%} – {hi:.0%}" for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
+    ]
+    st.dataframe(
+        table[["annotator", "decided", "unequal length", "P(prefer longer)", "95% CI"]],
+        hide_index=True, width="stretch", height=min(35 * (len(table) + 1) + 3, 250),
+        column_config={"P(prefer longer)": st.column_config.NumberColumn(format="percent"),
+                       "annotator": st.column_config.TextColumn(width="medium")},
+    )
 
 st.subheader("Preview")
 st.dataframe(ds.pairs.head(200), hide_index=True, width="stretch", height=320)

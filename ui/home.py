@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import common as C
+from ui import safe as S
 from ui.engine import LLM, OFFLINE
 
 
@@ -21,7 +22,7 @@ def render() -> None:
     with c1:
         st.markdown(
             "##### 1 · Measure\n"
-            f"{_n_judges()} measurable judges (length, lists, headers, code, hedging, confidence, refusals, "
+            f"{_n_judges()} (length, lists, headers, code, hedging, confidence, refusals, "
             "politeness, overlap with the prompt…) vote on every pair: *A*, *B* or *not relevant*."
         )
     with c2:
@@ -48,19 +49,23 @@ def render() -> None:
 
 
 def _n_judges() -> str:
+    """"31 measurable judges (+1 with sentence embeddings)": the same count the Principles page shows as
+    tested (an audit without embeddings tests the first number)."""
     try:
-        from icai_core.judges import PRINCIPLES
+        from icai_core.judges import EMBEDDING_KEYS, PRINCIPLES
 
-        return str(len(PRINCIPLES))
+        n_emb = len(EMBEDDING_KEYS)
+        base = len(PRINCIPLES) - n_emb
+        return f"{base} measurable judges" + (f" (+{n_emb} with sentence embeddings)" if n_emb else "")
     except Exception:
-        return "Dozens of"
+        return "Dozens of measurable judges"
 
 
 # --------------------------------------------------------------------------- demo
 def _demo_section() -> None:
     st.subheader("Try it on real data")
     st.markdown(
-        f"One click loads a bundled sample of real public judgements — **{C.escape_md(C.demo_description())}** — "
+        f"One click loads a bundled sample of real public judgements — **{S.md(C.demo_description())}** — "
         "and runs the offline audit (measurable judges; the embedding-based ones can be added on the Principles page): no key, no network."
     )
     b1, b2 = st.columns([1, 3])
@@ -76,41 +81,35 @@ def _demo_section() -> None:
     if audit is None:
         if C.get_job() is None:
             st.caption(
-                f"Loaded **{C.escape_md(ds.name)}** ({ds.n:,} pairs). Run the audit on the Principles page."
+                f"Loaded **{S.md(ds.name)}** ({ds.n:,} pairs). Run the audit on the Principles page."
             )
         return
     _headline(audit)
 
 
 def _headline(audit) -> None:
+    from icai_core.figures import rewarded_view
+
     stats = audit.stats.dropna(subset=["strength"])
     sig = stats[stats["significant"].astype(bool)] if "significant" in stats else stats
-    rewarded = sig[sig["strength"] > 0].sort_values("strength", ascending=False).head(3)
-    penalised = sig[sig["strength"] < 0].sort_values("strength").head(3)
+    top = rewarded_view(sig, getattr(audit, "principles", None)).head(5)
     recon = audit.reconstruction.table.set_index("method")
-    who = C.escape_md(C.annotator_label(audit.annotator, audit))
-    st.success(f"Audit of **{C.escape_md(audit.dataset_name)}** ready — {who}.")
+    who = S.md(C.annotator_label(audit.annotator, audit))
+    st.success(f"Audit of **{S.md(audit.dataset_name)}** ready — {who}.")
     m1, m2, m3 = st.columns(3)
-    m1.metric("Significant principles", f"{len(sig)} of {len(stats)}")
+    m1.metric("Significant principles", f"{len(sig)} of {len(stats)} tested")
     m2.metric("Constitution size", len(audit.constitution))
     if "logistic_regression" in recon.index:
         base = recon["agreement"].get("majority_class")
         agree = recon.loc["logistic_regression", "agreement"]
         delta = None if base is None else f"{(agree - base) * 100:+.1f} pts vs majority class"
         m3.metric("Held-out agreement", C.fmt_pct(agree), delta=delta)
-    c1, c2 = st.columns(2)
-    with c1:
-        st.markdown("**Most rewarded**")
-        for _, r in rewarded.iterrows():
-            st.markdown(f"- {C.escape_md(r['text'])} — strength {r['strength']:+.3f}")
-        if rewarded.empty:
-            st.caption("none significant")
-    with c2:
-        st.markdown("**Most penalised**")
-        for _, r in penalised.iterrows():
-            st.markdown(f"- {C.escape_md(r['text'])} — strength {r['strength']:+.3f}")
-        if penalised.empty:
-            st.caption("none significant")
+    st.markdown("**What this annotator rewards most** (significant principles, in the direction rewarded)")
+    for _, r in top.iterrows():
+        st.markdown(f"- {S.md(r['wording'])} — strength {r['reward']:+.3f} "
+                    f"[{r['reward_ci_low']:+.3f}, {r['reward_ci_high']:+.3f}]")
+    if top.empty:
+        st.caption("No principle is significant for this annotator.")
     l1, l2, l3 = st.columns(3)
     l1.page_link("pages/principles.py", label="Principles", icon=":material/science:")
     l2.page_link("pages/constitution.py", label="Constitution & reconstruction", icon=":material/gavel:")

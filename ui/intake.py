@@ -36,6 +36,22 @@ class UploadOutcome:
         return self.result is not None
 
 
+# The mapping form's labels, in the words of someone looking at their own spreadsheet.
+FIELD_LABELS = {
+    "prompt": "Prompt / instruction",
+    "text_a": "First response (A)",
+    "text_b": "Second response (B)",
+    "preferred": "Which one was preferred",
+    "id": "Row id",
+    "annotator": "Annotator / judge",
+    "model_a": "Model that wrote A",
+    "model_b": "Model that wrote B",
+    "language": "Language",
+    "pair_id": "Pair id (same pair, several annotators)",
+    "category": "Category / topic",
+}
+
+
 def mapping_fields() -> list[str]:
     from icai_core.data import ColumnMapping
 
@@ -149,3 +165,26 @@ def suggested_value(suggested: Any, fld: str) -> str | None:
     if isinstance(suggested, dict):
         return suggested.get(fld)
     return getattr(suggested, fld, None)
+
+
+def prefill(outcome: UploadOutcome) -> dict[str, str]:
+    """The mapping form's pre-selection: field -> column, for every confident guess.
+
+    The loader's suggestion first (it knows the formats' synonyms), then any column named exactly like
+    a field (case-insensitive, `preferred_text` for `preferred`). Only columns the file has are
+    returned; a field without a confident guess is left out (the form shows it empty)."""
+    cols = list(outcome.columns or [])
+    lower = {c.lower(): c for c in cols}
+    out: dict[str, str] = {}
+    for fld in mapping_fields():
+        if fld == "values":
+            continue
+        guess = suggested_value(outcome.suggested, fld)
+        if guess in cols:
+            out[fld] = guess
+            continue
+        for name in (fld, "preferred_text" if fld == "preferred" else None):
+            if name and name.lower() in lower:
+                out[fld] = lower[name.lower()]
+                break
+    return out

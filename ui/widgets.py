@@ -52,24 +52,31 @@ def _ci(lo: pd.Series, hi: pd.Series, fmt: str) -> list[str]:
 
 
 def stats_view(stats: pd.DataFrame, selected: Iterable[str] = (), principles: pd.DataFrame | None = None):
-    """Readable principle table: one CI column per measure, sorted by |strength|."""
-    s = stats.copy()
-    if principles is not None and "family" in principles.columns and "family" not in s.columns:
+    """Readable principle table in the one sign convention (`figures.SIGN_RULE`): each principle in the
+    wording the annotator rewards, its strength ≥ 0 for that wording, one CI column per measure,
+    sorted by strength."""
+    from icai_core.figures import rewarded_view
+
+    s = rewarded_view(stats, principles)
+    if principles is not None and "family" in getattr(principles, "columns", []) and "family" not in s.columns:
         s = s.merge(principles[["key", "family"]], on="key", how="left")
-    s = s.reindex(s["strength"].abs().sort_values(ascending=False).index)
+    acc = s["reward_accuracy"] if "reward_accuracy" in s else s.get("accuracy")
+    acc_lo = s.get("reward_accuracy_ci_low", s.get("accuracy_ci_low"))
+    acc_hi = s.get("reward_accuracy_ci_high", s.get("accuracy_ci_high"))
     out = pd.DataFrame(
         {
-            "principle": s["text"],
-            "family": s["family"] if "family" in s else "",
-            "in constitution": s["key"].isin(set(selected)),
-            "strength": s["strength"],
-            "strength 95% CI": _ci(s["strength_ci_low"], s["strength_ci_high"], "+.3f"),
+            "rewarded principle": s["wording"],
+            "strength": s["reward"],
+            "strength 95% CI": _ci(s["reward_ci_low"], s["reward_ci_high"], "+.3f"),
             "relevance": s["relevance"],
-            "accuracy": s["accuracy"],
-            "accuracy 95% CI": _ci(s["accuracy_ci_low"], s["accuracy_ci_high"], ".1%"),
+            "accuracy": acc,
+            "accuracy 95% CI": _ci(acc_lo, acc_hi, ".1%") if acc_lo is not None else "",
             "n relevant": s["n_relevant"],
             "q-value": s["q_value"],
             "significant": s["significant"].astype(bool),
+            "in constitution": s["key"].isin(set(selected)),
+            "opposite wording": s["reversed"].astype(bool),
+            "family": s["family"] if "family" in s else "",
             "key": s["key"],
         }
     )
@@ -81,7 +88,14 @@ def stats_table(
 ):
     cfg = stats_column_config()
     cfg["q-value"] = cfg["q_value"]
-    cfg["principle"] = st.column_config.TextColumn(width="large")
+    cfg["rewarded principle"] = st.column_config.TextColumn(
+        width="large", help="Worded in the direction the annotator rewards (strength ≥ 0 for this wording).")
+    cfg["strength"] = st.column_config.NumberColumn(format="%+.3f", width="small")
+    cfg["strength 95% CI"] = st.column_config.TextColumn(width="medium")
+    cfg["accuracy 95% CI"] = st.column_config.TextColumn(width="medium")
+    cfg["n relevant"] = st.column_config.NumberColumn(format="%d", width="small")
+    cfg["opposite wording"] = st.column_config.CheckboxColumn(
+        help="The library states this principle the other way round; the annotator rewards the opposite.")
     st.dataframe(
         stats_view(stats, selected, principles), hide_index=True, width="stretch", column_config=cfg, **kw
     )
@@ -119,25 +133,30 @@ def vote_table(
     texts: dict[str, str],
     constitution: Any = None,
     only_relevant: bool = True,
+    reversed_keys: Iterable[str] = (),
 ) -> pd.DataFrame:
+    """Each principle's vote on one pair. `texts` are the wordings to show (the rewarded wording,
+    `figures.rewarded_view`); for keys in `reversed_keys` that wording is the library's opposite, so
+    the vote is turned round with it (the wording and the side it picks always match)."""
     signs = dict(getattr(constitution, "signs", {}) or {})
+    flip = set(reversed_keys)
     target = {"a": 1, "b": -1}.get(preferred, 0)
     rows = []
     for key, v in votes_row.items():
-        v = int(v)
+        v = int(v) * (-1 if key in flip else 1)
         if only_relevant and v == 0:
             continue
         agrees = "—" if v == 0 or target == 0 else ("✓ agrees" if v == target else "✗ disagrees")
         rows.append(
             {
                 "principle": texts.get(key, key),
-                "key": key,
-                "vote": VOTE_LABEL.get(v, str(v)),
+                "picks": VOTE_LABEL.get(v, str(v)),
                 "vs annotator": agrees,
-                "in constitution": ("reversed" if signs.get(key) == -1 else "yes") if key in signs else "",
+                "in constitution": "yes" if key in signs else "",
+                "key": key,
             }
         )
-    return pd.DataFrame(rows, columns=["principle", "key", "vote", "vs annotator", "in constitution"])
+    return pd.DataFrame(rows, columns=["principle", "picks", "vs annotator", "in constitution", "key"])
 
 
 FILTERS = {
@@ -151,7 +170,11 @@ FILTERS = {
 def example_browser(audit: Any, constitution: Any, recon: Any, *, key: str = "ex") -> None:
     pairs = audit.pairs
     votes = audit.votes
-    texts = dict(zip(audit.stats["key"], audit.stats["text"], strict=False))
+    from icai_core.figures import rewarded_view
+
+    rv = rewarded_view(audit.stats, getattr(audit, "principles", None))
+    texts = dict(zip(rv["key"], rv["wording"], strict=False))
+    flipped = set(rv.loc[rv["reversed"].astype(bool), "key"])
     preds = getattr(recon, "predictions", None)
     method = "logistic_regression"
     c1, c2, c3 = st.columns([2, 1, 1])
@@ -190,7 +213,8 @@ def example_browser(audit: Any, constitution: Any, recon: Any, *, key: str = "ex
     st.markdown(f"{verdict} · {split} pair · id `{str(row['id']).replace('`', '')}`")
     render_pair(row)
     st.markdown("**Each principle's vote**")
-    vt = vote_table(votes.loc[i], pref, texts, constitution, only_relevant=only_rel)
+    vt = vote_table(votes.loc[i], pref, texts, constitution, only_relevant=only_rel, reversed_keys=flipped)
+    st.caption("Principles in the wording the annotator rewards; *picks* = the response that wording favours.")
     st.dataframe(
         vt,
         hide_index=True,
