@@ -26,6 +26,39 @@ mode = st.radio(
     horizontal=True,
 )
 
+# --------------------------------------------------------------------------- judge report card
+annotators = sorted(audit.all_pairs["annotator"].astype(str).unique()) if "annotator" in audit.all_pairs else []
+if len(annotators) > 1:
+    st.subheader("Judge report card")
+    st.caption(
+        "AlpacaEval's judge table, generalised and computed on this file: each annotator's agreement with "
+        "a reference annotator on the pairs both judged (95% CI clustered by prompt, Cohen's κ), how often "
+        "it prefers the longer response or the one with more list items, position bias where presentation "
+        "order is known (and swap consistency where a pair was shown in both orders), tie rate and "
+        "self-preference where the annotator is also a model that wrote responses."
+    )
+    r1, r2 = st.columns([1, 2])
+    guess = next((a for a in annotators if "human" in a.lower()), annotators[0])
+    reference = r1.selectbox("Reference annotator", annotators, index=annotators.index(guess), key="cmp_reference",
+                             format_func=C.escape_md)
+    pooled = r2.multiselect("Pool these annotators into one group (e.g. all GPT-4 runs)",
+                            [a for a in annotators if a != reference], key="cmp_pool", format_func=C.escape_md)
+    groups = (("pooled: " + ", ".join(pooled)[:60], tuple(pooled)),) if len(pooled) > 1 else ()
+    card, agree = CU.report_card_cached(audit.dataset_hash, str(audit.run_id), reference, groups, _audit=audit)
+    st.dataframe(
+        card, hide_index=True, width="stretch", key="cmp_card",
+        column_config={c: st.column_config.NumberColumn(format="%.3f") for c in card.columns
+                       if card[c].dtype.kind == "f"},
+    )
+    for row in agree:
+        if row.get("message"):
+            st.caption(f"{C.escape_md(row['a'])} vs {C.escape_md(row['b'])}: {C.escape_md(row['message'])}")
+    with st.expander("Agreement between every pair of annotators"):
+        _, all_pairs_agree = CU.report_card_cached(audit.dataset_hash, str(audit.run_id), None, (), _audit=audit)
+        st.dataframe(CU.agreement_matrix(all_pairs_agree, annotators).style.format("{:.1%}", na_rep="—"),
+                     width="stretch", key="cmp_agree_matrix")
+    st.divider()
+
 result = None
 if mode == "groups":
     label_col = (getattr(ds.report, "mapping", None) or {}).get("preferred")

@@ -81,15 +81,17 @@ ds = C.require_data()
 
 # --------------------------------------------------------------------------- run controls
 with st.container(border=True):
-    st.markdown(f"**Dataset:** {C.escape_md(ds.name)} · {ds.n:,} pairs")
+    st.markdown(f"**Dataset:** {C.escape_md(ds.name)} · {ds.n:,} rows")
     c1, c2, c3 = st.columns([2, 2, 3])
     c1.toggle(
         "Use sentence embeddings",
-        value=bool(st.session_state.get("use_embeddings", True)),
+        value=bool(st.session_state.get("use_embeddings", False)),
         key="_use_embeddings_widget",
         on_change=lambda: st.session_state.update(use_embeddings=st.session_state["_use_embeddings_widget"]),
-        help="Adds the embedding-based judges (e.g. relevance to the prompt). Slower on the first run; "
-        "the bundled MiniLM model runs locally.",
+        help="Adds the embedding-based judge (semantic closeness to the prompt, bundled MiniLM, local). "
+        "Off by default: it embeds every response, which costs roughly 2 ms per distinct pair on 2 CPU "
+        "cores the first time (cached afterwards; see docs/benchmarks.md), while the other judges take "
+        "a fraction of that.",
     )
     job = C.get_job()
     running = job is not None and job.running

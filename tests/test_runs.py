@@ -149,6 +149,12 @@ def test_icai_run_renders_on_every_page(icai_run, home):
             assert_ok(at)
         shown = at.session_state["audit"].view(name)
         assert shown.constitution.text() == result.view(name).constitution.text()
+    # Compare: the judge report card over every annotator, against the chosen reference
+    at.switch_page("pages/compare.py").run()
+    assert_ok(at)
+    card = next(d.value for d in at.dataframe if "p_prefer_longer" in getattr(d.value, "columns", []))
+    assert set(card["annotator"]) == set(names)
+    assert (card["n_pairs"] == 80).all()
 
 
 def test_cli_audit_is_recorded_listed_reported_and_reopened(shared_data, home, tmp_path, capsys):

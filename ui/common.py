@@ -456,7 +456,7 @@ def audit_config_from_state():
     """The AuditConfig the current session asks for (embeddings toggle on the Principles page)."""
     from icai_core.audit import AuditConfig
 
-    return AuditConfig(use_embeddings=bool(st.session_state.get("use_embeddings", True)))
+    return AuditConfig(use_embeddings=bool(st.session_state.get("use_embeddings", False)))
 
 
 def load_demo_dataset(*, start: bool = True) -> LoadedDataset | None:

@@ -150,3 +150,27 @@ def diff_view(d: Any, group_a: str, group_b: str) -> pd.DataFrame:
         }
     )
     return t.drop(columns=[c for c in ("inverted_a", "inverted_b") if c in t.columns])
+
+
+@st.cache_data(show_spinner="Building the judge report card…", max_entries=32)
+def report_card_cached(dataset_hash: str, run_key: str, reference: str | None, groups: tuple, _audit: Any):
+    """(report card DataFrame, agreement list) over every annotator's rows of the run.
+
+    `groups`: ((name, (member, ...)), ...) pooled sides for the agreement table, e.g. all GPT-4 runs."""
+    from icai_core.reportcard import agreement_table, report_card
+
+    pairs = _audit.all_pairs
+    order = _audit.config.evidence.order_known
+    card = report_card(pairs, reference=reference, order_known=order, alpha=_audit.config.alpha)
+    agree = agreement_table(pairs, reference=reference, groups={g: list(m) for g, m in groups} or None,
+                            alpha=_audit.config.alpha)
+    return card, agree
+
+
+def agreement_matrix(agree: list[dict], names: list[str]) -> pd.DataFrame:
+    """Square table of pairwise agreement (diagonal empty) from `agreement_table` rows."""
+    m = pd.DataFrame(index=names, columns=names, dtype=float)
+    for r in agree:
+        if r["a"] in m.index and r["b"] in m.columns and r.get("agreement") is not None:
+            m.loc[r["a"], r["b"]] = m.loc[r["b"], r["a"]] = r["agreement"]
+    return m
