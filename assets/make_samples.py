@@ -25,6 +25,15 @@ SAMPLES = {
     "alpacaeval1_gpt4_judge_sample.csv": ("alpacaeval1_gpt4_judge.csv", ("rows", 600)),
     "arena_llama3_70b_human_sample.csv": ("arena_llama3_70b_human.csv", ("rows", 300)),
     "alpacaeval_human_vs_gpt4_sample.csv": ("alpacaeval_human_vs_gpt4.csv", ("pairs", 150)),
+    # the dataset gallery (ui/gallery.py, assets/gallery.json): every real set we may redistribute
+    "alpacaeval2_gpt4turbo_judge_sample.csv": ("alpacaeval2_gpt4turbo_judge.csv", ("rows", 450)),
+    "alpacaeval_judge_variants_sample.csv": ("alpacaeval_judge_variants.csv", ("pairs", 150)),
+    "pandalm_human_vs_judges_sample.csv": ("pandalm_human_vs_judges.csv", ("pairs", 200)),
+    "prd_vicuna80_human_vs_gpt4_sample.csv": ("prd_vicuna80_human_vs_gpt4.csv", ("pairs", 100)),
+    "hh_rlhf_harmless_test_sample.csv": ("hh_rlhf_harmless_test.csv", ("rows", 800)),
+    "icai_synthetic_orthogonal.csv": ("icai_synthetic_orthogonal.csv", ("all", 0)),
+    "icai_synthetic_aligned.csv": ("icai_synthetic_aligned.csv", ("all", 0)),
+    "icai_synthetic_mixed.csv": ("icai_synthetic_mixed.csv", ("all", 0)),
 }
 
 
@@ -47,7 +56,9 @@ def main(data_dir: Path) -> None:
         rows = _records(data_dir / source)
         header, data = rows[0], rows[1:]
         rng = np.random.default_rng(SEED)
-        if kind == "rows":
+        if kind == "all":
+            keep = set(range(len(data)))
+        elif kind == "rows":
             keep = set(rng.choice(len(data), size=n, replace=False).tolist())
         else:
             col = header.index("pair_id")

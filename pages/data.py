@@ -32,6 +32,14 @@ def remember_upload(ds) -> None:
     st.session_state[SESSION_UPLOADS] = uploads
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def _distinct_pairs(dataset_hash: str, _pairs: pd.DataFrame) -> int:
+    """Distinct (prompt, response A, response B) pairs: the unit every count on the pages is in."""
+    from icai_core.reconstruct import content_groups
+
+    return int(pd.Series(content_groups(_pairs)).nunique()) if len(_pairs) else 0
+
+
 TIES = {"keep": "Keep ties (excluded from accuracy and strength)", "exclude": "Drop tied pairs at load"}
 
 tab_upload, tab_bundled = st.tabs(["Upload a file", "Bundled samples"])
@@ -155,7 +163,8 @@ counts = summary["preference_counts"]
 prefer_longer = F.length_preference(ds.pairs)
 pooled_longer = F.length_preference(ds.pairs.drop(columns=["annotator"], errors="ignore"))
 m1, m2, m3, m4, m5, m6 = st.columns(6)
-m1.metric("Rows (judgements)", f"{summary['rows']:,}")
+n_distinct = _distinct_pairs(ds.hash, ds.pairs)
+m1.metric("Distinct pairs", f"{n_distinct:,}", help=f"{summary['rows']:,} rows (judgements)")
 m2.metric("A preferred", C.fmt_pct(summary["preference_shares"]["a"]), help=f"{counts['a']:,} rows")
 m3.metric("B preferred", C.fmt_pct(summary["preference_shares"]["b"]), help=f"{counts['b']:,} rows")
 m4.metric("Ties", f"{counts['tie']:,}")
@@ -169,8 +178,9 @@ m6.metric(
              f"{C.fmt_pct(pl['ci_low'])} – {C.fmt_pct(pl['ci_high'])}). 50% = no length preference."
              if pl is not None else "")),
 )
-if summary.get("distinct_pairs") and summary["distinct_pairs"] != summary["rows"]:
-    st.caption(f"{summary['distinct_pairs']:,} distinct pairs (several annotators judged the same pair).")
+if n_distinct != summary["rows"]:
+    st.caption(f"{summary['rows']:,} judgements of {n_distinct:,} distinct pairs (several annotators or "
+               "repeated rows judge the same pair); each judgement is counted once per annotator.")
 empty = summary["empty_texts"]["responses_total"]
 if empty:
     st.caption(f"{empty:,} empty responses (kept: real model failures are data too).")

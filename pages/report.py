@@ -6,7 +6,9 @@ import streamlit as st
 
 from icai_core import report as R
 from ui import common as C
+from ui import gallery as G
 from ui import report_ui as RU
+from ui import safe as S
 
 st.title("Report")
 ds = C.require_data()
@@ -15,7 +17,7 @@ constitution, recon, sel = C.current_constitution(audit)
 compare = st.session_state.get("cmp_last")
 
 st.markdown(
-    f"Exports of the audit of **{C.escape_md(audit.dataset_name)}** ({C.escape_md(C.annotator_label(audit.annotator, audit))}) with the "
+    f"Exports of the audit of **{S.md(audit.dataset_name)}** ({S.md(C.annotator_label(audit.annotator, audit))}) with the "
     f"current constitution ({len(constitution)} principles; thresholds from the Constitution page)."
 )
 include_compare = False
@@ -34,11 +36,15 @@ c1, c2 = st.columns(2)
 with c1:
     st.markdown("##### Standalone HTML report")
     st.caption(
-        "Figures (interactive, plotly.js inlined: opens offline), tables, constitution, example pairs."
+        "For stakeholders: an executive summary first (strongest findings with their evidence, the "
+        "reconstruction verdict, the judge report card, caveats), a data card, then the details. Opens "
+        "offline (plotly.js inlined) and prints to PDF (File → Print)."
     )
-    html_key = key + ((compare.by, tuple(compare.groups)) if include_compare else ())
+    card = G.card_for(audit.dataset_hash)
+    html_key = key + ((compare.by, tuple(compare.groups)) if include_compare else ()) + (
+        (card or {}).get("name"),)
     html_bytes = RU.html_report_bytes(
-        html_key, include_compare, _audit=audit, _c=constitution, _r=recon, _s=sel, _cmp=compare
+        html_key, include_compare, _audit=audit, _c=constitution, _r=recon, _s=sel, _cmp=compare, _card=card
     )
     st.download_button(
         "HTML report",

@@ -95,7 +95,7 @@ def test_upload_handler_offers_a_mapping_for_unknown_columns(frame):
         I.parse_value_map("1=left")
 
 
-def test_file_uploader_loads_a_shared_csv(csv_bytes):
+def test_file_uploader_loads_a_shared_csv(csv_bytes, frame):
     at = new_app()
     at.switch_page("pages/data.py").run()
     at.file_uploader(key="upload_file").upload(FILE, csv_bytes, "text/csv").run()
@@ -104,9 +104,12 @@ def test_file_uploader_loads_a_shared_csv(csv_bytes):
     ds = at.session_state["dataset"]
     assert ds.name == FILE and ds.n == 260 and ds.source == "upload"
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Pairs"] == "260"
+    # 260 expert judgements of 140 distinct (prompt, A, B) pairs: counts are distinct pairs
+    distinct = frame[["prompt", "text_a", "text_b"]].drop_duplicates()
+    assert metrics["Distinct pairs"] == f"{len(distinct)}" == "140"
+    assert any("260 judgements of 140 distinct pairs" in c.value for c in at.caption)
     assert any(f"Loaded: {FILE}" in s.value.replace("\\", "") for s in at.subheader)
-    assert len(at.get("plotly_chart")) >= 2  # length distribution + preference balance
+    assert len(at.get("plotly_chart")) >= 2  # chosen vs rejected length + preference balance
     # ties policy reloads the file
     at.radio(key="ties").set_value("exclude").run()
     assert_ok(at)
@@ -137,7 +140,8 @@ def test_mapping_form_fallback_loads_the_file(frame):
     assert_ok(at)
     with pytest.raises(DataError) as err:
         load_pairs(data, name="renamed.csv")
-    assert texts(at.error) == [err.value.web_text()]
+    # unrecognised columns are not an error: the loader's words as information, the form pre-filled
+    assert not at.error and texts(at.info)[0] == err.value.web_text()
     at.selectbox(key="map_text_a").set_value("left")
     at.selectbox(key="map_text_b").set_value("right")
     at.selectbox(key="map_preferred").set_value("verdict")
@@ -184,4 +188,4 @@ def test_session_state_dataset_path():
     at = new_app(dataset=ds)
     at.switch_page("pages/data.py").run()
     assert_ok(at)
-    assert {m.label: m.value for m in at.metric}["Pairs"] == "60"
+    assert {m.label: m.value for m in at.metric}["Distinct pairs"] == "60"

@@ -253,3 +253,47 @@ def test_markdown_choke_point_is_inert(evil):
         H.unescape(text) == evil.replace("\n", " ")
     assert "(" not in S.md(evil).replace("\\(", "")
     assert ":" not in S.md(evil).replace("\\:", "")
+
+
+# --------------------------------------------------------------------------- gallery
+REDISTRIBUTABLE = {"CC BY-NC 4.0", "Apache-2.0", "MIT"}
+
+
+def test_gallery_cards_match_their_files_and_licences():
+    from icai_core.data import load_pairs
+    from icai_core.reconstruct import content_groups
+    from ui import gallery as G
+
+    cards = G.cards()
+    assert len(cards) >= 10
+    readme = (DATA / "README.md").read_text(encoding="utf-8")
+    sources = {c.name: c for c in cards}
+    assert "prd_lfqa_expert" not in " ".join(sources)  # its README asks to check terms first
+    for card in cards:
+        assert card.path.stat().st_size < 2_000_000, card.file  # a few MB at most
+        pairs = load_pairs(card.path).pairs
+        assert len(pairs) == card.rows, card.name
+        assert int(pd.Series(content_groups(pairs)).nunique()) == card.pairs, card.name
+        assert pairs["annotator"].nunique() == card.n_annotators, card.name
+        lic = card.licence.split(" (")[0]
+        assert lic in REDISTRIBUTABLE, card.licence
+        # the licence is the one the shared README gives for the source file of this sample
+        src = card.file.replace("_sample", "")
+        row = [ln for ln in readme.splitlines() if ln.startswith(f"| `{src}`")]
+        assert row and lic in row[0], (card.name, row)
+
+
+def test_gallery_click_loads_audits_and_the_report_has_its_data_card():
+    at = new_app()
+    at.button(key="gallery_icai_synthetic_mixed").click().run()
+    assert_ok(at)
+    from tests.test_app_common import wait_for
+
+    at = wait_for(at, "audit")
+    ds = at.session_state["dataset"]
+    assert ds.name == "icai_synthetic_mixed" and ds.n == 60
+    audit = at.session_state["audit"]
+    assert audit.dataset_hash == ds.hash and audit.config.use_embeddings is False
+    card = at.session_state["data_cards"][ds.hash]
+    html = R.html_report(audit, data_card=card)
+    assert "rdnfn/icai@cb88e65" in html and "Apache-2.0" in html and "Executive summary" in html

@@ -40,6 +40,10 @@ def render() -> None:
 
     st.divider()
     _demo_section()
+    st.subheader("Dataset gallery")
+    from ui import gallery
+
+    gallery.render()
     st.divider()
     left, right = st.columns([3, 2], gap="large")
     with left:

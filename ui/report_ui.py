@@ -18,10 +18,13 @@ def file_stem(name: str) -> str:
 
 @st.cache_data(show_spinner="Building the HTML report…", max_entries=16)
 def html_report_bytes(
-    key: tuple, include_compare: bool, *, _audit: Any, _c: Any, _r: Any, _s: dict, _cmp: Any = None
+    key: tuple, include_compare: bool, *, _audit: Any, _c: Any, _r: Any, _s: dict, _cmp: Any = None,
+    _card: dict | None = None,
 ) -> bytes:
+    """The stakeholder HTML report; `key` must identify everything passed with a leading underscore
+    (run, annotator, thresholds, comparison, data card)."""
     compare = _cmp if include_compare else None
-    return R.html_report(_audit, _c, _r, _s, compare=compare).encode("utf-8")
+    return R.html_report(_audit, _c, _r, _s, compare=compare, data_card=_card).encode("utf-8")
 
 
 @st.cache_data(show_spinner="Building the votes CSV…", max_entries=16)
