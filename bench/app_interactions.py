@@ -124,6 +124,10 @@ def main() -> int:
     add("figure: strength bar", lambda: F.strength_bar(audit.stats, selected=const.keys).to_plotly_json())
     add("figure: reconstruction bar", lambda: F.reconstruction_bar(recon.table).to_plotly_json())
     add("figure: length histogram (10k pairs)", lambda: F.length_distribution(audit.pairs).to_plotly_json())
+    add("figure: chosen vs rejected length (10k pairs)",
+        lambda: F.chosen_rejected_lengths(audit.pairs).to_plotly_json())
+    add("Data page: P(prefer longer) per annotator (10k pairs)", lambda: F.length_preference(audit.all_pairs))
+    add("figure: relevance vs accuracy", lambda: F.relevance_accuracy(audit.stats).to_plotly_json())
     add(
         "compare: split by annotator (uncached)",
         lambda: compare_groups(audit.votes, audit.pairs, "annotator"),
@@ -182,6 +186,12 @@ def main() -> int:
         "slider back to a seen value (rebuild_cached hit)",
         lambda: at.slider(key="thr_max_size").set_value(3).run(),
     )
+
+    def reset():
+        at.slider(key="thr_max_size").set_value(next(sizes)).run()
+        at.button(key="thr_reset").click().run()
+
+    add("move a slider, then Reset to defaults (two full reruns)", reset, repeat=3)
 
     width = max(len(r[0]) for r in rows)
     print(f"\n{'interaction'.ljust(width)}  median s   worst s   < {TARGET_S:.0f} s")

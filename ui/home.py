@@ -20,10 +20,12 @@ def render() -> None:
     )
     c1, c2, c3 = st.columns(3)
     with c1:
+        base, emb = _n_judges()
         st.markdown(
             "##### 1 · Measure\n"
-            f"{_n_judges()} (length, lists, headers, code, hedging, confidence, refusals, "
-            "politeness, overlap with the prompt…) vote on every pair: *A*, *B* or *not relevant*."
+            f"{base or 'Dozens of'} measurable judges (length, lists, headers, code, hedging, confidence, "
+            "refusals, politeness, overlap with the prompt…) vote on every pair: *A*, *B* or *not relevant*"
+            + (f"; sentence embeddings add {emb} more." if emb else ".")
         )
     with c2:
         st.markdown(
@@ -52,17 +54,15 @@ def render() -> None:
         _recent_runs()
 
 
-def _n_judges() -> str:
-    """"31 measurable judges (+1 with sentence embeddings)": the same count the Principles page shows as
-    tested (an audit without embeddings tests the first number)."""
+def _n_judges() -> tuple[int, int]:
+    """(measurable judges, more with sentence embeddings): the first is what an audit without
+    embeddings tests, i.e. the number the Principles page shows as tested."""
     try:
         from icai_core.judges import EMBEDDING_KEYS, PRINCIPLES
 
-        n_emb = len(EMBEDDING_KEYS)
-        base = len(PRINCIPLES) - n_emb
-        return f"{base} measurable judges" + (f" (+{n_emb} with sentence embeddings)" if n_emb else "")
+        return len(PRINCIPLES) - len(EMBEDDING_KEYS), len(EMBEDDING_KEYS)
     except Exception:
-        return "Dozens of measurable judges"
+        return 0, 0
 
 
 # --------------------------------------------------------------------------- demo
@@ -108,7 +108,7 @@ def _headline(audit) -> None:
         agree = recon.loc["logistic_regression", "agreement"]
         delta = None if base is None else f"{(agree - base) * 100:+.1f} pts vs majority class"
         m3.metric("Held-out agreement", C.fmt_pct(agree), delta=delta)
-    st.markdown("**What this annotator rewards most** (significant principles, in the direction rewarded)")
+    st.markdown("**Most rewarded** (significant principles, each in the wording the annotator rewards)")
     for _, r in top.iterrows():
         st.markdown(f"- {S.md(r['wording'])} — strength {r['reward']:+.3f} "
                     f"[{r['reward_ci_low']:+.3f}, {r['reward_ci_high']:+.3f}]")
