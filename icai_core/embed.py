@@ -143,6 +143,11 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
 
 
 def _cuda_available() -> bool:
+    """A CUDA GPU usable by torch. Without an NVIDIA driver, torch is not even imported (~400 MB)."""
+    import sys
+
+    if "torch" not in sys.modules and not (Path("/proc/driver/nvidia").exists() or Path("/dev/nvidiactl").exists()):
+        return False
     try:
         import torch
     except ImportError:  # pragma: no cover
