@@ -352,3 +352,36 @@ def test_iteralign_one_iteration_on_the_local_model(server, tmp_path, capsys):
         assert rec.n_prompts == 2 and 0 <= rec.n_flagged <= 2
     assert client.usage.dollars == 0.0 and client.usage.calls >= 2
     assert client.usage.completion_tokens == server.metrics()["llamacpp:tokens_predicted_total"] - before
+
+
+@pytest.mark.slow
+def test_cli_run_with_the_local_engine_writes_summary_json(small_pairs, tmp_path, capsys):
+    """`icai run FILE --engine local --gguf PATH --max-pairs N --out DIR`: Principia starts and stops the
+    llama.cpp server itself, and writes the same summary.json as every run (with per-stage answer counts)."""
+    import json
+
+    from icai_core.cli import main
+    from icai_core.report import write_csv
+
+    src = tmp_path / "six_pairs.csv"
+    write_csv(small_pairs[["id", "prompt", "text_a", "text_b", "preferred"]], src)
+    out = tmp_path / "out"
+    rc = main(["run", str(src), "--engine", "local", "--gguf", str(GGUF), "--max-pairs", "6", "--out", str(out),
+               "--cache-dir", str(tmp_path / "home"), "--principles-per-pair", "2", "--max-propose-pairs", "3",
+               "--max-candidates", "3", "--batch-size", "3", "--max-annotate-pairs", "2"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-3000:]
+    assert "Local model" in captured.err and "served at http://127.0.0.1:" in captured.err
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["engine"] == "llm" and doc["provenance"]["model"]
+    stages = doc["llm"]["stages"]
+    assert {"propose", "vote"} <= set(stages)
+    for c in stages.values():
+        assert c["valid"] + c["recovered"] + c["invalid"] == c["total"] > 0
+    entry = next(iter(doc["annotators"].values()))
+    assert entry["n_pairs"] == 6
+    assert doc["llm"]["usage"].get("dollars", 0) == 0
+    assert "answers:" in captured.out  # per-stage validity printed
+    # the server was stopped with the command: nothing listens on its port any more
+    port = int(doc["provenance"]["base_url"].rsplit(":", 1)[1].split("/")[0])
+    assert not listening(port)
