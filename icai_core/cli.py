@@ -92,7 +92,7 @@ def _load(args: argparse.Namespace, mapping=None):
 
 def write_audit_outputs(result, out: Path) -> None:
     """Every file of `icai audit` / `icai run`: stats, constitutions, reconstruction, votes, reports,
-    summary.json (one entry per annotator; see docs/summary_json.md)."""
+    summary.json (one entry per annotator; schema in docs/metrics.md)."""
     import pandas as pd
 
     from icai_core import report

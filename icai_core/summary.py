@@ -1,4 +1,4 @@
-"""`summary.json`: the machine-readable result of a run (documented in docs/summary_json.md).
+"""`summary.json`: the machine-readable result of a run (schema in docs/metrics.md).
 
 One entry per annotator (a file without an annotator column has one), counts in distinct pairs,
 every principle with its `kind`, the marginal effect and, where the evidence module computed them,
