@@ -105,10 +105,9 @@ def _annotator_block(result: RunResult, top: int) -> str:
         if pd.isna(r["strength"]):
             lines.append(f"   (no labelled pair with a valid vote)  {r['text']}")
             continue
-        lines.append(
-            f" {flag} {r['strength']:+.3f} [{r['strength_ci_low']:+.3f}, {r['strength_ci_high']:+.3f}]  "
-            f"acc {acc}  rel {r['relevance']:5.1%}  {r['text']}"
-        )
+        ci = ("[CI needs 2+ pairs]" if pd.isna(r["strength_ci_low"]) else
+              f"[{r['strength_ci_low']:+.3f}, {r['strength_ci_high']:+.3f}]")
+        lines.append(f" {flag} {r['strength']:+.3f} {ci}  acc {acc}  rel {r['relevance']:5.1%}  {r['text']}")
     lines += ["   (* = significant after Benjamini-Hochberg correction)", "",
               "Constitution (selected on the training split):"]
     text = result.constitution.text()
