@@ -76,7 +76,11 @@ def _run(args) -> dict:
     if args.chunked:
         from icai_core.chunked import chunked_principle_stats
 
-        res = chunked_principle_stats(args.run, chunk_rows=args.chunk_rows)
+        def report(done, total, msg):  # one line per chunk on stderr: the memory stays flat, or not
+            print(f"chunk: {done:,}/{total:,} pairs, wall {time.perf_counter() - t0:.1f} s, "
+                  f"CPU {_cpu_s() - c0:.1f} s, peak RSS {_peak_rss_mb():,.0f} MB", file=sys.stderr, flush=True)
+
+        res = chunked_principle_stats(args.run, chunk_rows=args.chunk_rows, progress=report)
         extra["principles"] = int(len(res.stats))
         n = res.n_pairs
     else:
