@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from icai_core import figures as F
@@ -110,34 +111,36 @@ with left:
         st.warning("No principle passes these thresholds. Lower them to get a constitution.")
     else:
         st.code(constitution.text(), language=None, wrap_lines=True)
+        ct = constitution.to_frame()
         st.dataframe(
-            constitution.to_frame()[["text", "strength", "accuracy", "relevance", "q_value", "key"]].rename(
-                columns={"text": "rewarded principle"}),
+            pd.DataFrame({"principle": [F.short_wording(t) for t in ct["text"]], "strength": ct["strength"],
+                          "accuracy": ct["accuracy"], "relevance": ct["relevance"], "q-value": ct["q_value"]}),
             hide_index=True,
             width="stretch",
-            column_config={**W.stats_column_config(),
-                           "rewarded principle": st.column_config.TextColumn(width="large")},
+            column_config={**W.stats_column_config(), "q-value": st.column_config.NumberColumn(format="%.2g"),
+                           "principle": st.column_config.TextColumn(width="medium")},
         )
+        st.caption("Strength and accuracy on the training split, for the wording shown.")
 with right:
     st.subheader("Reconstruction of held-out choices")
     st.plotly_chart(F.reconstruction_bar(recon.table), key="recon_chart")
-    tbl = recon.table.copy()
-    tbl["method"] = [F.METHOD_LABELS.get(m, m) for m in tbl["method"]]
-    tbl["95% CI"] = [f"{lo:.1%} – {hi:.1%}" for lo, hi in zip(tbl["ci_low"], tbl["ci_high"], strict=True)]
-    st.dataframe(
-        tbl[["method", "agreement", "95% CI", "n_test", "description"]].rename(columns={"n_test": "n test"}),
-        hide_index=True,
-        width="stretch",
-        column_config={**W.stats_column_config(),
-                       "method": st.column_config.TextColumn(width="medium"),
-                       "95% CI": st.column_config.TextColumn(width="small"),
-                       "n test": st.column_config.NumberColumn(format="%d", width="small"),
-                       "description": st.column_config.TextColumn(width="medium")},
-    )
     st.caption(
         f"{recon.n_test:,} held-out pairs (ties excluded: {recon.n_test_ties:,}); "
         f"{recon.n_train:,} training pairs."
     )
+tbl = recon.table.copy()
+tbl["method"] = [F.METHOD_LABELS.get(m, m) for m in tbl["method"]]
+tbl["95% CI"] = [f"{lo:.1%} – {hi:.1%}" for lo, hi in zip(tbl["ci_low"], tbl["ci_high"], strict=True)]
+st.dataframe(
+    tbl[["method", "agreement", "95% CI", "n_test", "description"]].rename(columns={"n_test": "n test"}),
+    hide_index=True,
+    width="stretch",
+    column_config={**W.stats_column_config(),
+                   "method": st.column_config.TextColumn(width="medium"),
+                   "95% CI": st.column_config.TextColumn(width="medium"),
+                   "n test": st.column_config.NumberColumn(format="%d", width="small"),
+                   "description": st.column_config.TextColumn(width="large")},
+)
 
 # --------------------------------------------------------------------------- stats table + chart
 st.subheader("All principles")

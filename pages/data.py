@@ -75,9 +75,9 @@ with tab_upload:
                 remember_upload(loaded)
         if outcome.error and outcome.needs_mapping and mapping is None:
             # Not an error: the columns were not recognised, and the form below is pre-filled.
-            st.info(outcome.error, icon=":material/info:")
+            st.info(S.md(outcome.error), icon=":material/info:")
         elif outcome.error:
-            st.error(outcome.error, icon=":material/error:")
+            st.error(S.md(outcome.error), icon=":material/error:")
         if outcome.needs_mapping:
             guesses = I.prefill(outcome)
             st.markdown(
@@ -204,17 +204,24 @@ with c1:
                "A vs B only shows the order the pairs were stored in; chosen vs rejected shows a length bias.")
 with c2:
     st.plotly_chart(F.preference_balance(ds.pairs), key="balance_chart")
-    table = prefer_longer.rename(columns={"judgements": "decided", "n_unequal": "unequal length",
-                                          "p_prefer_longer": "P(prefer longer)"})
-    table["95% CI"] = [
-        "" if pd.isna(lo) else f"{lo:.0%} – {hi:.0%}" for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
-    ]
-    st.dataframe(
-        table[["annotator", "decided", "unequal length", "P(prefer longer)", "95% CI"]],
-        hide_index=True, width="stretch", height=min(35 * (len(table) + 1) + 3, 250),
-        column_config={"P(prefer longer)": st.column_config.NumberColumn(format="percent"),
-                       "annotator": st.column_config.TextColumn(width="medium")},
-    )
+
+st.markdown("**P(prefer longer)**: among each annotator's decided judgements whose responses differ in "
+            "length, the share that chose the longer one (50% = no length preference).")
+table = prefer_longer.rename(columns={"judgements": "decided", "n_unequal": "unequal length",
+                                      "p_prefer_longer": "P(prefer longer)"})
+table["95% CI"] = [
+    "" if pd.isna(lo) else f"{lo:.0%} – {hi:.0%}" for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
+]
+table["median words, chosen / rejected"] = [
+    "" if pd.isna(a) else f"{a:.0f} / {b:.0f}"
+    for a, b in zip(table["median_chosen"], table["median_rejected"], strict=True)
+]
+st.dataframe(
+    table[["annotator", "decided", "unequal length", "P(prefer longer)", "95% CI", "median words, chosen / rejected"]],
+    hide_index=True, width="stretch", height=min(35 * (len(table) + 1) + 3, 360),
+    column_config={"P(prefer longer)": st.column_config.NumberColumn(format="percent"),
+                   "annotator": st.column_config.TextColumn(width="large")},
+)
 
 st.subheader("Preview")
 st.dataframe(ds.pairs.head(200), hide_index=True, width="stretch", height=320)

@@ -18,6 +18,7 @@ from tests.test_app_common import (
     texts,
 )
 from ui import intake as I
+from ui import safe as S
 
 pytestmark = needs_data
 FILE = "prd_lfqa_expert.csv"
@@ -125,8 +126,9 @@ def test_bad_upload_shows_the_exact_message_with_st_error(frame):
     at.switch_page("pages/data.py").run()
     at.file_uploader(key="upload_file").upload("bad_labels.csv", data, "text/csv").run()
     assert_ok(at)
-    assert texts(at.error) == [err.value.web_text()]
-    assert "row 5" in at.error[0].value and "column 'preferred_text'" in at.error[0].value
+    # the loader's exact words, through the Markdown choke point (file and column names are user text)
+    assert texts(at.error) == [S.md(err.value.web_text())]
+    assert "row 5" in at.error[0].value and "column \\'preferred\\_text\\'" in at.error[0].value
     assert "dataset" not in at.session_state
     assert not at.exception
 
@@ -141,7 +143,7 @@ def test_mapping_form_fallback_loads_the_file(frame):
     with pytest.raises(DataError) as err:
         load_pairs(data, name="renamed.csv")
     # unrecognised columns are not an error: the loader's words as information, the form pre-filled
-    assert not at.error and texts(at.info)[0] == err.value.web_text()
+    assert not at.error and texts(at.info)[0] == S.md(err.value.web_text())
     at.selectbox(key="map_text_a").set_value("left")
     at.selectbox(key="map_text_b").set_value("right")
     at.selectbox(key="map_preferred").set_value("verdict")

@@ -116,9 +116,14 @@ def page(app_url):
         context = browser.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
         pg = context.new_page()
         pg.set_default_timeout(60_000)
+        context.on("request", lambda r: _REQUESTS.append(r.url))
         yield pg
         context.close()
         browser.close()
+
+
+_REQUESTS: list[str] = []  # every URL the browser asked for during this module (issue 11 item 16)
+LOCAL = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "file:", "about:")
 
 
 def _idle(page, timeout: float = 90.0) -> None:
@@ -212,8 +217,8 @@ def test_upload_audit_report_in_a_real_browser(page, app_url, tmp_path):
     dl.value.save_as(str(target))
     report = target.read_text(encoding="utf-8")
     assert report.startswith("<!DOCTYPE html>") and "window.PlotlyConfig" in report
-    first_rule = constitution_text.splitlines()[0]
-    assert html.escape(first_rule, quote=True) in report
+    first_rule = constitution_text.splitlines()[0].split(". ", 1)[1]  # "1. Select ..." -> an <li> in the report
+    assert f"<li>{html.escape(first_rule, quote=True)} " in report
     _shot(page, "06_report")
 
     # The downloaded report renders with every network request blocked (plotly.js is inline)
@@ -267,3 +272,105 @@ def test_reload_keeps_the_run_and_a_copied_link_opens_it_in_a_fresh_browser(page
     assert other.locator('[data-testid="stCode"] code').first.inner_text().startswith("1. Select the response that")
     _shot(other, "11_shared_link_constitution")
     fresh.close()
+
+
+# --------------------------------------------------------------------------- issue 12 / issue 11 item 16
+def _gallery_cards():
+    sys.path.insert(0, str(REPO))
+    from ui.gallery import cards
+
+    return cards()
+
+
+def test_every_gallery_dataset_loads_audits_and_downloads_its_report(page, app_url, tmp_path):
+    """Home -> gallery card -> "Load & audit" -> the audit finishes -> the Report page's HTML report
+    downloads, with the executive summary and the dataset's data card, for every gallery dataset."""
+    cards = _gallery_cards()
+    assert len(cards) >= 10
+    page.goto(app_url)
+    page.get_by_role("heading", name="Dataset gallery").first.wait_for()
+    _idle(page)
+    _shot(page, "12_home_gallery")
+    for i, card in enumerate(cards):
+        page.goto(app_url)
+        page.get_by_role("heading", name="Dataset gallery").first.wait_for()
+        _idle(page)
+        page.locator(f".st-key-gallery_{card.name} button").click()
+        try:
+            page.get_by_text("Most rewarded").wait_for(timeout=300_000)
+        except Exception:
+            _shot(page, f"fail_gallery_{card.name}")
+            raise
+        _idle(page)
+        page.locator('[data-testid="stSidebar"]').get_by_text(card.name).first.wait_for()
+        if i == 0:
+            _shot(page, "13_home_gallery_audited")
+        _goto_page(page, "Report")
+        with page.expect_download(timeout=120_000) as dl:
+            page.get_by_role("button", name="HTML report").click()
+        target = tmp_path / f"{card.name}.html"
+        dl.value.save_as(str(target))
+        report = target.read_text(encoding="utf-8")
+        assert "Executive summary" in report and "Data card" in report, card.name
+        assert html.escape(card.source, quote=True) in report, card.name
+        assert html.escape(card.licence, quote=True) in report, card.name
+
+
+A4_CSS_PX = 718  # 210 mm page - 2 x 12 mm margins (the report's @page rule), at 96 px per inch
+
+
+def test_html_report_prints_to_pdf_and_no_table_overflows_the_page(page, tmp_path):
+    """The stakeholder report, printed: headless chromium writes a PDF, and in print media at the A4
+    printable width no table, figure or text block is wider than the page."""
+    sys.path.insert(0, str(REPO))
+    from icai_core import data as D
+    from icai_core import report as R
+    from icai_core.audit import AuditConfig, run_offline_audit
+
+    pairs = D.load_pairs(REPO / "assets" / "alpacaeval_human_vs_gpt4_sample.csv").pairs
+    audit = run_offline_audit(pairs, AuditConfig(use_embeddings=False), dataset_name="cross <a href=x>annotators</a>")
+    from icai_core.compare import compare_groups
+
+    cmp = compare_groups(audit.all_votes, audit.all_pairs, "annotator", principles=audit.judges)
+    view = audit.view("human_crowd_majority_of_4")
+    path = tmp_path / "report.html"
+    path.write_text(R.html_report(view, settings=view.config.constitution_settings(), compare=cmp,
+                                  examples=3), encoding="utf-8")
+    pdf = tmp_path / "report.pdf"
+    subprocess.run([str(CHROMIUM), "--headless", *CHROMIUM_ARGS, "--no-pdf-header-footer",
+                    f"--print-to-pdf={pdf}", path.as_uri()], check=True, capture_output=True, timeout=180)
+    head = pdf.read_bytes()
+    assert head.startswith(b"%PDF") and head.count(b"/Type /Page") + head.count(b"/Type/Page") >= 3
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    (SHOTS.parent / "report.pdf").write_bytes(head)
+
+    pr = page.context.new_page()
+    pr.set_viewport_size({"width": A4_CSS_PX, "height": 1100})
+    pr.emulate_media(media="print")
+    pr.goto(path.as_uri())
+    pr.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=30_000)
+    found = pr.evaluate(
+        """() => {
+          const W = document.documentElement.clientWidth, bad = [];
+          for (const el of document.querySelectorAll('table, .fig, pre, h1, h2, p, ul, ol')) {
+            const r = el.getBoundingClientRect();
+            if (r.right > W + 1 || el.scrollWidth > el.clientWidth + 1) bad.push(el.tagName + ' ' + Math.round(r.right));
+          }
+          return {W, doc: document.documentElement.scrollWidth, tables: document.querySelectorAll('table').length,
+                  links: document.querySelectorAll('a[href]').length, bad};
+        }"""
+    )
+    assert found["tables"] >= 6 and found["W"] == A4_CSS_PX
+    assert found["doc"] <= A4_CSS_PX and not found["bad"], found
+    assert found["links"] == 0  # group / dataset names with <a href> stay text, also in the heatmap
+    pr.emulate_media(media="screen")
+    pr.set_viewport_size({"width": 1280, "height": 1000})
+    pr.screenshot(path=str(SHOTS / "14_html_report_stakeholder.png"), full_page=True)
+    pr.close()
+
+
+def test_the_browser_made_no_request_outside_this_machine():
+    """Issue 11 item 16: every asset (fonts, icons, favicon, plotly.js) is served by the app itself."""
+    assert _REQUESTS, "no request recorded: the browser tests above did not run"
+    outside = sorted({u for u in _REQUESTS if not u.startswith(LOCAL)})
+    assert not outside, outside

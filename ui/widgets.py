@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from ui import safe as S
+
 ALPHAS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.2]
 VOTE_LABEL = {1: "A", -1: "B", 0: "—"}
 CHOICE_LABEL = {"a": "A", "b": "B", "tie": "tie"}
@@ -118,7 +120,7 @@ def render_pair(row: pd.Series, *, height: int = 260) -> None:
         if k in row and row[k]
     ]
     if meta:
-        st.caption(" · ".join(str(m) for m in meta).replace("*", "∗").replace("_", "\\_"))
+        st.caption(" · ".join(S.md(m) for m in meta))
     text_box("Prompt", row.get("prompt", ""), height=min(height, 160))
     a, b = st.columns(2)
     with a:
@@ -210,7 +212,7 @@ def example_browser(audit: Any, constitution: Any, recon: Any, *, key: str = "ex
             f" · constitution predicts **{CHOICE_LABEL.get(p, p)}** ({'right' if p == pref else 'wrong'})"
         )
     split = "held-out" if _in(i, pairs.index, audit.test_index) else "training"
-    st.markdown(f"{verdict} · {split} pair · id `{str(row['id']).replace('`', '')}`")
+    st.markdown(f"{verdict} · {split} pair · id {S.code(row['id'])}")
     render_pair(row)
     st.markdown("**Each principle's vote**")
     vt = vote_table(votes.loc[i], pref, texts, constitution, only_relevant=only_rel, reversed_keys=flipped)
