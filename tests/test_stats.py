@@ -197,7 +197,7 @@ def test_columns_sorting_directions_and_texts_on_real_data():
         {"key": "shorter", "text": "Select the response that is shorter."},
     ]
     table = principle_stats(votes, df["preferred"], principles)
-    assert list(table.columns) == STATS_COLUMNS
+    assert list(table.columns) == STATS_COLUMNS + ["n_invalid"]
     assert table["strength"].is_monotonic_decreasing
     by_key = table.set_index("key")
     # GPT-4 (AlpacaEval 1.0) rewards length; the negated principle is penalised symmetrically
