@@ -75,6 +75,7 @@ class LLMStagesConfig:
 
     n_principles_per_pair: int = 3
     max_propose_pairs: int = 200  # training pairs sent to the proposal step
+    proposal_selection: str = "coverage"  # "coverage" (icai_core.selection) or "random"
     max_candidates: int = 30  # cluster representatives tested
     principle_batch_size: int = 10  # principles per vote call
     max_annotate_pairs: int = 300  # held-out pairs annotated per reconstruction condition

@@ -176,15 +176,32 @@ class LLMProposer:
         self.config = config
         self.seed = seed
 
-    def _rows(self, data) -> np.ndarray:
-        return proposal_rows(data.pairs, data.train_rows, self.config, self.seed)
+    def _rows(self, data, ctx=None) -> np.ndarray:
+        """The training pairs shown to the proposer. Within the budget all of them; over it, chosen for
+        coverage of how responses differ and of what the library cannot explain (icai_core.selection),
+        unless `proposal_selection="random"`. The count is the same either way (what estimates use)."""
+        rows = proposal_rows(data.pairs, data.train_rows, self.config, self.seed)
+        if ctx is None or self.config.proposal_selection != "coverage":
+            return rows
+        labelled = data.train_rows[data.pairs["preferred"].to_numpy()[data.train_rows] != "tie"]
+        if len(labelled) <= self.config.max_propose_pairs:
+            return rows
+        from pathlib import Path
+
+        from icai_core.embed import Embedder
+        from icai_core.selection import coverage_rows
+
+        cache = Path(ctx.cache_dir) / "embeddings.sqlite" if ctx.cache_dir is not None else None
+        embedder = Embedder(cache_path=cache, max_seq_length=64)
+        return coverage_rows(data.pairs, labelled, self.config.max_propose_pairs, embedder=embedder,
+                             seed=self.seed)
 
     def estimated_seconds(self, ctx, data) -> float:
         return _SECONDS_PER_CALL * len(self._rows(data)) / max(1, getattr(ctx.client.config, "concurrency", 1))
 
     def propose(self, ctx, data) -> list[Judge]:
         pairs = data.pairs
-        reqs = proposal_requests(pairs, self._rows(data), self.config)
+        reqs = proposal_requests(pairs, self._rows(data, ctx), self.config)
         got = ChunkedRunner(ctx, self.config.chunk_size, self.name).run("propose", reqs, "Proposing principles")
         counts = _counts(data, "propose")
         rows, judges = [], []
