@@ -148,6 +148,14 @@ def _esc_label(text: str, width: int = 48) -> str:
     return "<br>".join(html.escape(line, quote=True) for line in lines)
 
 
+def _esc_short(text: str, width: int = 26) -> str:
+    """A one-line escaped label, cut with an ellipsis (rotated heatmap columns must not wrap)."""
+    text = " ".join(("" if text is None else str(text)).split())
+    if len(text) > width:
+        text = text[: width - 1] + "…"
+    return html.escape(text, quote=True)
+
+
 def empty_figure(message: str) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=html.escape(message), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
@@ -585,7 +593,7 @@ def strength_heatmap(
     fig = go.Figure(
         go.Heatmap(
             z=z.to_numpy(),
-            x=[_esc_label(c, 24) for c in z.columns],
+            x=[_esc_short(c, 28) for c in z.columns],
             y=[_esc_label(short_wording(texts[k]) if k in texts else _label(k), 40) for k in rows],
             zmin=-lim,
             zmax=lim,
@@ -601,7 +609,7 @@ def strength_heatmap(
     fig.update_layout(
         **layout,
         title=title or None,
-        height=max(350, 26 * len(rows) + 190),
+        height=max(350, 32 * len(rows) + 190),
         xaxis=dict(side="top", tickangle=-35, automargin=True),
         yaxis=dict(autorange="reversed", automargin=True),
     )

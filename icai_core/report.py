@@ -360,8 +360,9 @@ h3{font-size:1.05rem;margin:1.2rem 0 .4rem}
 table{border-collapse:collapse;width:100%;font-size:.88rem;margin:.6rem 0;table-layout:fixed}
 th,td{border-bottom:1px solid #e4e8ee;padding:.3rem .45rem;text-align:left;vertical-align:top;
 overflow-wrap:anywhere;word-break:normal}
-th{background:#f4f6f9;font-weight:600} td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-col.wide{width:auto} col.n{width:6.5rem} col.ci{width:9.5rem} col.s{width:4.5rem}
+th{background:#f4f6f9;font-weight:600;font-size:.8rem;overflow-wrap:normal}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+col.wide{width:auto} col.n{width:6.5rem} col.ci{width:9.8rem} col.s{width:5.6rem}
 ol.constitution li{margin:.35rem 0}
 pre.pair{white-space:pre-wrap;overflow-wrap:anywhere;background:#f7f8fa;border:1px solid #e4e8ee;padding:.5rem;
 max-height:16rem;overflow:auto;font-size:.82rem;margin:.2rem 0 .6rem}
@@ -374,7 +375,8 @@ max-height:16rem;overflow:auto;font-size:.82rem;margin:.2rem 0 .6rem}
 .trunc{color:#c0392b;font-style:italic}
 @page{size:A4;margin:14mm 12mm}
 @media print{
- body{max-width:none;margin:0;padding:0;font-size:10.5pt}
+ html{font-size:12px}
+ body{max-width:none;margin:0;padding:0}
  h2{break-after:avoid} table,.fig,.example,.exec{break-inside:avoid}
  pre.pair{max-height:none;overflow:visible}
  .pair-grid{grid-template-columns:1fr 1fr}
@@ -651,10 +653,14 @@ def _examples(audit: Any, rv: pd.DataFrame, reconstruction: Any, n: int, limit: 
         choices = f"annotator preferred <b>{_e(pref.upper())}</b>"
         if all_groups is not None:
             same = all_pairs[all_groups == groups[pos]]
-            if len(same) > 1:
-                choices = "choices: " + ", ".join(
-                    f"{_e(a)} <b>{_e(str(p).upper())}</b>" for a, p in zip(same["annotator"], same["preferred"],
-                                                                           strict=False))
+            if len(same) > 1:  # every annotator's choice, grouped by the side it chose
+                parts = []
+                for side, grp in same.groupby(same["preferred"].astype(str), sort=True):
+                    names = list(dict.fromkeys(grp["annotator"].astype(str)))
+                    shown = ", ".join(_e(n) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3
+                                                                   else "")
+                    parts.append(f"<b>{_e(side.upper())}</b>: {len(grp)} ({shown})")
+                choices = "choices — " + "; ".join(parts)
         if preds is not None and label in preds.index and "logistic_regression" in preds.columns:
             p = preds.loc[label, "logistic_regression"]
             choices += f"; the constitution predicts <b>{_e(str(p).upper())}</b> ({'right' if p == pref else 'wrong'})"
@@ -671,7 +677,7 @@ def _examples(audit: Any, rv: pd.DataFrame, reconstruction: Any, n: int, limit: 
         vt = (html_table(pd.DataFrame(vote_rows), widths={"picks": "s", "vs annotator": "n"})
               if vote_rows else "<p class='muted'>No principle votes on this pair.</p>")
         out.append(
-            f"<div class='example'><h3>Pair {_e(r['id'])} — {choices}</h3>"
+            f"<div class='example'><h3>Pair {_e(r['id'])}</h3><p class='small'>{choices}</p>"
             f"<p class='muted small'>Prompt</p><pre class='pair'>{_truncate(r.get('prompt', ''), limit)}</pre>"
             "<div class='pair-grid'>"
             f"<div><p class='muted small'>Response A</p><pre class='pair'>{_truncate(r['text_a'], limit)}</pre></div>"
@@ -770,7 +776,9 @@ def html_report(
         "median words chosen / rejected": [f"{a:.0f} / {b:.0f}" if pd.notna(a) else "" for a, b in
                                             zip(lp["median_chosen"], lp["median_rejected"], strict=True)],
     }), formats={"decided judgements": "int", "unequal length": "int", "P(prefer longer)": "pct",
-                 "95% CI": "text", "median words chosen / rejected": "text"}, max_rows=40)
+                 "95% CI": "text", "median words chosen / rejected": "text"}, max_rows=40,
+       widths={"decided judgements": "n", "unequal length": "n", "P(prefer longer)": "n", "95% CI": "ci",
+               "median words chosen / rejected": "ci"})
 
     created = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
     who = _who(audit)

@@ -297,3 +297,21 @@ def test_gallery_click_loads_audits_and_the_report_has_its_data_card():
     card = at.session_state["data_cards"][ds.hash]
     html = R.html_report(audit, data_card=card)
     assert "rdnfn/icai@cb88e65" in html and "Apache-2.0" in html and "Executive summary" in html
+
+
+def test_hostile_names_reach_the_data_page_only_escaped():
+    from icai_core.data import load_pairs
+    from ui.common import LoadedDataset, pairs_hash
+
+    evil = "![x](http://127.0.0.2/p.png) :red[alert] [link](http://127.0.0.2/)"
+    pairs = load_pairs(DATA / "icai_synthetic_mixed.csv").pairs.copy()
+    pairs["annotator"] = [evil if i % 2 else "rater <b>2</b>" for i in range(len(pairs))]
+    ds = LoadedDataset(name=evil + ".csv", pairs=pairs, hash=pairs_hash(pairs))
+    at = new_app(dataset=ds)
+    at.switch_page("pages/data.py").run()
+    assert_ok(at)
+    m = at.main  # the page itself (the sidebar badge is ui.common's)
+    shown = [e.value for e in [*m.markdown, *m.caption, *m.subheader, *m.info, *m.warning, *m.error]]
+    assert any(S.md(evil) in v for v in shown)  # the name is there, escaped
+    for v in shown:
+        assert "](http" not in v and ":red[" not in v and "<b>" not in v, v
