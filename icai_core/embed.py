@@ -303,6 +303,11 @@ class _TorchBackend:
 
 
 def _models_dir() -> Path:
+    """Where the verified ONNX export lives: $PRINCIPIA_MODELS_DIR (shared by several homes, e.g. a
+    test session), else $PRINCIPIA_HOME/models, else ~/.principia/models."""
+    explicit = os.environ.get("PRINCIPIA_MODELS_DIR")
+    if explicit:
+        return Path(explicit)
     home = os.environ.get("PRINCIPIA_HOME")
     return (Path(home) if home else Path.home() / ".principia") / "models"
 

@@ -39,3 +39,20 @@ def shared_data() -> Path:
     if SHARED_DATA is None:
         pytest.skip(SHARED_DATA_MISSING_REASON)
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hermetic_home(tmp_path_factory):
+    """Tests never write into the user's ~/.principia: a session-wide PRINCIPIA_HOME (modules and tests
+    that need their own override it), and one ONNX export of the embedding model shared by every home
+    of the session (PRINCIPIA_MODELS_DIR), so it is exported once, not once per module."""
+    base = tmp_path_factory.mktemp("session-home")
+    old = {k: os.environ.get(k) for k in ("PRINCIPIA_HOME", "PRINCIPIA_MODELS_DIR")}
+    os.environ.setdefault("PRINCIPIA_HOME", str(base / "home"))
+    os.environ.setdefault("PRINCIPIA_MODELS_DIR", str(base / "models"))
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
