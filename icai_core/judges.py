@@ -312,8 +312,10 @@ _SPEC: list[tuple[str, str, str, str, str, _Rule]] = [
      "ignores the format the prompt asked for.", "prompt",
      "the prompt asks for no recognised format, or both or neither response comply",
      _Rule("follows_format", "binary")),
-    ("semantically_closer", "stays closer in meaning to the prompt (embedding similarity).",
-     "drifts further from the prompt's topic (embedding similarity).", "prompt",
+    ("semantically_closer", "begins closer in meaning to the prompt (MiniLM cosine similarity of the prompt "
+     "and the response's first 64 word pieces).",
+     "begins less close in meaning to the prompt (MiniLM cosine similarity of the prompt and the "
+     "response's first 64 word pieces).", "prompt",
      "cosine similarities to the prompt differ by less than 0.05 (needs the embedding model)",
      _Rule("prompt_similarity", "absolute", 0.05)),
 ]
