@@ -100,7 +100,7 @@ constitution, recon, sel = C.current_constitution(audit)
 # --------------------------------------------------------------------------- constitution + recon
 left, right = st.columns([1, 1], gap="large")
 with left:
-    st.subheader(f"Constitution ({len(constitution)} principles)")
+    st.subheader(f"Constitution ({len(constitution)} principle{'' if len(constitution) == 1 else 's'})")
     n_cand = constitution.settings.get("n_candidates")
     if n_cand is not None:
         st.caption(

@@ -18,7 +18,8 @@ compare = st.session_state.get("cmp_last")
 
 st.markdown(
     f"Exports of the audit of **{S.md(audit.dataset_name)}** ({S.md(C.annotator_label(audit.annotator, audit))}) with the "
-    f"current constitution ({len(constitution)} principles; thresholds from the Constitution page)."
+    f"current constitution ({len(constitution)} principle{'' if len(constitution) == 1 else 's'}; thresholds "
+    "from the Constitution page)."
 )
 include_compare = False
 if compare is not None:
@@ -34,7 +35,7 @@ key = (audit.dataset_hash, getattr(audit, 'run_id', None), audit.annotator, C.co
 
 c1, c2 = st.columns(2)
 with c1:
-    st.markdown("##### Standalone HTML report")
+    st.markdown("##### Stakeholder report (HTML)")
     st.caption(
         "For stakeholders: an executive summary first (strongest findings with their evidence, the "
         "reconstruction verdict, the judge report card, caveats), a data card, then the details. Opens "

@@ -95,6 +95,7 @@ def _rewarded_pairs(audit) -> dict[str, tuple[str, float]]:
     return out
 
 
+@pytest.mark.slow
 def test_one_sign_convention_on_every_page(demo):
     at = demo
     audit = at.session_state["audit"]

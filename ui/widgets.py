@@ -152,13 +152,13 @@ def vote_table(
         rows.append(
             {
                 "principle": texts.get(key, key),
-                "picks": VOTE_LABEL.get(v, str(v)),
+                "key": key,
+                "vote": VOTE_LABEL.get(v, str(v)),
                 "vs annotator": agrees,
                 "in constitution": "yes" if key in signs else "",
-                "key": key,
             }
         )
-    return pd.DataFrame(rows, columns=["principle", "picks", "vs annotator", "in constitution", "key"])
+    return pd.DataFrame(rows, columns=["principle", "key", "vote", "vs annotator", "in constitution"])
 
 
 FILTERS = {
@@ -216,7 +216,7 @@ def example_browser(audit: Any, constitution: Any, recon: Any, *, key: str = "ex
     render_pair(row)
     st.markdown("**Each principle's vote**")
     vt = vote_table(votes.loc[i], pref, texts, constitution, only_relevant=only_rel, reversed_keys=flipped)
-    st.caption("Principles in the wording the annotator rewards; *picks* = the response that wording favours.")
+    st.caption("Principles in the wording the annotator rewards; *vote* = the response that wording favours.")
     st.dataframe(
         vt,
         hide_index=True,
