@@ -40,6 +40,17 @@ def _distinct_pairs(dataset_hash: str, _pairs: pd.DataFrame) -> int:
     return int(pd.Series(content_groups(_pairs)).nunique()) if len(_pairs) else 0
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _length_tables(dataset_hash: str, _pairs: pd.DataFrame):
+    """P(prefer longer) per annotator and pooled, memoised per dataset (word counts of 10k pairs ~1 s)."""
+    return F.length_preference(_pairs), F.length_preference(_pairs.drop(columns=["annotator"], errors="ignore"))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _length_figure(dataset_hash: str, annotator: str, kind: str, _rows: pd.DataFrame):
+    return F.chosen_rejected_lengths(_rows, kind=kind)
+
+
 TIES = {"keep": "Keep ties (excluded from accuracy and strength)", "exclude": "Drop tied pairs at load"}
 
 tab_upload, tab_bundled = st.tabs(["Upload a file", "Bundled samples"])
@@ -160,8 +171,7 @@ if report is not None:
 
 summary = C.summary_cached(ds.hash, _pairs=ds.pairs)
 counts = summary["preference_counts"]
-prefer_longer = F.length_preference(ds.pairs)
-pooled_longer = F.length_preference(ds.pairs.drop(columns=["annotator"], errors="ignore"))
+prefer_longer, pooled_longer = _length_tables(ds.hash, ds.pairs)
 m1, m2, m3, m4, m5, m6 = st.columns(6)
 n_distinct = _distinct_pairs(ds.hash, ds.pairs)
 m1.metric("Distinct pairs", f"{n_distinct:,}", help=f"{summary['rows']:,} rows (judgements)")
@@ -188,7 +198,7 @@ if empty:
 annotators = list(summary["annotators"])
 c1, c2 = st.columns([3, 2])
 with c1:
-    rows = ds.pairs
+    rows, who = ds.pairs, ""
     if len(annotators) > 1:
         who = st.selectbox(
             "Whose judgements", annotators, key="len_annotator", format_func=S.plain,
@@ -199,7 +209,8 @@ with c1:
         "Length plot", ["hist", "box"], default="hist", format_func={"hist": "Histogram", "box": "Box"}.get,
         key="len_kind",
     )
-    st.plotly_chart(F.chosen_rejected_lengths(rows, kind=kind or "hist"), key="len_chart")
+    st.plotly_chart(_length_figure(ds.hash, who, kind or "hist", rows),
+                    key="len_chart")
     st.caption("Length of the response the annotator chose vs the one it rejected (ties left out). "
                "A vs B only shows the order the pairs were stored in; chosen vs rejected shows a length bias.")
 with c2:
