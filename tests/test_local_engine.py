@@ -367,7 +367,7 @@ def test_cli_run_with_the_local_engine_writes_summary_json(small_pairs, tmp_path
     write_csv(small_pairs[["id", "prompt", "text_a", "text_b", "preferred"]], src)
     out = tmp_path / "out"
     rc = main(["run", str(src), "--engine", "local", "--gguf", str(GGUF), "--max-pairs", "6", "--out", str(out),
-               "--cache-dir", str(tmp_path / "home"), "--principles-per-pair", "2", "--max-propose-pairs", "3",
+               "--cache-dir", str(tmp_path / "home"), "--principles-per-pair", "2", "--max-propose-pairs", "6",
                "--max-candidates", "3", "--batch-size", "3", "--max-annotate-pairs", "2"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err[-3000:]
