@@ -7,6 +7,7 @@ Run with `streamlit run app.py`. Pages live in `pages/`; shared helpers in `ui/`
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -18,7 +19,9 @@ from ui import common as C  # noqa: E402
 from ui import home  # noqa: E402
 
 st.set_page_config(
-    page_title="Principia — preference data audit", page_icon=":material/balance:", layout="wide"
+    page_title="Principia — preference data audit",
+    page_icon=str(Path(__file__).parent / "assets" / "favicon.png"),  # served locally: no font CDN
+    layout="wide",
 )
 
 pages = {

@@ -39,10 +39,9 @@ if len(annotators) > 1:
     )
     r1, r2 = st.columns([1, 2])
     guess = next((a for a in annotators if "human" in a.lower()), annotators[0])
-    reference = r1.selectbox("Reference annotator", annotators, index=annotators.index(guess), key="cmp_reference",
-                             format_func=C.escape_md)
+    reference = r1.selectbox("Reference annotator", annotators, index=annotators.index(guess), key="cmp_reference")
     pooled = r2.multiselect("Pool these annotators into one group (e.g. all GPT-4 runs)",
-                            [a for a in annotators if a != reference], key="cmp_pool", format_func=C.escape_md)
+                            [a for a in annotators if a != reference], key="cmp_pool")
     groups = (("pooled: " + ", ".join(pooled)[:60], tuple(pooled)),) if len(pooled) > 1 else ()
     card, agree = CU.report_card_cached(audit.dataset_hash, str(audit.run_id), reference, groups, _audit=audit)
     st.dataframe(

@@ -133,17 +133,17 @@ st.caption(
 
 st.subheader("Principle table")
 st.caption(
-    "strength = relevance × (2·accuracy − 1): above 0 the annotator rewards the principle, below 0 it "
-    "penalises it. 95% confidence intervals; *significant* after Benjamini-Hochberg at α = "
-    f"{audit.config.alpha:g}."
+    F.SIGN_RULE + " These CIs are per pair of this annotator (binomial); the report and summary.json add "
+    "CIs clustered by prompt and the effect with length controlled. *Significant* after Benjamini-Hochberg "
+    f"at α = {audit.config.alpha:g}."
 )
 W.stats_table(stats, audit.constitution.keys, audit.principles, key="principles_table")
 
 tab_bar, tab_scatter = st.tabs(["Strength", "Relevance vs accuracy"])
 with tab_bar:
-    st.plotly_chart(F.strength_bar(stats, selected=audit.constitution.keys), key="principles_strength")
+    st.plotly_chart(F.strength_bar(stats, selected=audit.constitution.keys, principles=audit.principles), key="principles_strength")
 with tab_scatter:
-    st.plotly_chart(F.relevance_accuracy(stats), key="principles_relacc")
+    st.plotly_chart(F.relevance_accuracy(stats, principles=audit.principles), key="principles_relacc")
 
 # --------------------------------------------------------------------------- map + clusters
 st.subheader("Principle map")

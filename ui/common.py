@@ -407,11 +407,10 @@ def annotator_picker() -> None:
 
 
 def escape_md(text: Any) -> str:
-    """Escape user text for st.markdown/captions (no markdown, no HTML, no links)."""
-    s = str(text)
-    for ch in ("\\", "`", "*", "_", "[", "]", "<", ">", "#", "|", "$", "~"):
-        s = s.replace(ch, "\\" + ch)
-    return s
+    """Escape user text for st.markdown/captions: the app's one choke point is `ui.safe.md`."""
+    from ui.safe import md
+
+    return md(text)
 
 
 def fmt_pct(x: Any) -> str:

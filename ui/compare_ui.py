@@ -64,12 +64,22 @@ LOADED_PREFIX = "loaded: "
 
 
 def dataset_choices(ds: C.LoadedDataset) -> dict[str, Any]:
-    """Datasets offered for comparison: the loaded one plus every bundled one."""
+    """Datasets offered for comparison: the loaded one, the files uploaded earlier in this session,
+    the gallery samples and every bundled one."""
     choices: dict[str, Any] = {ds.name: None}
+    for name, spec in (st.session_state.get("session_uploads") or {}).items():
+        choices.setdefault(f"uploaded: {name}", spec)
     for name, spec in C.bundled_choices().items():
-        if name != ds.name:
-            choices[name] = spec
-    return choices
+        choices.setdefault(name, spec)
+    try:
+        from ui.gallery import cards
+
+        for card in cards():
+            choices.setdefault(card.name, {"path": str(card.path)})
+    except Exception:  # the gallery is optional here
+        pass
+    choices.pop(ds.name, None)
+    return {ds.name: None, **choices}
 
 
 def start_dataset_compare(
@@ -92,8 +102,11 @@ def start_dataset_compare(
                 items.append((name, audit.votes, audit.pairs["preferred"]))
                 continue
             spec = choices[name]
-            path = spec.get("path") if isinstance(spec, dict) else getattr(spec, "path", spec)
-            pairs = data.load_pairs(path, name=name).pairs
+            if hasattr(spec, "pairs"):  # a dataset uploaded earlier in this session
+                pairs = spec.pairs
+            else:
+                path = spec.get("path") if isinstance(spec, dict) else getattr(spec, "path", spec)
+                pairs = data.load_pairs(path, name=name).pairs
 
             def sub(done, total, message, i=i, name=name):
                 frac = done / max(total, 1)
