@@ -334,3 +334,119 @@ def test_every_principle_is_documented():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "judges.md").read_text(encoding="utf-8")
     for p in judges.PRINCIPLES:
         assert f"| `{p.key}` |" in doc, p.key
+
+
+# --------------------------------------------------------------------------------------------
+# Golden votes: the speed and memory work on judges.py must not change a single vote.
+# --------------------------------------------------------------------------------------------
+
+# The last commit whose judges.py is the reference (before the throughput/memory work of issue 13).
+REFERENCE_COMMIT = "368f04ac7a06538f341260b903f55cca5f0dac2d"
+GOLDEN_FILES = (
+    "arena_llama3_70b_human.csv",
+    "hh_rlhf_harmless_test.csv",
+    "alpacaeval1_gpt4_judge.csv",
+    "pandalm_human_vs_judges.csv",
+)
+# Hostile or degenerate texts that real files have little of: CRLF, curly apostrophes, tabs, emojis,
+# mixed scripts, markdown at the very start, lone terminators, a long run without spaces.
+_EDGE_TEXTS = [
+    "",
+    " ",
+    "\r\n\r\n",
+    "I\u2019m sure.\r\nDefinitely!\r\n\r\n1. First, open it.\r\n2. Then close it.\r\n3. Finally, rest.",
+    "# Title\n\n**Bold** and **more bold**\n\n| a | b |\n|---|---|\n| 1 | 2 |\n",
+    "```python\nprint('hi')\n```\nLet me know if you need anything else! \U0001f600",
+    "\u041f\u0440\u0438\u0432\u0435\u0442, \u043c\u0438\u0440! \u4f60\u597d\u3002 \u3053\u3093\u306b\u3061\u306f\uff01 Why?",
+    "x" * 5000 + " y.",
+    "'quoted' ''' '' a'b 'c' \u201cdouble\u201d \u00abguillemets\u00bb \u300ckagi\u300d",
+    "Step 1: do it. Step 2: done. step-by-step, ME and MY and i'm; see [1] and (Smith et al., 2020).",
+    "...!!!???",
+    "\t- item\n\t* item\n  + item\n\u2022 item\n10) ten\n",
+]
+
+
+def _reference_judges():
+    """The judges module as it was at REFERENCE_COMMIT, loaded from git as a separate module."""
+    import importlib.util
+    import subprocess
+    import sys
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        src = subprocess.run(
+            ["git", "-C", str(root), "show", f"{REFERENCE_COMMIT}:icai_core/judges.py"],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"reference judges.py not available from git ({exc}); needs the repository history")
+    path = Path(tempfile.mkdtemp(prefix="judges-ref-")) / "judges_reference.py"
+    path.write_text(src, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("judges_reference", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["judges_reference"] = mod  # dataclasses need the module registered
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def golden_pairs() -> pd.DataFrame:
+    frames = [_read(f)[["prompt", "text_a", "text_b"]] for f in GOLDEN_FILES]
+    real = pd.concat(frames, ignore_index=True).drop_duplicates(ignore_index=True)
+    prompts = real["prompt"].iloc[: len(_EDGE_TEXTS) ** 2].to_numpy()
+    edge = pd.DataFrame(
+        [(prompts[i * len(_EDGE_TEXTS) + j], a, b)
+         for i, a in enumerate(_EDGE_TEXTS) for j, b in enumerate(_EDGE_TEXTS)],
+        columns=["prompt", "text_a", "text_b"],
+    )
+    edge.loc[0, "prompt"] = ""  # a pair without a prompt
+    return pd.concat([real, edge], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def reference_votes(golden_pairs) -> pd.DataFrame:
+    return _reference_judges().compute_votes(golden_pairs)
+
+
+def _mismatches(got: pd.DataFrame, want: pd.DataFrame) -> dict[str, int]:
+    assert list(got.columns) == list(want.columns)
+    diff = got.to_numpy() != want.to_numpy()
+    return {k: int(n) for k, n in zip(want.columns, diff.sum(axis=0), strict=True) if n}
+
+
+def test_votes_identical_to_the_reference_implementation(golden_pairs, reference_votes):
+    assert len(golden_pairs) >= 3000
+    votes = judges.compute_votes(golden_pairs)
+    assert (votes.dtypes == np.int8).all()
+    assert votes.index.equals(golden_pairs.index)
+    assert _mismatches(votes, reference_votes) == {}
+    # The reference votes are not degenerate: every principle but the embedding one is relevant somewhere.
+    assert ((reference_votes != 0).sum() > 0).all()
+
+
+def test_features_identical_to_the_reference_implementation(golden_pairs):
+    ref_a, ref_b = _reference_judges().compute_features(golden_pairs)
+    fa, fb = judges.compute_features(golden_pairs)
+    for got, want in ((fa, ref_a), (fb, ref_b)):
+        assert list(got.columns) == list(want.columns)
+        for c in want.columns:
+            np.testing.assert_array_equal(got[c].to_numpy(), want[c].to_numpy(), err_msg=c)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        ["more_prompt_overlap"],
+        ["more_vocabulary_diversity", "longer", "restates_question"],
+        ["follows_requested_format", "more_list_items", "hedges_more", "more_readable"],
+        list(reversed([p.key for p in judges.PRINCIPLES if p.key not in judges.EMBEDDING_KEYS])),
+    ],
+    ids=["overlap-alone", "tokens-then-length", "format-first", "reversed"],
+)
+def test_any_subset_and_order_gives_the_same_votes(golden_pairs, reference_votes, keys):
+    # Intermediates are shared between rules and may be freed after their last use: the votes of a
+    # rule must not depend on which other rules run, or in which order.
+    votes = judges.compute_votes(golden_pairs, keys)
+    assert list(votes.columns) == keys
+    assert _mismatches(votes, reference_votes[keys]) == {}
