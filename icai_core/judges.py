@@ -406,15 +406,112 @@ def _column(pairs: pd.DataFrame, name: str, required: bool = True) -> pd.Series:
     return col
 
 
+# ASCII bytes that belong to a word token (letters, digits, apostrophe); a non-ASCII character is a
+# word character when RE2 says it is not in _TOKEN_SEPARATOR (decided once per distinct character).
+_ASCII_WORD = np.zeros(256, dtype=bool)
+_ASCII_WORD[np.frombuffer(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789'", dtype=np.uint8)] = True
+_APOSTROPHE = ord("'")
+
+
+def _runs(flag: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, last) byte positions of the maximal runs of True in `flag`, also cut at every text
+    start in `starts` (sorted, distinct), so that no run crosses from one text into the next."""
+    change = np.flatnonzero(flag[1:] != flag[:-1]) + 1
+    edges = np.concatenate([[0] if flag[0] else [], change, [len(flag)] if flag[-1] else []]).astype(np.int64)
+    first, last = edges[0::2], edges[1::2] - 1
+    inner = starts[starts > 0]
+    cut = inner[flag[inner] & flag[inner - 1]]
+    if len(cut):
+        first = np.insert(first, np.searchsorted(first, cut), cut)
+        last = np.insert(last, np.searchsorted(last, cut - 1), cut - 1)
+    return first, last
+
+
+def _utf8_word_flags(buf: np.ndarray, word: np.ndarray) -> None:
+    """Mark in `word` the bytes of non-ASCII characters that are word characters (letters, marks,
+    digits of any script), exactly as RE2 classifies them: each distinct code point is tested once."""
+    lead = np.flatnonzero(buf >= 0xC0)  # first byte of every multi-byte character (valid UTF-8)
+    if not len(lead):
+        return
+    b0 = buf[lead].astype(np.int32)
+    size = 2 + (b0 >= 0xE0) + (b0 >= 0xF0)
+    c1, c2, c3 = (buf[np.minimum(lead + k, len(buf) - 1)].astype(np.int32) & 0x3F for k in (1, 2, 3))
+    cp = np.where(
+        size == 2,
+        ((b0 & 0x1F) << 6) | c1,
+        np.where(size == 3, ((b0 & 0x0F) << 12) | (c1 << 6) | c2, ((b0 & 0x07) << 18) | (c1 << 12) | (c2 << 6) | c3),
+    )
+    uniq, inv = np.unique(cp, return_inverse=True)
+    chars = pa.array([chr(c) for c in uniq.tolist()], type=pa.large_string())
+    is_word = ~pc.match_substring_regex(chars, _TOKEN_SEPARATOR).to_numpy(zero_copy_only=False)
+    flags = is_word[inv]
+    word[lead] = flags
+    for k in (1, 2, 3):
+        more = size > k
+        word[lead[more] + k] = flags[more]
+
+
 def _tokenize(texts: pd.Series | pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """Word tokens of every text: (doc id per token as int64, tokens as an Arrow string array)."""
+    """Word tokens of every text: (doc id per token as int64, tokens as an Arrow large_string array).
+
+    A token is a maximal run of word characters (Unicode letters, marks, digits, apostrophes) with
+    the apostrophes at its edges trimmed; runs of apostrophes only are dropped. This is the same as
+    splitting on the RE2 pattern `_TOKEN_SEPARATOR` and trimming "'" (the previous implementation,
+    kept identical by a golden test), but done on the UTF-8 bytes with numpy: the regex split built
+    a list array of every token and was the most expensive step of all the judges.
+    """
     arr = texts if isinstance(texts, pa.Array | pa.ChunkedArray) else pa.array(texts)
     arr = arr.cast(pa.large_string())
-    lists = pc.split_pattern_regex(arr, _TOKEN_SEPARATOR)
-    tokens = pc.utf8_trim(pc.list_flatten(lists), "'")
-    parents = pc.list_parent_indices(lists)
-    keep = pc.greater(pc.utf8_length(tokens), 0)
-    return pc.filter(parents, keep).to_numpy().astype(np.int64), pc.filter(tokens, keep)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if arr.null_count:
+        arr = pc.fill_null(arr, "")
+    n = len(arr)
+    no_tokens = (np.zeros(0, dtype=np.int64), pa.array([], type=pa.large_string()))
+    if n == 0:
+        return no_tokens
+    _, obuf, dbuf = arr.buffers()
+    offsets = np.frombuffer(obuf, dtype=np.int64)[arr.offset : arr.offset + n + 1]
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    if hi == lo:
+        return no_tokens
+    buf = np.frombuffer(dbuf, dtype=np.uint8)[lo:hi]
+    offsets = offsets - lo
+    word = _ASCII_WORD[buf]
+    _utf8_word_flags(buf, word)
+    starts = np.unique(offsets[:-1][offsets[:-1] < len(buf)])
+    first, last = _runs(word, starts)
+    del word
+    # Trim apostrophes at the edges: a few steps cover real text; a long run of apostrophes is
+    # trimmed in one go from the apostrophe runs.
+    for _ in range(4):
+        lead_a = buf[first] == _APOSTROPHE
+        trail_a = buf[last] == _APOSTROPHE
+        edge = lead_a | trail_a
+        if not edge.any():
+            break
+        first = first + lead_a
+        last = last - trail_a
+        keep = first <= last
+        first, last = first[keep], last[keep]
+    else:
+        apos = buf == _APOSTROPHE
+        a_first, a_last = _runs(apos, starts)
+        lead_a, trail_a = apos[first], apos[last]
+        first[lead_a] = a_last[np.searchsorted(a_first, first[lead_a], side="right") - 1] + 1
+        last[trail_a] = a_first[np.searchsorted(a_last, last[trail_a])] - 1
+        keep = first <= last
+        first, last = first[keep], last[keep]
+    # Tokens and the gaps between them as one string array over the same bytes; keep the tokens.
+    k = len(first)
+    bounds = np.empty(2 * k + 2, dtype=np.int64)
+    bounds[0], bounds[-1] = 0, len(buf)
+    bounds[1:-1:2] = first
+    bounds[2:-1:2] = last + 1
+    both = pa.LargeStringArray.from_buffers(2 * k + 1, pa.py_buffer(bounds), pa.py_buffer(buf))
+    tokens = both.take(pa.array(np.arange(1, 2 * k, 2, dtype=np.int64)))
+    doc = np.repeat(np.arange(n, dtype=np.int64), np.diff(np.searchsorted(first, offsets)))
+    return doc, tokens
 
 
 def _isin(tokens: pa.Array, words: Iterable[str]) -> np.ndarray:
@@ -494,13 +591,22 @@ class _Measure:
         return s.str.contains(pat, regex=regex).to_numpy(dtype=np.float64)
 
     @property
-    def tokens(self) -> tuple[np.ndarray, pa.Array]:
-        """(doc ids, lowercase tokens) of the unique response texts."""
-        return self._get("tokens", lambda: _tokenize(self.low))
+    def tokens(self) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+        """(doc id per token, vocabulary id per token, vocabulary) of the lowercased unique response
+        texts. Token properties (length, lexicon membership) are computed once per vocabulary entry
+        and gathered per token, instead of once per token."""
 
-    def token_count(self, mask: np.ndarray) -> np.ndarray:
-        doc, _ = self.tokens
-        return np.bincount(doc, weights=mask.astype(np.float64), minlength=len(self.raw))
+        def make():
+            doc, tok = _tokenize(self.low)
+            enc = pc.dictionary_encode(tok)
+            return doc, enc.indices.to_numpy().astype(np.int32, copy=False), enc.dictionary
+
+        return self._get("tokens", make)
+
+    def token_count(self, vocab_mask: np.ndarray) -> np.ndarray:
+        """Per text, the number of its tokens whose vocabulary entry is True in `vocab_mask`."""
+        doc, ids, _ = self.tokens
+        return np.bincount(doc[vocab_mask[ids]], minlength=len(self.raw)).astype(np.float64)
 
     # ---- per-text features ------------------------------------------------------------------
     def text(self, name: str) -> np.ndarray:
@@ -512,7 +618,7 @@ class _Measure:
         return self.raw.str.len().to_numpy(dtype=np.float64)
 
     def _f_n_words(self):
-        doc, _ = self.tokens
+        doc, _, _ = self.tokens
         return np.bincount(doc, minlength=len(self.raw)).astype(np.float64)
 
     def _f_n_sentences(self):
@@ -597,9 +703,9 @@ class _Measure:
 
     def _f_long_word_share(self):
         # Among purely alphabetic ASCII tokens, the share with 10+ letters.
-        _, tok = self.tokens
-        alpha = pc.match_substring_regex(tok, "^[a-z]+$").to_numpy(zero_copy_only=False)
-        long = alpha & (pc.utf8_length(tok).to_numpy(zero_copy_only=False) >= 10)
+        _, _, vocab = self.tokens
+        alpha = pc.match_substring_regex(vocab, "^[a-z]+$").to_numpy(zero_copy_only=False)
+        long = alpha & (pc.utf8_length(vocab).to_numpy(zero_copy_only=False) >= 10)
         n_alpha = self.token_count(alpha)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(n_alpha > 0, self.token_count(long) / np.maximum(n_alpha, 1), np.nan)
@@ -620,22 +726,21 @@ class _Measure:
     def _f_ttr_50(self):
         window = 50
         n = len(self.raw)
-        doc, tok = self.tokens
+        doc, ids, vocab = self.tokens
         if len(doc) == 0:
             return np.full(n, np.nan)
         starts = np.r_[0, np.flatnonzero(np.diff(doc)) + 1]  # tokens of one text are contiguous
         pos = np.arange(len(doc)) - np.repeat(starts, np.diff(np.r_[starts, len(doc)]))
         keep = pos < window
-        word_ids = pc.dictionary_encode(pc.filter(tok, pa.array(keep))).indices.to_numpy().astype(np.int64)
-        n_vocab = int(word_ids.max()) + 1
-        distinct = pd.unique(doc[keep] * n_vocab + word_ids)
+        n_vocab = len(vocab)
+        distinct = pd.unique(doc[keep] * n_vocab + ids[keep])
         n_types = np.bincount(distinct // n_vocab, minlength=n)
         return np.where(self.text("n_words") >= window, n_types / window, np.nan)
 
     def _f_sentiment_rate(self):
-        _, tok = self.tokens
-        pos = self.token_count(_isin(tok, load_lexicon("positive")))
-        neg = self.token_count(_isin(tok, load_lexicon("negative")))
+        _, _, vocab = self.tokens
+        pos = self.token_count(_isin(vocab, load_lexicon("positive")))
+        neg = self.token_count(_isin(vocab, load_lexicon("negative")))
         return _rate(pos - neg, self.text("n_words"))
 
     # ---- per-pair features ------------------------------------------------------------------
@@ -655,17 +760,24 @@ class _Measure:
             first = _extract(self.low, _FIRST_SENTENCE)["x"].str.slice(0, 300)
             plow = self.prompt_low.str.replace(_ROLE_LABEL, " ", regex=True)
             n_t, n_p = len(self.raw), len(self.praw)
-            doc_t, tok_t = self.tokens
+            doc_t, ids_t, vocab_t = self.tokens
             doc_f, tok_f = _tokenize(first)
             doc_p, tok_p = _tokenize(plow)
+            # One vocabulary for the three token sets: the response vocabulary first, then the new
+            # words of the first sentences and prompts (ids of a dictionary follow first appearance).
+            joint = pa.chunked_array([vocab_t, tok_f, tok_p], type=pa.large_string()).combine_chunks()
+            enc = pc.dictionary_encode(joint)
+            all_ids = enc.indices.to_numpy().astype(np.int64)
+            n_vt = len(vocab_t)
+            vocab_ids = np.concatenate([all_ids[:n_vt][ids_t], all_ids[n_vt:]])
             docs = np.concatenate([doc_t, doc_f + n_t, doc_p + 2 * n_t])
-            toks = pa.chunked_array([tok_t, tok_f, tok_p], type=pa.large_string()).combine_chunks()
-            content = ~_isin(toks, load_lexicon("stopwords")) & (
-                pc.utf8_length(toks).to_numpy(zero_copy_only=False) >= 2
+            vocab = enc.dictionary
+            content_v = ~_isin(vocab, load_lexicon("stopwords")) & (
+                pc.utf8_length(vocab).to_numpy(zero_copy_only=False) >= 2
             )
-            vocab_ids = pc.dictionary_encode(pc.filter(toks, pa.array(content))).indices.to_numpy().astype(np.int64)
-            docs = docs[content]
-            n_v = int(vocab_ids.max()) + 1 if len(vocab_ids) else 1
+            content = content_v[vocab_ids]
+            vocab_ids, docs = vocab_ids[content], docs[content]
+            n_v = len(vocab) or 1
             m = sparse.csr_matrix(
                 (np.ones(len(docs), dtype=np.float32), (docs, vocab_ids)), shape=(2 * n_t + n_p, n_v)
             )
