@@ -142,6 +142,8 @@ def write_audit_outputs(result, out: Path) -> None:
 def cmd_audit(args: argparse.Namespace) -> int:
     from icai_core.audit import run_offline_audit
 
+    if getattr(args, "stream", False):
+        return cmd_audit_stream(args)
     ws = _workspace(args)
     if ws is None:
         return 2
@@ -183,6 +185,135 @@ def cmd_audit(args: argparse.Namespace) -> int:
     print(result.summary())
     print(f"\nWrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}/")
     print(f"Run {run.id} recorded: `icai report {run.id} --out report.html`, or open the app with ?run={run.id}")
+    return 0
+
+
+_STREAM_CONTAINS = [
+    "principle_stats.csv / principle_stats.json: the principle stats (same columns as the in-memory audit), "
+    "per annotator and pooled as --annotators chooses",
+    "per annotator: rows judged, distinct pairs (by content: prompt + both responses), decided and tied rows",
+]
+_STREAM_LACKS = [
+    "constitution (no train/test split is drawn in a single pass)",
+    "reconstruction of held-out choices",
+    "clustered / length-controlled effects, report card, cross-validated verdict, agreement between annotators",
+    "votes.csv and the HTML/Markdown report",
+    "a record in the run store (icai runs / icai report / ?run= need the in-memory audit)",
+]
+
+
+def _stream_input_error(path, exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"error: file not found: {path}"
+    text = str(exc).strip().replace("\n", " ")
+    return f"error: {text}" if str(path) in text else f"error: {path}: {text}"
+
+
+def cmd_audit_stream(args: argparse.Namespace) -> int:
+    """`icai audit FILE --stream`: the measurable judges and the principle stats over a file of any size,
+    read in chunks (icai_core.chunked), per annotator and pooled, on --workers processes. Writes the
+    principle stats files and a summary.json that says what a streamed audit holds and what it does not."""
+    import pyarrow as pa
+
+    from icai_core import report
+    from icai_core.chunked import chunked_principle_stats
+
+    for flag, what in (("map", "--map"), ("discover", "--discover")):
+        if getattr(args, flag, None):
+            print(f"error: {what} is not available with --stream: a streamed audit reads the canonical columns "
+                  "(prompt, text_a, text_b, preferred or preferred_text, annotator) and runs the measurable "
+                  f"library only. Drop --stream to use {what}, or convert the file first "
+                  "(icai_core.data.load_pairs(FILE).pairs.to_parquet(...)).", file=sys.stderr)
+            return 2
+    if args.chunk_rows < 1 or args.workers < 1:
+        print("error: --chunk-rows and --workers must be at least 1", file=sys.stderr)
+        return 2
+    ws = _workspace(args)
+    if ws is None:
+        return 2
+    out = _out_dir(args.out)
+    if out is None:
+        return 2
+    config = _run_config(args, engine="offline")
+    path = Path(args.data)
+    bar, progress = _tqdm_progress()
+    cancel = CancelToken()
+    try:
+        res = chunked_principle_stats(
+            path, chunk_rows=args.chunk_rows, use_embeddings=config.measurable.use_embeddings,
+            alpha=config.alpha, workers=args.workers, progress=progress, cancel=cancel,
+            keys=config.measurable.principles, exclude_ties=args.ties == "exclude",
+            cache_dir=None if args.no_cache else ws.cache_dir,
+        )
+    except (KeyboardInterrupt, Cancelled):
+        cancel.cancel()
+        bar.close()
+        print("cancelled; nothing was written (a streamed audit keeps no partial results)", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, IsADirectoryError, pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        bar.close()
+        print(_stream_input_error(path, exc), file=sys.stderr)
+        return 2
+    bar.close()
+    if res.n_rows == 0:
+        print(f"error: {path}: the file has a header but no rows: nothing to audit", file=sys.stderr)
+        return 2
+    views = res.views(config.annotators)
+    if args.annotator:
+        if not res.annotators:
+            print("error: --annotator given but the data has no 'annotator' column", file=sys.stderr)
+            return 2
+        if args.annotator not in res.by_annotator:
+            print(f"error: no rows with annotator == {args.annotator!r}", file=sys.stderr)
+            return 2
+        views = [(args.annotator, res.by_annotator[args.annotator], False)]
+    import pandas as pd
+
+    tables = {name: c.stats(config.alpha) for name, c, _ in views}
+    stats = pd.concat([t.assign(annotator=name) for name, t in tables.items()], ignore_index=True)
+    report.write_csv(stats, out / "principle_stats.csv")
+    first_name, first, _ = views[0]
+    (out / "principle_stats.json").write_text(json.dumps({
+        "dataset": path.name,
+        "dataset_hash": None,  # the in-memory hash needs the whole table; a streamed audit has none
+        "streamed": True,
+        "n_pairs": first.n_distinct,
+        "n_rows": res.n_rows,
+        "annotators": [name for name, _, _ in views],
+        "config": config.to_dict(),
+        "principles": json.loads(tables[first_name].to_json(orient="records")),
+        "by_annotator": {name: json.loads(t.to_json(orient="records")) for name, t in tables.items()},
+    }, indent=2))
+
+    def entry(c) -> dict:
+        return {"n_rows": int(c.n_rows), "n_pairs": c.n_distinct, "n_decided": int(c.n), "n_ties": int(c.n_ties)}
+
+    (out / "summary.json").write_text(json.dumps({
+        "kind": "streamed_audit",
+        "dataset": path.name,
+        "n_rows": res.n_rows,
+        "n_pairs": res.counts.n_distinct,
+        "n_chunks": res.n_chunks,
+        "chunk_rows": args.chunk_rows,
+        "workers": args.workers,
+        "embeddings": bool(config.measurable.use_embeddings),
+        "annotators": {name: entry(c) for name, c, _ in views},
+        "contains": _STREAM_CONTAINS,
+        "does_not_contain": _STREAM_LACKS,
+        "note": "Counts of pairs are distinct pairs (prompt + both responses, the in-memory audit's content "
+                "hash); the stats count each annotator's rows, as the in-memory audit does. For the missing "
+                "parts run `icai audit FILE` without --stream on a file that fits in memory.",
+    }, indent=2, allow_nan=False))
+    print(f"Streamed audit of {path.name}: {res.n_rows:,} rows, {res.counts.n_distinct:,} distinct pairs, "
+          f"{res.n_chunks} chunks of up to {args.chunk_rows:,} rows, {args.workers} worker(s)")
+    for name, _, _ in views:
+        t = tables[name].head(5)
+        print(f"\n{name}: {views[[v[0] for v in views].index(name)][1].n_distinct:,} distinct pairs; strongest:")
+        for row in t.itertuples():
+            print(f"  {row.strength:+.3f} [{row.strength_ci_low:+.3f}, {row.strength_ci_high:+.3f}]  {row.key}")
+    print("\nNot in a streamed audit: constitution, reconstruction, controlled effects, report, run record "
+          "(see summary.json).")
+    print(f"Wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}/")
     return 0
 
 
@@ -519,6 +650,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--discover", action="store_true",
                    help="also discover directions in the data beyond the measurable library (offline, "
                         "embeds every response: slower)")
+    a.add_argument("--stream", action="store_true",
+                   help="stream a CSV/TSV/Parquet file of any size in chunks (bounded memory): principle stats "
+                        "per annotator and pooled only (no constitution, reconstruction or report)")
+    a.add_argument("--chunk-rows", type=int, default=10_000, help="rows per chunk with --stream (default 10000)")
+    a.add_argument("--workers", type=int, default=1,
+                   help="processes judging chunks in parallel with --stream (default 1; memory ~ workers x chunk)")
     a.set_defaults(func=cmd_audit)
 
     def llm_args(p, required: bool = True):
