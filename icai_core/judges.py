@@ -164,6 +164,7 @@ _LINK_OR_CITATION = (
     r"(?:^|[^A-Za-z0-9_\])])\[[0-9]{1,3}\]|"
     r"\([A-Z][A-Za-z'-]+(?: et al\.?| and [A-Z][A-Za-z'-]+)?,? (?:1[89]|20)[0-9]{2}[a-z]?\)"
 )
+_QUOTE_OPENERS = ('"', "\u201c", "\u00ab", "\u300c")  # every _QUOTE match starts with one of these
 _QUOTE = '"[^"\\n]{1,300}"|\u201c[^\u201d\\n]{1,300}\u201d|\u00ab[^\u00bb\\n]{1,300}\u00bb|\u300c[^\u300d\\n]{1,300}\u300d'
 _YOU_QUESTION = r"(?:^|[^a-z0-9_'])(?:you|your|yours|yourself|you're|you've|you'd|you'll)(?:[^a-z0-9_'.!?\n][^.!?\n]*)?\?"
 _ENDS_WITH_QUESTION = "\\?[ \t\r\n\"')*\u201d]*\\Z"
@@ -173,7 +174,8 @@ _TERM = "[.!?\u3002\uff01\uff1f]"
 _SENTENCE = f"[{_LETTER}](?:[^\\n.!?\u3002\uff01\uff1f]|{_TERM}+[^ \\t\\r\\n.!?\u3002\uff01\uff1f\"')\\]\u201d])*"
 _FIRST_SENTENCE = r"^[ \t\r\n#*>-]*(?P<x>[^\n]*?)(?:[.!?:](?:[ \t\r\n]|\z)|\n|\z)"
 _ROLE_LABEL = r"(?:^|\n)[ \t]*(?:human|assistant|user|system):"  # dialogue prompts (HH-RLHF)
-_LAST_USER_TURN = r"(?s)^(?:.*human:)?(?P<x>.*)"
+# The last user turn is what follows the last "human:" (the whole prompt without one); it used to be
+# extracted with r"(?s)^(?:.*human:)?(?P<x>.*)", which gives the same text, more slowly (_after_last).
 _FIRST_PERSON = (
     "(?:^|[^A-Za-z0-9_'])(?:I|[Ii]'m|[Ii]'ve|[Ii]'d|[Ii]'ll|[Mm]e|[Mm]y|[Mm]ine|[Mm]yself|ME|MY)(?:[^A-Za-z0-9_']|\\Z)"
 )
@@ -528,6 +530,13 @@ def _extract(texts: pd.Series, pattern: str) -> dict[str, pd.Series]:
     return out
 
 
+def _after_last(texts: pd.Series, sep: str) -> pd.Series:
+    """The part of each text after the last occurrence of the literal `sep` (the whole text without one)."""
+    lists = pc.split_pattern(pa.array(texts), sep, max_splits=1, reverse=True)
+    last = pc.take(lists.values, pa.array(lists.offsets.to_numpy()[1:] - 1))
+    return pd.Series(last.to_pandas(types_mapper=lambda _t: _STR_DTYPE), dtype="str")
+
+
 def _rate(count: np.ndarray, words: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(words > 0, 100.0 * count / np.maximum(words, 1), np.nan)
@@ -545,10 +554,10 @@ class _Measure:
         self.n = n
         self.ia = codes[:n]
         self.ib = codes[n:]
-        self.raw = pd.Series(np.asarray(uniq, dtype=object), dtype="str")
+        self.raw = pd.Series(uniq.array, copy=False)  # Arrow-backed "str", no round trip via objects
         pcodes, puniq = pd.factorize(p)
         self.ip = pcodes
-        self.praw = pd.Series(np.asarray(puniq, dtype=object), dtype="str")
+        self.praw = pd.Series(puniq.array, copy=False)
         self.embedder = embedder
         self.progress = progress
         self.cancel = cancel
@@ -585,6 +594,19 @@ class _Measure:
 
     def count_lines(self, pat: str) -> np.ndarray:
         return self.lines.str.count(pat).to_numpy(dtype=np.float64)
+
+    def count_if_any(self, pat: str, needles: Sequence[str], lower: bool = True) -> np.ndarray:
+        """`count(pat)`, with the regex run only on the texts that contain one of the literal
+        `needles` (every match of `pat` must contain one): the others count 0 without a regex pass."""
+        s = self.low if lower else self.norm
+        arr = pa.array(s)
+        has = np.zeros(len(s), dtype=bool)
+        for needle in needles:
+            has |= pc.match_substring(arr, needle).to_numpy(zero_copy_only=False)
+        out = np.zeros(len(s), dtype=np.float64)
+        if has.any():
+            out[has] = pc.count_substring_regex(arr.filter(pa.array(has)), pat).to_numpy(zero_copy_only=False)
+        return out
 
     def contains(self, pat: str, lower: bool = True, regex: bool = True) -> np.ndarray:
         s = self.low if lower else self.norm
@@ -711,7 +733,7 @@ class _Measure:
             return np.where(n_alpha > 0, self.token_count(long) / np.maximum(n_alpha, 1), np.nan)
 
     def _f_n_quotes(self):
-        return self.count(_QUOTE, lower=False)
+        return self.count_if_any(_QUOTE, _QUOTE_OPENERS, lower=False)
 
     def _f_n_first_person(self):
         # A bare "I" only in capitals (so "i" in code or "i.e." is not counted); "i'm", "i've"... in any case.
@@ -726,16 +748,18 @@ class _Measure:
     def _f_ttr_50(self):
         window = 50
         n = len(self.raw)
-        doc, ids, vocab = self.tokens
-        if len(doc) == 0:
-            return np.full(n, np.nan)
-        starts = np.r_[0, np.flatnonzero(np.diff(doc)) + 1]  # tokens of one text are contiguous
-        pos = np.arange(len(doc)) - np.repeat(starts, np.diff(np.r_[starts, len(doc)]))
-        keep = pos < window
-        n_vocab = len(vocab)
-        distinct = pd.unique(doc[keep] * n_vocab + ids[keep])
-        n_types = np.bincount(distinct // n_vocab, minlength=n)
-        return np.where(self.text("n_words") >= window, n_types / window, np.nan)
+        # Only texts of 50+ words get a value: their first 50 token ids form a (texts x 50) matrix,
+        # and the distinct ids of a row are counted after sorting it.
+        doc, ids, _ = self.tokens
+        words = self.text("n_words")
+        out = np.full(n, np.nan)
+        long = np.flatnonzero(words >= window)
+        if len(long):
+            starts = np.searchsorted(doc, long)  # tokens of one text are contiguous, in text order
+            first = np.sort(ids[starts[:, None] + np.arange(window)], axis=1)
+            n_types = 1 + (first[:, 1:] != first[:, :-1]).sum(axis=1)
+            out[long] = n_types / window
+        return out
 
     def _f_sentiment_rate(self):
         _, _, vocab = self.tokens
@@ -811,7 +835,7 @@ class _Measure:
 
     def _p_follows_format(self):
         # The prompt's last user turn (HH-style dialogues keep the whole history in the prompt).
-        last = _extract(self.prompt_low, _LAST_USER_TURN)["x"]
+        last = _after_last(self.prompt_low, "human:")
         want_list = last.str.contains(_REQ_LIST).to_numpy()
         want_table = last.str.contains(_REQ_TABLE).to_numpy()
         want_json = last.str.contains(_REQ_JSON).to_numpy()
