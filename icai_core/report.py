@@ -769,7 +769,9 @@ def html_report(
 
     lp = F.length_preference(getattr(audit, "all_pairs", None) if getattr(audit, "all_pairs", None) is not None
                              else pairs)
-    lp_html = html_table(pd.DataFrame({
+    # all ties (or no row at all): no decided judgement, so there is no length preference to tabulate
+    lp_html = ("<p><em>No decided judgement (every pair is a tie): the length preference cannot be "
+               "computed.</em></p>") if lp.empty or "annotator" not in lp.columns else html_table(pd.DataFrame({
         "annotator": lp["annotator"], "decided judgements": lp["judgements"], "unequal length": lp["n_unequal"],
         "P(prefer longer)": lp["p_prefer_longer"],
         "95% CI": [_ci_pct(a, b) for a, b in zip(lp["ci_low"], lp["ci_high"], strict=True)],

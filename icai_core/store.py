@@ -240,6 +240,45 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _salvage_rows(old: sqlite3.Connection, table: str, cols: list[str], max_gap: int = 20_000):
+    """Every row of `table` in a damaged database that can still be read, in rowid order.
+
+    A scan stops at the first page that cannot be read (cut off or garbled), but the rows of later
+    pages are usually still reachable through the b-tree by rowid: after a failed scan the rowids past
+    the last row read are probed one by one (cheap: a failed seek costs microseconds) and the scan
+    resumes from the next readable one, until `max_gap` consecutive rowids give nothing (or past the
+    largest rowid, when SQLite can still tell it)."""
+    select = f"SELECT rowid, {', '.join(cols)} FROM {table}"
+    last = 0
+    try:
+        top = old.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0]
+    except sqlite3.DatabaseError:
+        top = None
+    while True:
+        try:
+            cur = old.execute(f"{select} WHERE rowid > ? ORDER BY rowid", (last,))
+            for row in cur:
+                last = row[0]
+                yield row[1:]
+            return  # the scan reached the end
+        except sqlite3.DatabaseError:
+            pass
+        probe, found = last + 1, False  # rows past a damaged page: find the next readable rowid
+        limit = top if top is not None else last + max_gap
+        while probe <= limit:
+            try:
+                row = old.execute(f"{select} WHERE rowid = ?", (probe,)).fetchone()
+            except sqlite3.DatabaseError:
+                row = None
+            if row is not None:
+                last, found = row[0], True
+                yield row[1:]
+                break
+            probe += 1
+        if not found:
+            return
+
+
 # --------------------------------------------------------------------------------------------
 # Store
 # --------------------------------------------------------------------------------------------
@@ -290,6 +329,10 @@ class RunStore:
         kept: dict[str, int] = {}
         try:
             old = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+            # A cut file fails SQLite's schema check as a whole ("malformed") as soon as ONE table or
+            # index has its root page past the end, which would make every table unreadable; with
+            # writable_schema the schema is taken as written and each table is read as far as it goes.
+            old.execute("PRAGMA writable_schema=ON")
         except sqlite3.Error:
             old = None
         for table in ("runs", "steps", "results"):
@@ -298,29 +341,33 @@ class RunStore:
                 continue
             try:
                 cols = [r[1] for r in old.execute(f"PRAGMA table_info({table})")]
-                cur = old.execute(f"SELECT {', '.join(cols)} FROM {table}")
                 marks = ",".join("?" * len(cols))
-                while True:
-                    try:
-                        rows = cur.fetchmany(200)
-                    except sqlite3.DatabaseError:
-                        break  # the rest of this table is unreadable
-                    if not rows:
-                        break
-                    with self._tx() as conn:
-                        conn.executemany(f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}) VALUES ({marks})", rows)
-                    kept[table] += len(rows)
+                batch: list[tuple] = []
+                for row in _salvage_rows(old, table, cols):
+                    batch.append(row)
+                    if len(batch) >= 200:
+                        kept[table] += self._insert_ignore(table, cols, marks, batch)
+                        batch = []
+                if batch:
+                    kept[table] += self._insert_ignore(table, cols, marks, batch)
             except sqlite3.DatabaseError:
                 continue
         if old is not None:
             old.close()
+        why = " ".join(str(exc).split())  # SQLite's integrity report spans lines: one paragraph
+        why = why if len(why) <= 200 else why[:199] + "…"
         self.recovered = (
-            f"The run store {self.path} was damaged ({type(exc).__name__}: {exc}). It was moved to {damaged} "
+            f"The run store {self.path} was damaged ({type(exc).__name__}: {why}). It was moved to {damaged} "
             f"and a new store started; {kept['runs']} runs and {kept['results']} saved results could still be "
             "read and were copied into it. Runs that could not be read are gone from the list; the damaged "
             "file is kept in case you want to inspect it, and can be deleted."
         )
         logging.getLogger("principia.store").warning(self.recovered)
+
+    def _insert_ignore(self, table: str, cols: list[str], marks: str, rows: list[tuple]) -> int:
+        with self._tx() as conn:
+            conn.executemany(f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}) VALUES ({marks})", rows)
+        return len(rows)
 
     # -- plumbing -------------------------------------------------------------------------------
     @contextlib.contextmanager

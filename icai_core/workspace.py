@@ -56,7 +56,9 @@ def _add_costs(base: dict | None, new: dict | None) -> dict | None:
 
 @dataclass
 class RunHandle:
-    """One recorded run. `progress(...)` mirrors progress into the store (at most once a second);
+    """One recorded run. `progress(...)` mirrors progress -- and the cost so far -- into the store (at
+    most once a second), so a process that is killed (no `fail`, no `finish`) still leaves the calls it
+    paid for in the record and a resumed run adds to them instead of under-reporting (issue 11, item 14);
     `finish(result)` saves the result and marks it done; leaving the `with` block on an exception
     marks it cancelled (Cancelled / KeyboardInterrupt) or failed (anything else, message scrubbed)."""
 
@@ -86,7 +88,7 @@ class RunHandle:
             if now - self._last > 1.0:
                 self._last = now
                 with contextlib.suppress(Exception):
-                    self.store.update(self.id, done=done, total=total, message=message)
+                    self.store.update(self.id, done=done, total=total, message=message, cost=self.cost())
 
         return _progress
 

@@ -18,7 +18,8 @@ How an answer is chosen (a fixed, documented rule)
    ``response_format={"type": "json_object"}``, the JSON ``{"echo": "<last user message>"}``.
 
 A responder is ``responder(messages: list[dict], body: dict) -> str | Reply`` (``body`` is the full
-request JSON: model, temperature, max_tokens, response_format, ...). ``Reply(text, finish_reason)``
+request JSON: model, temperature, max_tokens, response_format, ...; plus ``body["_authorization"]``,
+the request's Authorization header, for responders that script an endpoint echoing the key). ``Reply(text, finish_reason)``
 lets a responder answer with a finish_reason other than "stop" (e.g. replay a raw answer a real model
 gave with finish_reason "length"); ``replay_responder([...])`` answers a fixed sequence of raw
 answers in arrival order. A line ``SCRIPTED_FINISH: <reason>`` in the last user message sets the
@@ -381,7 +382,9 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None and fault.kind == "malformed":
                 text = MALFORMED_ANSWER
             else:
-                got = srv.answer(messages, body)
+                # the responder also sees the Authorization header the request carried (a copy of the
+                # body with "_authorization"), so a test can script an endpoint that echoes the key
+                got = srv.answer(messages, {**body, "_authorization": rec.authorization})
                 text, finish = (got.text, got.finish_reason) if isinstance(got, Reply) else (str(got), "stop")
             if fault is not None and fault.kind == "length":
                 text, finish = text[: max(1, len(text) // 2)], "length"
