@@ -444,6 +444,7 @@ def _results_in_order(chunks: Iterator[pd.DataFrame], keys, workers: int, embed_
             pending.popleft()
             return rows, res
 
+    finished = False
     try:
         for chunk in chunks:
             check(cancel)
@@ -453,10 +454,13 @@ def _results_in_order(chunks: Iterator[pd.DataFrame], keys, workers: int, embed_
             del chunk
         while pending:
             yield next_done()
+        finished = True
     finally:
-        if pending:  # cancelled or failed: stop the running chunks at their next principle
+        if not finished:
+            # Cancelled or failed: queued chunks are dropped, running ones stop at their next principle
+            # (the event), and the caller does not wait for that (nor for a worker still starting up).
             event.set()
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=finished, cancel_futures=True)
 
 
 def _forget_vectors(embedder) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -83,3 +84,162 @@ def test_bad_source_messages(tmp_path):
     labels.write_text("text_a,text_b,preferred\n" + "a,b,a\n" * 5 + "a,b,maybe\n")
     with pytest.raises(ValueError, match=r"y.csv: rows 5-6 .*'maybe'"):
         chunked_principle_stats(labels, chunk_rows=4)
+
+
+# ------------------------------------------------------------------ per annotator, distinct pairs, workers, CLI
+MULTI = ("alpacaeval_judge_variants.csv", "prd_vicuna80_human_vs_gpt4.csv")
+
+
+@pytest.fixture(scope="module")
+def multi_in_memory() -> dict:
+    """The in-memory audit's per-annotator analysis (pipeline.analyse; evidence stages left out: they
+    do not touch the stats) on real files where several annotators judge the same pairs."""
+    from icai_core.config import RunConfig
+    from icai_core.data import load_pairs
+    from icai_core.pipeline import Pipeline, RunContext
+
+    out = {}
+    for f in MULTI:
+        pairs = load_pairs(SHARED_DATA / f).pairs
+        pipe = Pipeline.offline(RunConfig.from_flat(annotators="both", use_embeddings=False))
+        pipe.reconstructors = []
+        res = pipe.run(pairs, RunContext(), dataset_name=f)
+        out[f] = (pairs, {name: (a.stats, a.n_pairs, len(a.rows)) for name, a in res.analyses.items()})
+    return out
+
+
+@needs_data
+@pytest.mark.parametrize("f", MULTI)
+def test_per_annotator_equals_in_memory_analysis(multi_in_memory, tmp_path, f):
+    pairs, expected = multi_in_memory[f]
+    assert len(expected) >= 3 and "all" in expected  # several annotators + the pooled view
+    # Shuffled rows in small chunks: every pair's rows (several annotators, repeated MTurk votes) are
+    # spread over different chunks, so the distinct-pair count must de-duplicate across chunks.
+    shuffled = tmp_path / "shuffled.parquet"
+    pairs.sample(frac=1.0, random_state=3).to_parquet(shuffled, row_group_size=400)
+    for source in (SHARED_DATA / f, shuffled):  # the raw shared CSV (preferred_text) and a Parquet copy
+        res = chunked_principle_stats(source, chunk_rows=173)
+        tables = res.stats_by_annotator("both")
+        assert list(tables) == list(expected) or set(tables) == set(expected)
+        for name, (stats, n_pairs, n_rows) in expected.items():
+            pd.testing.assert_frame_equal(tables[name], stats)
+            assert res.n_distinct_pairs(name) == n_pairs
+            counts = res.counts if name == "all" else res.by_annotator[name]
+            assert counts.n_rows == n_rows
+    if f.startswith("prd_vicuna80"):  # 3 MTurk votes per pair: rows and distinct pairs differ
+        assert expected["human_mturk"][1:] == (480, 1440)
+
+
+def test_distinct_pairs_across_chunks_exact():
+    pairs = pd.DataFrame({
+        "prompt": ["p1", "p1", "p2", "p1", "p2", "p3"],
+        "text_a": ["x", "x", "y", "x", "y", "z"],
+        "text_b": ["u", "u", "v", "u", "w", "z"],  # p2/y/v and p2/y/w are different pairs
+        "preferred": ["a", "b", "a", "tie", "b", "a"],
+        "annotator": ["h", "m", "h", "h", "m", "h"],
+    })
+    res = chunked_principle_stats(pairs, keys=["longer"], chunk_rows=2)
+    assert res.n_chunks == 3 and res.annotators == ["h", "m"]
+    assert (res.by_annotator["h"].n_rows, res.by_annotator["h"].n_distinct) == (4, 3)  # p1 twice
+    assert (res.by_annotator["m"].n_rows, res.by_annotator["m"].n_distinct) == (2, 2)
+    assert (res.counts.n_rows, res.counts.n_distinct, res.counts.n_ties) == (6, 4, 1)
+    assert [v[0] for v in res.views("each")] == ["h", "m"] and res.views("pooled")[0][0] == "all"
+
+
+@needs_data
+@pytest.mark.slow  # ~25 s under load: two spawned processes import the judges
+def test_two_workers_identical_to_one_process(tmp_path):
+    from icai_core.data import load_pairs
+
+    pairs = load_pairs(SHARED_DATA / "prd_vicuna80_human_vs_gpt4.csv").pairs
+    path = tmp_path / "p.parquet"
+    pairs.to_parquet(path, row_group_size=300)
+    one = chunked_principle_stats(path, chunk_rows=250)
+    two = chunked_principle_stats(path, chunk_rows=250, workers=2)
+    assert two.n_chunks == one.n_chunks == 8 and two.annotators == one.annotators
+    pd.testing.assert_frame_equal(two.stats, one.stats)
+    for name in one.annotators:
+        a, b = one.by_annotator[name], two.by_annotator[name]
+        assert (a.n_agree.tolist(), a.n_disagree.tolist(), a.n, a.n_ties, a.n_rows) == \
+               (b.n_agree.tolist(), b.n_disagree.tolist(), b.n, b.n_ties, b.n_rows)
+        assert np.array_equal(a.pair_keys, b.pair_keys)
+
+
+@needs_data
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])  # 2: ~15 s of process start
+def test_cancel_within_two_seconds(tmp_path, workers):
+    import time
+
+    from icai_core.jobs import Cancelled, CancelToken
+
+    path = tmp_path / "p.parquet"
+    pd.read_csv(SHARED_DATA / "arena_llama3_70b_human.csv", keep_default_na=False).to_parquet(path)
+    token, when = CancelToken(), {}
+
+    def progress(done, total, msg):
+        if "t" not in when:
+            when["t"] = time.perf_counter()
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        chunked_principle_stats(path, chunk_rows=200, workers=workers, progress=progress, cancel=token)
+    assert "t" in when and time.perf_counter() - when["t"] < 2.0
+
+
+@needs_data
+def test_parquet_reader_memory_does_not_grow_with_row_groups(tmp_path):
+    """pyarrow's default pre_buffer keeps every row group's column chunks until the file closes (the
+    1M run's creep); the reader must hold about one row group whatever the number read."""
+    import pyarrow as pa
+
+    pairs = pd.read_csv(SHARED_DATA / "alpacaeval_human_vs_gpt4.csv", keep_default_na=False)
+    path = tmp_path / "many.parquet"
+    pd.concat([pairs] * 2).to_parquet(path, row_group_size=600)  # 16 row groups of ~2.5 MB of text
+    base = pa.total_allocated_bytes()
+    seen = []
+    for chunk in iter_pair_chunks(path, chunk_rows=300):
+        del chunk
+        seen.append(pa.total_allocated_bytes() - base)
+    assert len(seen) == 32
+    # Each row group is ~4 MB here; keeping them all would end 60 MB above the second chunk's level.
+    assert max(seen) < seen[1] + 8e6, [round(s / 1e6, 1) for s in seen]
+
+
+@needs_data
+def test_cli_stream_writes_the_in_memory_stats(multi_in_memory, tmp_path, capsys):
+    import json
+
+    from icai_core.cli import main
+
+    f = "alpacaeval_judge_variants.csv"
+    _, expected = multi_in_memory[f]
+    out = tmp_path / "out"
+    rc = main(["audit", str(SHARED_DATA / f), "--stream", "--no-embeddings", "--annotators", "both",
+               "--chunk-rows", "400", "--workers", "1", "--out", str(out), "--cache-dir", str(tmp_path / "home")])
+    assert rc == 0, capsys.readouterr().err
+    got = pd.read_csv(out / "principle_stats.csv", keep_default_na=False)
+    want = pd.concat([s.assign(annotator=name) for name, (s, _, _) in expected.items()], ignore_index=True)
+    assert list(got.columns) == list(want.columns)
+    assert got["annotator"].tolist() == want["annotator"].tolist() and got["key"].tolist() == want["key"].tolist()
+    for c in ("n", "n_ties", "n_agree", "n_disagree"):
+        assert got[c].tolist() == want[c].tolist()
+    np.testing.assert_allclose(got["strength"].to_numpy(float), want["strength"].to_numpy(float), rtol=1e-9)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kind"] == "streamed_audit" and "constitution" in " ".join(summary["does_not_contain"])
+    assert {k: v["n_pairs"] for k, v in summary["annotators"].items()} == {k: v[1] for k, v in expected.items()}
+    js = json.loads((out / "principle_stats.json").read_text())
+    assert js["streamed"] is True and set(js["by_annotator"]) == set(expected)
+
+
+def test_cli_stream_bad_input_exits_2_with_one_paragraph(tmp_path, capsys):
+    from icai_core.cli import main
+
+    bad = tmp_path / "votes.csv"
+    bad.write_text("question,response_a,response_b,winner\nq,a,b,model_a\n")
+    rc = main(["audit", str(bad), "--stream", "--no-embeddings", "--out", str(tmp_path / "o"),
+               "--cache-dir", str(tmp_path / "home")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert "votes.csv: missing column(s) text_a, text_b, preferred" in err and "without --stream" in err
+    assert main(["audit", str(tmp_path / "nope.csv"), "--stream", "--out", str(tmp_path / "o")]) == 2
+    assert "file not found" in capsys.readouterr().err
