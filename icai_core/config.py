@@ -55,6 +55,12 @@ class DiscoveryConfig:
 
     discover: bool = False
     n_directions: int = 16
+    # LLM names for the kept directions, scored by fidelity (icai_core.naming; only with an LLM client)
+    name_with_llm: bool = True
+    name_examples: int = 5  # typical pairs shown to the namer
+    fidelity_voted_pairs: int = 20  # held pairs where the direction votes (balanced A / B)
+    fidelity_unvoted_pairs: int = 10  # held pairs where it does not
+    fidelity_threshold: float = 0.7  # names below it are flagged low_fidelity
 
 
 @dataclass(frozen=True)

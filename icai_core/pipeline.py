@@ -292,6 +292,12 @@ class Pipeline:
         if config.measurable.include_measurable:
             proposers.append(MeasurableLibrary(config.measurable))
             voters.append(MeasurableVoter(config.measurable))
+        if config.discovery.discover:  # directions found in the data, named by the same LLM (icai_core.naming)
+            from icai_core.stages_offline import DataDiscovery
+
+            found = DataDiscovery(config.discovery, seed=seed)
+            proposers.append(found)
+            voters.append(found)
         return cls(config=config, proposers=proposers, consolidator=ClusterProposals(config.llm),
                    voters=voters, reconstructors=[LLMAnnotator(config.llm, seed=seed), *evidence_stages(config)],
                    kind="icai")

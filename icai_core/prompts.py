@@ -293,3 +293,57 @@ def constitution_schema(n: int) -> dict:
 def constitution_max_tokens(n: int) -> int:
     """About 40 tokens per imperative principle plus the JSON frame."""
     return _margin(10 + 40 * n)
+
+
+# ---------------------------------------------------------------- naming discovered directions (issue 10)
+
+NAME_DIRECTION = PromptTemplate(
+    name="name_direction",
+    system=(
+        "TASK: name_direction\n"
+        "A statistical analysis of many pairs of responses found one consistent way in which two "
+        "responses to the same prompt differ. For each example pair you see the response with MORE of "
+        "this property and the response with LESS of it (the measurement looked mostly at how each "
+        "response begins), and the words used more often on each side. Write one general principle, "
+        "starting with 'Select the response that', that picks the response with MORE of the property. "
+        "It must name one property of a response (its tone, form, content or behaviour) that would make "
+        "sense for any prompt, not the topic of these examples. Answer with JSON only: an object whose "
+        "key \"principle\" holds that one principle."
+    ),
+    user=(
+        "Words used more often on the MORE side: {words_high}\n"
+        "Words used more often on the LESS side: {words_low}\n\n"
+        "{examples}\n\n"
+        "Write the one principle that selects the response with MORE of the property."
+    ),
+    expected_completion_tokens=40,
+)
+
+NAME_EXAMPLE = (
+    "Example {i}\nPrompt:\n<prompt>\n{prompt}\n</prompt>\n"
+    "Response with MORE of the property:\n<more>\n{more}\n</more>\n"
+    "Response with LESS of the property:\n<less>\n{less}\n</less>"
+)
+
+
+def name_direction_messages(words_high: Sequence[str], words_low: Sequence[str],
+                            examples: Sequence[tuple[str, str, str]], max_chars: int = 500) -> list[dict]:
+    """Messages asking for one principle naming a discovered direction. `examples` are (prompt, more,
+    less) triples; every text is cut to `max_chars` (the prompt to half of it) to bound cost."""
+    blocks = [NAME_EXAMPLE.format(i=i, prompt=truncate(p, max(1, max_chars // 2)), more=truncate(m, max_chars),
+                                  less=truncate(le, max_chars))
+              for i, (p, m, le) in enumerate(examples, start=1)]
+    def quote(ws: Sequence[str]) -> str:
+        return ", ".join(f'"{w}"' for w in ws) if ws else "(none stands out)"
+
+    return NAME_DIRECTION.messages(words_high=quote(words_high), words_low=quote(words_low),
+                                   examples="\n\n".join(blocks))
+
+
+def name_direction_schema() -> dict:
+    """One principle string (the same answer shape as `merge_schema`, read by `answers.parse_principle`)."""
+    return _schema("principle", {"principle": {"type": "string"}}, ["principle"])
+
+
+def name_direction_max_tokens() -> int:
+    return _margin(NAME_DIRECTION.expected_completion_tokens)

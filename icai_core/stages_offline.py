@@ -157,9 +157,15 @@ def compute_votes_cached(
 
 class DataDiscovery:
     """Proposer and voter: directions in which the two responses differ that the measurable library
-    does not already name (icai_core.discover, WIMHF-style, no LLM). Which directions are kept does
-    not look at the labels, so discovering on all distinct pairs leaks nothing into the held-out split;
-    their effects are then measured per annotator like any other judge's."""
+    does not already name (icai_core.discover, WIMHF-style). Which directions are kept does not look at
+    the labels, so discovering on all distinct pairs leaks nothing into the held-out split; their effects
+    are then measured per annotator like any other judge's.
+
+    With an LLM client in the context (`ctx.client`) and `config.name_with_llm`, each kept direction is
+    named by the LLM and the name scored by fidelity (icai_core.naming, no label used either): the
+    judge's `text` becomes the name, the keyword description stays in the discovery table
+    (`keyword_text`), and `name_source`, `fidelity` (+ CI) and `low_fidelity` travel with it. The votes
+    stay the direction's own: a name labels a direction, it never changes what it measures."""
 
     name = "discovery"
     consolidate = False
@@ -169,21 +175,59 @@ class DataDiscovery:
         self.seed = seed
         self._votes: pd.DataFrame | None = None
 
+    def _naming(self, ctx) -> bool:
+        return ctx.client is not None and bool(getattr(self.config, "name_with_llm", True))
+
+    def naming_config(self):
+        from icai_core.naming import NamingConfig
+
+        c = self.config
+        return NamingConfig(n_examples=getattr(c, "name_examples", 5), n_voted=getattr(c, "fidelity_voted_pairs", 20),
+                            n_unvoted=getattr(c, "fidelity_unvoted_pairs", 10),
+                            threshold=getattr(c, "fidelity_threshold", 0.7), seed=self.seed)
+
     def estimated_seconds(self, ctx, data) -> float:
-        return _SECONDS_PER_EMBEDDED_PAIR * data.n_items + 2.0
+        secs = _SECONDS_PER_EMBEDDED_PAIR * data.n_items + 2.0
+        if self._naming(ctx):  # ~1 s per call, run concurrently (cached calls are instant)
+            nc = self.naming_config()
+            calls = self.config.n_directions * (1 + nc.n_voted + nc.n_unvoted)
+            secs += calls / max(1, getattr(getattr(ctx.client, "config", None), "concurrency", 1))
+        return secs
 
     def propose(self, ctx, data) -> list[Judge]:
         from icai_core.discover import DiscoverConfig, discover
         from icai_core.embed import Embedder
+        from icai_core.naming import naming_table
+
+        progress = ctx.stage_progress(self.name)
+        naming = self._naming(ctx)
+        split = 0.5 if naming else 1.0  # share of the stage's bar for discovery itself
+
+        def part(lo: float, hi: float):
+            def cb(done: int, total: int, message: str) -> None:
+                frac = done / total if total else 1.0
+                progress(int(round(1000 * (lo + (hi - lo) * frac))), 1000, message)
+            return cb
 
         embedder = None
         if ctx.cache_dir is not None:
             embedder = Embedder(cache_path=Path(ctx.cache_dir) / "embeddings.sqlite", max_seq_length=64)
         found = discover(data.items, embedder=embedder,
                          config=DiscoverConfig(n_directions=self.config.n_directions, seed=self.seed),
-                         progress=ctx.stage_progress(self.name), cancel=ctx.cancel)
+                         progress=part(0.0, split), cancel=ctx.cancel)
         self._votes = found.votes.reset_index(drop=True)
-        data.extras["discovery"] = found.table
+        judges = list(found.judges)
+        named = None
+        if naming and judges:
+            from icai_core.naming import name_directions
+
+            named = name_directions(ctx.client, found, data.items, self.naming_config(),
+                                    progress=part(split, 1.0), cancel=ctx.cancel)
+            judges = named.apply(judges)
+            data.stage_counts.update(named.counts)
+            data.notes.extend(named.notes)
+            data.extras["discovery_fidelity_votes"] = named.votes
+        data.extras["discovery"] = naming_table(found.table, named)
         data.extras["discovery_examples"] = {
             j.key: found.examples(data.items, j.key, n=5)[["pair_id", "activation", "high_side"]]
             for j in found.judges
@@ -191,7 +235,7 @@ class DataDiscovery:
         if not found.judges:
             data.notes.append("Offline discovery kept no direction beyond the measurable library "
                               f"(of {len(found.table)} learned; see the discovery table for why).")
-        return list(found.judges)
+        return judges
 
     def handles(self, judge: Judge) -> bool:
         return judge.kind == "discovered"

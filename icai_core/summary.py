@@ -48,9 +48,39 @@ def _clean(obj: Any) -> Any:
     return str(obj)
 
 
+def _discovered_fields(view) -> dict[str, dict]:
+    """Per discovered principle: how it is named (`name_source` "keywords" | "llm", the keyword
+    description) and, for an LLM name, its fidelity (icai_core.naming) and the `low_fidelity` flag."""
+    table = (getattr(view, "extras", None) or {}).get("discovery")
+    if table is None or "key" not in getattr(table, "columns", ()):
+        return {}
+    out = {}
+    for _, r in table.iterrows():
+        if "name_source" not in r:
+            out[r["key"]] = {"name_source": "keywords", "keyword_text": r.get("text"), "fidelity": None,
+                             "low_fidelity": False}
+            continue
+        out[r["key"]] = {
+            "name_source": r["name_source"],
+            "keyword_text": r.get("keyword_text"),
+            "fidelity": None if r["name_source"] != "llm" else {
+                "value": _num(r.get("fidelity")), "ci": [_num(r.get("fidelity_ci_low")), _num(r.get("fidelity_ci_high"))],
+                "n": int(r.get("n_fidelity", 0) or 0), "n_asked": int(r.get("n_fidelity_asked", 0) or 0),
+                "n_invalid": int(r.get("n_fidelity_invalid", 0) or 0),
+                "sign_accuracy": _num(r.get("sign_accuracy")),
+                "relevance_agreement": _num(r.get("relevance_agreement")),
+                "metric": "share of held pairs where the direction votes on which the LLM's vote with the name "
+                          "equals it (not relevant = miss), Wilson 95% CI",
+                "note": r.get("fidelity_note") or ""},
+            "low_fidelity": bool(r.get("low_fidelity", False)),
+        }
+    return out
+
+
 def _principles(view) -> list[dict]:
     kinds = {j.key: j.kind for j in view.judges}
     texts = {j.key: (j.text, j.inverse_text) for j in view.judges}
+    discovered = _discovered_fields(view) if "discovered" in kinds.values() else {}
     out = []
     for _, r in view.stats.iterrows():
         out.append({
@@ -67,6 +97,7 @@ def _principles(view) -> list[dict]:
                          "significant": bool(r["significant"])},
             "controlled": None,
             "proxy_for_length": False,
+            **(discovered.get(r["key"], {}) if kinds.get(r["key"]) == "discovered" else {}),
         })
     return out
 
