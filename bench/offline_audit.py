@@ -14,14 +14,17 @@ fresh child process that reads it, so wall time, CPU time and peak RSS are those
   cold caches in a temporary PRINCIPIA_HOME; `--embeddings` adds the embedding judge. The one-time
   ONNX export of the model (once per install) is shared between runs unless `--cold-export`.
 * `--chunked`: `icai_core.chunked.chunked_principle_stats` streams the Parquet file in chunks
-  (judges + stats; memory bounded by the chunk size, not the number of pairs).
+  (judges + stats; memory bounded by the chunk size, not the number of pairs). `--workers N` judges
+  the chunks in N spawned processes; then `peak_rss_mb` is the peak of the whole process tree
+  (parent + workers, summed, sampled every 0.1 s with psutil) and `cpu_s` includes the workers.
+  One stderr line per chunk gives the current RSS (tree), the peak, and the Arrow pool.
 * `--long-text-mb M`: 2,000 real pairs, one response replaced by an M-MB real-text crossover
   (peak memory must not grow with text length).
 * `--replicated`: the old benchmark (real rows repeated; ~12k distinct texts whatever N): a cache
   benchmark, labelled as such.
 
 The last line printed is one JSON object: pairs, distinct_texts, wall_s, cpu_s, peak_rss_mb,
-pairs_per_s, mode, embeddings, backend, load_avg (1-minute load average before and after).
+pairs_per_s, mode, embeddings, backend, workers, load_avg (1-minute load average before and after).
 """
 
 from __future__ import annotations
@@ -45,8 +48,45 @@ def _peak_rss_mb() -> float:
 
 
 def _cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    """CPU seconds of this process and of its finished children (the chunk workers, once shut down)."""
+    r, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
+
+
+class _TreeRSS:
+    """Current and peak RSS of this process plus all its children, sampled every 0.1 s (psutil)."""
+
+    def __init__(self, interval: float = 0.1):
+        import threading
+
+        import psutil
+
+        self._proc = psutil.Process()
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._interval = interval
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def now_mb(self) -> float:
+        total = 0
+        for p in [self._proc, *self._proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except Exception:  # a worker that just exited
+                pass
+        mb = total / 2**20
+        self.peak = max(self.peak, mb)
+        return mb
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.now_mb()
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, _peak_rss_mb())
 
 
 def _distinct_texts(path: Path) -> int:
@@ -72,15 +112,21 @@ def _run(args) -> dict:
         models.mkdir(parents=True, exist_ok=True)
         os.symlink(models, Path(home) / "models")
     t0, c0 = time.perf_counter(), _cpu_s()
-    extra: dict = {}
+    extra: dict = {"workers": args.workers}
+    tree = _TreeRSS()
     if args.chunked:
+        import pyarrow as pa
+
         from icai_core.chunked import chunked_principle_stats
 
         def report(done, total, msg):  # one line per chunk on stderr: the memory stays flat, or not
             print(f"chunk: {done:,}/{total:,} pairs, wall {time.perf_counter() - t0:.1f} s, "
-                  f"CPU {_cpu_s() - c0:.1f} s, peak RSS {_peak_rss_mb():,.0f} MB", file=sys.stderr, flush=True)
+                  f"CPU {_cpu_s() - c0:.1f} s (parent; workers added at the end), RSS now {tree.now_mb():,.0f} MB "
+                  f"(tree), peak {tree.peak:,.0f} MB, parent Arrow pool {pa.total_allocated_bytes() / 2**20:,.0f} MB",
+                  file=sys.stderr, flush=True)
 
-        res = chunked_principle_stats(args.run, chunk_rows=args.chunk_rows, progress=report)
+        res = chunked_principle_stats(args.run, chunk_rows=args.chunk_rows, progress=report, workers=args.workers,
+                                      use_embeddings=args.embeddings)
         extra["principles"] = int(len(res.stats))
         n = res.n_pairs
     else:
@@ -99,8 +145,10 @@ def _run(args) -> dict:
 
             extra["backend"] = embed.last_backend_name()
     wall = time.perf_counter() - t0
+    peak = tree.stop()
     return {"pairs": n, "wall_s": round(wall, 2), "cpu_s": round(_cpu_s() - c0, 2),
-            "peak_rss_mb": round(_peak_rss_mb(), 1), "pairs_per_s": round(n / wall, 1), **extra}
+            "peak_rss_mb": round(peak, 1), "parent_peak_rss_mb": round(_peak_rss_mb(), 1),
+            "pairs_per_s": round(n / wall, 1), **extra}
 
 
 def _long_text_pairs(path: Path, mb: float) -> None:
@@ -139,6 +187,7 @@ def main() -> int:
     ap.add_argument("--embeddings", action="store_true", help="include the embedding judge (cold cache)")
     ap.add_argument("--chunked", action="store_true", help="stream the Parquet file in chunks (judges + stats)")
     ap.add_argument("--chunk-rows", type=int, default=10_000)
+    ap.add_argument("--workers", type=int, default=1, help="with --chunked: processes judging chunks")
     ap.add_argument("--long-text-mb", type=float, default=0.0, help="audit 2,000 real pairs with one huge text")
     ap.add_argument("--replicated", action="store_true", help="cache benchmark: real rows repeated")
     ap.add_argument("--backend", default=None, help="embedding backend (PRINCIPIA_EMBED_BACKEND)")
@@ -168,20 +217,19 @@ def main() -> int:
         distinct = _distinct_texts(path)
         print(f"data: {mode}; {distinct:,} distinct texts; generated in {time.perf_counter() - t:.1f} s "
               f"({path.stat().st_size / 1e6:,.0f} MB Parquet)", flush=True)
-        cmd = [sys.executable, __file__, "--run", str(path), "--chunk-rows", str(args.chunk_rows)]
+        cmd = [sys.executable, __file__, "--run", str(path), "--chunk-rows", str(args.chunk_rows),
+               "--workers", str(args.workers)]
         cmd += ["--embeddings"] * args.embeddings + ["--chunked"] * args.chunked + ["--cold-export"] * args.cold_export
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         if args.backend:
             env["PRINCIPIA_EMBED_BACKEND"] = args.backend
         load_before = os.getloadavg()[0]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        # The child's stderr (per-chunk lines, warnings) passes through live; its stdout ends with the JSON.
+        out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
         if out.returncode != 0:
-            print(out.stdout, out.stderr, file=sys.stderr)
+            print(out.stdout, file=sys.stderr)
             return out.returncode
         res = json.loads(out.stdout.strip().splitlines()[-1])
-        for line in out.stderr.splitlines():
-            if "warning" in line.lower():
-                print("child:", line)
     res.update(distinct_texts=distinct, mode=mode, embeddings=args.embeddings,
                load_avg=[round(load_before, 2), round(os.getloadavg()[0], 2)])
     print(f"{'pairs':>10}{'wall s':>9}{'CPU s':>9}{'pairs/s':>10}{'peak RSS MB':>13}")
