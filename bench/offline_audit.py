@@ -127,8 +127,8 @@ def _run(args) -> dict:
 
         res = chunked_principle_stats(args.run, chunk_rows=args.chunk_rows, progress=report, workers=args.workers,
                                       use_embeddings=args.embeddings)
-        extra["principles"] = int(len(res.stats))
-        n = res.n_pairs
+        extra.update(principles=int(len(res.stats)), rows=res.n_rows, annotator_views=len(res.annotators) or 1)
+        n = res.counts.n_distinct  # distinct pairs (content hash), not rows
     else:
         from icai_core.audit import AuditConfig, run_offline_audit
 
@@ -188,6 +188,8 @@ def main() -> int:
     ap.add_argument("--chunked", action="store_true", help="stream the Parquet file in chunks (judges + stats)")
     ap.add_argument("--chunk-rows", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=1, help="with --chunked: processes judging chunks")
+    ap.add_argument("--annotators", type=int, default=1,
+                    help="each distinct pair judged by this many annotators (rows = pairs x annotators)")
     ap.add_argument("--long-text-mb", type=float, default=0.0, help="audit 2,000 real pairs with one huge text")
     ap.add_argument("--replicated", action="store_true", help="cache benchmark: real rows repeated")
     ap.add_argument("--backend", default=None, help="embedding backend (PRINCIPIA_EMBED_BACKEND)")
@@ -212,7 +214,7 @@ def main() -> int:
             _replicated(path, args.pairs)
             mode = "replicated rows (CACHE benchmark: few distinct texts)"
         else:
-            write_parquet(path, args.pairs, seed=args.seed)
+            write_parquet(path, args.pairs, seed=args.seed, annotators=args.annotators)
             mode = "distinct, chunked" if args.chunked else "distinct, in memory"
         distinct = _distinct_texts(path)
         print(f"data: {mode}; {distinct:,} distinct texts; generated in {time.perf_counter() - t:.1f} s "
@@ -230,7 +232,7 @@ def main() -> int:
             print(out.stdout, file=sys.stderr)
             return out.returncode
         res = json.loads(out.stdout.strip().splitlines()[-1])
-    res.update(distinct_texts=distinct, mode=mode, embeddings=args.embeddings,
+    res.update(distinct_texts=distinct, mode=mode, embeddings=args.embeddings, annotators=args.annotators,
                load_avg=[round(load_before, 2), round(os.getloadavg()[0], 2)])
     print(f"{'pairs':>10}{'wall s':>9}{'CPU s':>9}{'pairs/s':>10}{'peak RSS MB':>13}")
     print(f"{res['pairs']:>10,}{res['wall_s']:>9.1f}{res['cpu_s']:>9.1f}{res['pairs_per_s']:>10,.0f}"

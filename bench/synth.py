@@ -80,8 +80,14 @@ class _Crossover:
         return out
 
 
-def iter_distinct_pairs(n: int, seed: int = 0, batch: int = 50_000, files=DEFAULT_FILES) -> Iterator[pd.DataFrame]:
-    """Yield `n` pairs in batches; every prompt and every response of all batches is distinct."""
+def iter_distinct_pairs(n: int, seed: int = 0, batch: int = 50_000, files=DEFAULT_FILES,
+                        annotators: int = 1) -> Iterator[pd.DataFrame]:
+    """Yield `n` pairs in batches; every prompt and every response of all batches is distinct.
+
+    With `annotators` = k > 1 every distinct pair is judged by k annotators (`ann-0` ... `ann-{k-1}`):
+    k rows per pair, next to each other, each with its own label drawn from the real label shares,
+    so there are n * k rows and n distinct pairs (the multi-annotator layout of the shared files).
+    """
     base = real_pairs(files)
     rng = np.random.default_rng(seed)
     prompts = _Crossover(base["prompt"], rng)
@@ -91,31 +97,39 @@ def iter_distinct_pairs(n: int, seed: int = 0, batch: int = 50_000, files=DEFAUL
     while done < n:
         k = min(batch, n - done)
         texts = responses.draw(2 * k)
-        yield pd.DataFrame(
+        df = pd.DataFrame(
             {
                 "id": [f"syn-{i}" for i in range(done, done + k)],
                 "prompt": prompts.draw(k),
                 "text_a": texts[:k],
                 "text_b": texts[k:],
-                "preferred": labels[rng.integers(0, len(labels), k)],
             }
-        ).astype({"prompt": "str", "text_a": "str", "text_b": "str", "preferred": "str"})
+        )
+        if annotators > 1:
+            df = df.loc[df.index.repeat(annotators)].reset_index(drop=True)
+            ann = np.tile(np.arange(annotators), k)
+            df["id"] = df["id"] + "-" + pd.Series(ann).astype(str)
+            df["annotator"] = pd.Series([f"ann-{a}" for a in ann], dtype="str")
+        df["preferred"] = labels[rng.integers(0, len(labels), len(df))]
+        yield df.astype({"prompt": "str", "text_a": "str", "text_b": "str", "preferred": "str"})
         done += k
 
 
-def distinct_pairs(n: int, seed: int = 0, files=DEFAULT_FILES) -> pd.DataFrame:
-    return pd.concat(list(iter_distinct_pairs(n, seed=seed, files=files)), ignore_index=True)
+def distinct_pairs(n: int, seed: int = 0, files=DEFAULT_FILES, annotators: int = 1) -> pd.DataFrame:
+    return pd.concat(list(iter_distinct_pairs(n, seed=seed, files=files, annotators=annotators)), ignore_index=True)
 
 
-def write_parquet(path, n: int, seed: int = 0, batch: int = 50_000, files=DEFAULT_FILES) -> Path:
-    """Write `n` distinct pairs to one Parquet file, one row group per batch (memory stays bounded)."""
+def write_parquet(path, n: int, seed: int = 0, batch: int = 50_000, files=DEFAULT_FILES,
+                  annotators: int = 1) -> Path:
+    """Write `n` distinct pairs (times `annotators` rows) to one Parquet file, one row group per batch
+    (memory stays bounded)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)
     writer = None
     try:
-        for df in iter_distinct_pairs(n, seed=seed, batch=batch, files=files):
+        for df in iter_distinct_pairs(n, seed=seed, batch=batch, files=files, annotators=annotators):
             table = pa.Table.from_pandas(df, preserve_index=False)
             if writer is None:
                 writer = pq.ParquetWriter(str(path), table.schema)
