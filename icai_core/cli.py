@@ -213,6 +213,8 @@ def cmd_audit_stream(args: argparse.Namespace) -> int:
     """`icai audit FILE --stream`: the measurable judges and the principle stats over a file of any size,
     read in chunks (icai_core.chunked), per annotator and pooled, on --workers processes. Writes the
     principle stats files and a summary.json that says what a streamed audit holds and what it does not."""
+    from concurrent.futures.process import BrokenProcessPool
+
     import pyarrow as pa
 
     from icai_core import report
@@ -254,6 +256,11 @@ def cmd_audit_stream(args: argparse.Namespace) -> int:
         bar.close()
         print(_stream_input_error(path, exc), file=sys.stderr)
         return 2
+    except BrokenProcessPool:
+        bar.close()
+        print(f"error: a worker process stopped unexpectedly (out of memory?) while auditing {path}; nothing was "
+              "written. Rerun with fewer --workers or a smaller --chunk-rows.", file=sys.stderr)
+        return 1
     bar.close()
     if res.n_rows == 0:
         print(f"error: {path}: the file has a header but no rows: nothing to audit", file=sys.stderr)
