@@ -144,6 +144,8 @@ def test_distinct_pairs_across_chunks_exact():
     assert (res.by_annotator["m"].n_rows, res.by_annotator["m"].n_distinct) == (2, 2)
     assert (res.counts.n_rows, res.counts.n_distinct, res.counts.n_ties) == (6, 4, 1)
     assert [v[0] for v in res.views("each")] == ["h", "m"] and res.views("pooled")[0][0] == "all"
+    no_ties = chunked_principle_stats(pairs, keys=["longer"], chunk_rows=2, exclude_ties=True)
+    assert (no_ties.counts.n_rows, no_ties.counts.n_ties, no_ties.by_annotator["h"].n_distinct) == (5, 0, 3)
 
 
 @needs_data
