@@ -14,12 +14,21 @@ from ui import widgets as W
 def _icai_section(ds) -> None:
     """ICAI through the LLM engine: estimate, run in the background, results."""
     eng = C.engine()
-    with st.expander(f"ICAI with the LLM engine ({C.escape_md(eng.model)})", expanded=True):
+    title = (f"ICAI with the local model ({C.escape_md(eng.model_label)})" if eng.is_local
+             else f"ICAI with the LLM engine ({C.escape_md(eng.model)})")
+    with st.expander(title, expanded=True):
         st.caption(
             "Inverse Constitutional AI: the LLM proposes principles from training pairs, near-duplicates are "
             "clustered (UMAP + HDBSCAN), the representatives (plus the measurable library) are tested on "
             "every pair, and an LLM annotator reconstructs held-out choices with the constitution."
         )
+        if eng.is_local:
+            st.caption(
+                "Local engine: llama.cpp serves the model file on 127.0.0.1 from the moment you click "
+                f"**Run ICAI** ({int(eng.threads)} thread{'s' if int(eng.threads) != 1 else ''}; the first "
+                "start loads the model), no key, no cost. A small CPU model answers slowly (seconds per "
+                "call): start with few pairs."
+            )
         from icai_core.icai import ICAIConfig
 
         c1, c2, c3 = st.columns(3)
@@ -27,7 +36,8 @@ def _icai_section(ds) -> None:
         n_cand = c2.number_input("Max. candidate principles", 2, 100, 20, 1, key="icai_cand")
         n_ann = c3.number_input("Held-out pairs annotated", 5, 2000, 100, 5, key="icai_ann")
         config = ICAIConfig(
-            max_propose_pairs=int(n_prop), max_candidates=int(n_cand), max_annotate_pairs=int(n_ann)
+            max_propose_pairs=int(n_prop), max_candidates=int(n_cand), max_annotate_pairs=int(n_ann),
+            use_embeddings=_use_embeddings(), discover=_discover_on(),
         )
         job = st.session_state.get(IC.JOB)
         busy = job is not None and job.running
@@ -38,8 +48,14 @@ def _icai_section(ds) -> None:
             except Exception as exc:  # shown, never raised
                 st.error(f"Could not estimate the cost: {exc}")
         if b2.button("Run ICAI", type="primary", key="icai_run", disabled=busy, icon=":material/smart_toy:"):
-            IC.start_icai(ds, config, eng)
-            st.rerun()
+            problem = IC.start_icai(ds, config, eng)
+            if problem is None:
+                st.rerun()
+            st.session_state["icai_problem"] = problem
+        else:
+            st.session_state.pop("icai_problem", None)
+        if st.session_state.get("icai_problem"):
+            st.error(f"ICAI did not start: {C.escape_md(st.session_state['icai_problem'])}")
         est = st.session_state.get("icai_estimate_table")
         if est is not None:
             st.dataframe(
@@ -57,7 +73,10 @@ def _icai_section(ds) -> None:
         m1.metric("Proposals", f"{len(result.proposals) if result.proposals is not None else 0:,}")
         m2.metric("Clusters", getattr(result.clusters, "n_clusters", 0))
         m3.metric("Candidates tested", f"{n_llm} proposed + {len(result.judges) - n_llm} measurable")
-        m4.metric("LLM cost", f"${float((result.usage or {}).get('dollars', 0) or 0):.2f}")
+        usage = result.usage or {}
+        m4.metric("LLM cost", f"${float(usage.get('dollars', 0) or 0):.2f}",
+                  help=f"{int(usage.get('calls', 0) or 0):,} model calls" + (
+                      " on the local model (no cost)" if eng.is_local else ""))
         counts = {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in (result.stage_counts or {}).items()}
         if counts:
             st.caption("Model answers per stage: " + " · ".join(
@@ -74,6 +93,56 @@ def _icai_section(ds) -> None:
                    "annotators and report are on the other pages.")
         if result.llm_reconstruction is not None and len(result.llm_reconstruction):
             st.plotly_chart(F.reconstruction_bar(result.llm_reconstruction), key="icai_recon")
+
+
+def _use_embeddings() -> bool:
+    return bool(st.session_state.get("use_embeddings", False))
+
+
+def _discover_on() -> bool:
+    return bool(st.session_state.get("discover", False))
+
+
+def _audit_config():
+    """The offline audit this page asks for: the embeddings and discovery toggles."""
+    from icai_core.audit import AuditConfig
+
+    return AuditConfig(use_embeddings=_use_embeddings(), discover=_discover_on())
+
+
+def _discovery_section(audit) -> None:
+    """The directions discovery found in this data: keyword description, support, marginal and
+    length-controlled effects; those kept are principles like any other (table, map, constitution)."""
+    table = (getattr(audit, "extras", None) or {}).get("discovery")
+    if table is None or len(table) == 0:
+        return
+    kept = table[table["kept"].astype(bool)] if "kept" in table else table
+    st.subheader("Discovered directions")
+    st.caption(
+        f"Offline discovery (WIMHF-style: sparse dictionary on the embedding differences of the two "
+        f"responses) learned {len(table)} directions in this data and kept {len(kept)} that no measurable "
+        "judge already names. Each is described by the words over-represented on its side (log-odds, "
+        "informative Dirichlet prior); effects are logistic coefficients without and with the length "
+        "difference as covariate (CIs clustered by prompt). Kept directions are tested, enter the "
+        "constitution and appear on the map (diamonds) like any other principle."
+    )
+    cols = [c for c in ("key", "text", "name_source", "fidelity", "low_fidelity", "support", "strength",
+                        "marginal_coef", "marginal_q", "controlled_coef", "controlled_q", "kept", "reason")
+            if c in table.columns]
+    st.dataframe(
+        table[cols],
+        hide_index=True,
+        width="stretch",
+        key="discovery_table",
+        column_config={
+            "text": st.column_config.TextColumn("description", width="large"),
+            "strength": st.column_config.NumberColumn(format="%+.3f"),
+            "marginal_coef": st.column_config.NumberColumn("marginal effect", format="%+.3f"),
+            "controlled_coef": st.column_config.NumberColumn("length-controlled effect", format="%+.3f"),
+            "marginal_q": st.column_config.NumberColumn("q (marginal)", format="%.3g"),
+            "controlled_q": st.column_config.NumberColumn("q (controlled)", format="%.3g"),
+        },
+    )
 
 
 st.title("Principles")
@@ -93,20 +162,31 @@ with st.container(border=True):
         "cores the first time (cached afterwards; see docs/benchmarks.md), while the other judges take "
         "a fraction of that.",
     )
+    c1.toggle(
+        "Discover directions in the data",
+        value=_discover_on(),
+        key="_discover_widget",
+        on_change=lambda: st.session_state.update(discover=st.session_state["_discover_widget"]),
+        help="Finds directions in which preferred and rejected responses differ that no measurable judge "
+        "names (embeddings of both responses, sparse dictionary, keyword descriptions; no LLM). It "
+        "embeds every response (about 40 s for 140 distinct pairs on a busy 2-core machine; cached "
+        "afterwards). Discovered directions are tested like any other principle.",
+    )
     job = C.get_job()
     running = job is not None and job.running
     if c2.button(
         "Run offline audit", type="primary", icon=":material/play_arrow:", disabled=running, key="run_audit"
     ):
-        C.start_audit(ds, C.audit_config_from_state())
+        C.start_audit(ds, _audit_config())
         st.rerun()
     with c3:
-        if not C.engine().llm_ready:
+        if not C.engine().icai_ready:
             st.caption(
-                "ICAI with an LLM (principle proposals) needs the LLM engine: set it up on the Home page."
+                "ICAI with an LLM (principle proposals) needs the LLM engine or a local GGUF model: set "
+                "one up on the Home page."
             )
 
-if C.engine().llm_ready:
+if C.engine().icai_ready:
     _icai_section(ds)
 
 C.job_panel()
@@ -128,6 +208,7 @@ m4.metric("Audit time", f"{audit.timings.get('total_s', 0):.1f} s")
 cfg = audit.config
 st.caption(
     f"This audit: embedding-based judges {'on' if cfg.use_embeddings else 'off'} · "
+    f"discovery {'on' if cfg.discover else 'off'} · "
     f"held-out split {cfg.test_size:.0%} (seed {cfg.seed}) · α = {cfg.alpha:g}."
 )
 
@@ -144,6 +225,8 @@ with tab_bar:
     st.plotly_chart(F.strength_bar(stats, selected=audit.constitution.keys, principles=audit.principles), key="principles_strength")
 with tab_scatter:
     st.plotly_chart(F.relevance_accuracy(stats, principles=audit.principles), key="principles_relacc")
+
+_discovery_section(audit)
 
 # --------------------------------------------------------------------------- map + clusters
 st.subheader("Principle map")

