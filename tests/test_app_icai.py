@@ -127,7 +127,7 @@ def test_principles_page_refuses_a_bad_model_file_before_any_job(tmp_path):
     at = new_app(dataset=ds, engine=engine, use_embeddings=False, show_map=False)
     at.switch_page("pages/principles.py").run()
     assert_ok(at)
-    assert any("ICAI with the local model (weights.gguf)" in e.label for e in at.expander)
+    assert any(f"ICAI with the local model ({S.md('weights.gguf')})" in e.label for e in at.expander)
     at.button(key="icai_run").click().run()
     assert_ok(at)
     assert "icai_job" not in at.session_state
