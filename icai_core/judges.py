@@ -369,6 +369,58 @@ FEATURES: dict[str, str] = {
 }
 _PAIR_FEATURES = frozenset({"prompt_overlap", "intro_prompt_words", "follows_format", "prompt_similarity"})
 
+# What each shared intermediate (a `_Measure` memo) and each feature reads directly: memos, or other
+# features. `_Measure.release` uses it to free an intermediate as soon as no remaining feature needs it
+# (the copies of a 10 MB text add up), and the embedding judge, last, then runs with none held. A freed
+# intermediate is recomputed if it is needed after all, so a wrong entry costs time, never a vote; a
+# test traces every feature and checks this table.
+_LOW = ("low",)
+_NORM = ("norm",)
+_NEEDS: dict[str, tuple[str, ...]] = {
+    # memos
+    "norm": (),
+    "low": ("norm",),
+    "lines": ("norm",),
+    "prompt_low": (),
+    "tokens": ("low",),
+    "content": ("low", "tokens", "prompt_low"),
+    # features
+    "n_chars": (),
+    "n_words": ("tokens",),
+    "n_sentences": _NORM,
+    "n_paragraphs": _NORM,
+    "n_list_items": ("lines",),
+    "n_markdown_emphasis": ("lines", "norm"),
+    "has_table": ("lines",),
+    "has_code_block": _NORM,
+    "is_step_by_step": ("lines", "low"),
+    "hedge_rate": ("low", "n_words"),
+    "certainty_rate": ("low", "n_words"),
+    "refuses": _LOW,
+    "apologises": _LOW,
+    "mentions_ai": _LOW,
+    "has_disclaimer": _LOW,
+    "asks_question": _LOW,
+    "offers_help": _LOW,
+    "n_polite": _LOW,
+    "n_exclamations": _NORM,
+    "has_emoji": _NORM,
+    "n_numbers": ("norm", "lines"),
+    "has_link_or_citation": _NORM,
+    "gives_examples": _LOW,
+    "has_summary": _LOW,
+    "long_word_share": ("tokens",),
+    "n_quotes": _NORM,
+    "n_first_person": _NORM,
+    "words_per_sentence": ("n_words", "n_sentences"),
+    "ttr_50": ("tokens", "n_words"),
+    "sentiment_rate": ("tokens", "n_words"),
+    "prompt_overlap": ("content",),
+    "intro_prompt_words": ("content",),
+    "follows_format": ("prompt_low", "n_words", "n_sentences", "n_list_items", "has_table", "lines", "norm", "low"),
+    "prompt_similarity": (),
+}
+
 
 def get_principle(key: str) -> Principle:
     """The measurable principle with this key (KeyError with the known keys otherwise)."""
@@ -570,6 +622,33 @@ class _Measure:
         if name not in self._memo:
             self._memo[name] = fn()
         return self._memo[name]
+
+    def _required(self, node: str, out: set[str]) -> None:
+        """Add to `out` the memos that computing `node` (a feature or a memo) would read, given what
+        is already computed: a computed feature or memo needs nothing more."""
+        if node in self._text or node in self._pair or node in out:
+            return
+        if node in self._memo:
+            out.add(node)
+            return
+        if node in _NEEDS and node not in FEATURES:
+            out.add(node)
+        for dep in _NEEDS.get(node, ()):
+            self._required(dep, out)
+
+    def release(self, remaining: Iterable[str]) -> None:
+        """Free every intermediate that none of the `remaining` features needs, and the per-pair
+        values already handed out (compute_votes turns them into votes once). The texts themselves
+        (`raw`, `praw`) and the per-text feature values (8 bytes per text each) are kept."""
+        remaining = list(remaining)
+        keep: set[str] = set()
+        for name in remaining:
+            self._required(name, keep)
+        for name in [k for k in self._memo if k not in keep]:
+            del self._memo[name]
+        for name in [k for k in self._pair if k not in remaining]:
+            del self._pair[name]
+        pa.default_memory_pool().release_unused()  # hand freed Arrow buffers back to the system
 
     @property
     def norm(self) -> pd.Series:
@@ -936,7 +1015,8 @@ def compute_features(pairs: pd.DataFrame, *, embedder=None) -> tuple[pd.DataFram
         return pd.DataFrame(empty, index=pairs.index), pd.DataFrame(empty, index=pairs.index)
     m = _Measure(pairs, embedder=embedder)
     cols_a, cols_b = {}, {}
-    for name in names:
+    for i, name in enumerate(names):
+        m.release(names[i:])
         cols_a[name], cols_b[name] = m.pair(name)
     return (
         pd.DataFrame(cols_a, index=pairs.index),
@@ -966,8 +1046,13 @@ def compute_votes(
         return pd.DataFrame({p.key: np.zeros(0, dtype=np.int8) for p in todo}, index=pairs.index)
     m = _Measure(pairs, embedder=embedder, cancel=cancel)
     columns: dict[str, np.ndarray] = {}
-    for i, p in enumerate(todo):
+    # The embedding judges run last, whatever the requested order, so that the model runs with no
+    # intermediate of the other judges held (each is freed after its last use); columns keep the order.
+    order = [p for p in todo if p.key not in EMBEDDING_KEYS] + [p for p in todo if p.key in EMBEDDING_KEYS]
+    features = [_RULES[p.key].feature for p in order]
+    for i, p in enumerate(order):
         check(cancel)
+        m.release(features[i:])
         if progress is not None and p.key in EMBEDDING_KEYS:
             m.progress = lambda d, t, msg, i=i, key=p.key: progress(i, total, f"{key}: {msg}")
         fa, fb = m.pair(_RULES[p.key].feature)
@@ -977,4 +1062,4 @@ def compute_votes(
     check(cancel)
     if not columns:
         return pd.DataFrame(index=pairs.index, dtype=np.int8)
-    return pd.DataFrame(columns, index=pairs.index)
+    return pd.DataFrame({p.key: columns[p.key] for p in todo}, index=pairs.index)

@@ -450,3 +450,105 @@ def test_any_subset_and_order_gives_the_same_votes(golden_pairs, reference_votes
     votes = judges.compute_votes(golden_pairs, keys)
     assert list(votes.columns) == keys
     assert _mismatches(votes, reference_votes[keys]) == {}
+
+
+def _closure(node: str) -> set[str]:
+    out: set[str] = set()
+    todo = [node]
+    while todo:
+        for dep in judges._NEEDS.get(todo.pop(), ()):
+            if dep not in out:
+                out.add(dep)
+                todo.append(dep)
+    return out
+
+
+def test_the_dependency_table_names_everything_a_feature_reads(monkeypatch):
+    # Trace each feature on a fresh measure: every intermediate it builds and every other feature it
+    # reads must be in the table's closure, or `release` could free something still needed.
+    pairs = pd.concat([_read(f).iloc[:40] for f in GOLDEN_FILES], ignore_index=True)
+    seen: list[str] = []
+    real_get, real_text = judges._Measure._get, judges._Measure.text
+
+    def get(self, name, fn):
+        seen.append(name)
+        return real_get(self, name, fn)
+
+    def text(self, name):
+        seen.append(name)
+        return real_text(self, name)
+
+    monkeypatch.setattr(judges._Measure, "_get", get)
+    monkeypatch.setattr(judges._Measure, "text", text)
+    assert set(judges._NEEDS) == set(judges.FEATURES) | {"norm", "low", "lines", "prompt_low", "tokens", "content"}
+    for feature in judges.FEATURES:
+        if feature == "prompt_similarity":
+            continue
+        seen.clear()
+        judges._Measure(pairs).pair(feature)
+        assert set(seen) - {feature} <= _closure(feature), feature
+
+
+@pytest.mark.parametrize("with_subset", [False, True])
+def test_each_intermediate_is_built_once_and_freed_before_the_last_rule(monkeypatch, with_subset):
+    pairs = pd.concat([_read(f).iloc[:40] for f in GOLDEN_FILES], ignore_index=True)
+    built: list[str] = []
+    held_at_last: list[set[str]] = []
+    real_get = judges._Measure._get
+
+    def get(self, name, fn):
+        if name not in self._memo:
+            built.append(name)
+        return real_get(self, name, fn)
+
+    monkeypatch.setattr(judges._Measure, "_get", get)
+    keys = ["more_prompt_overlap", "hedges_more", "longer"] if with_subset else None
+    measures: list = []
+    real_init = judges._Measure.__init__
+
+    def init(self, *a, **k):
+        measures.append(self)
+        real_init(self, *a, **k)
+
+    monkeypatch.setattr(judges._Measure, "__init__", init)
+
+    def progress(done, total, msg):
+        if done == total - 1:
+            held_at_last.append(set(measures[0]._memo))
+
+    judges.compute_votes(pairs, keys, progress=progress)
+    assert len(built) == len(set(built)), sorted(built)  # nothing recomputed after being freed
+    # Before the last rule ("longer" / "follows_requested_format") only what it needs is still held.
+    last = judges._RULES[(keys or [p.key for p in judges.PRINCIPLES if p.key not in judges.EMBEDDING_KEYS])[-1]]
+    measures[0].release([last.feature])
+    assert set(measures[0]._memo) <= _closure(last.feature)
+    assert held_at_last and held_at_last[0]  # something was held mid-way (the check is not vacuous)
+
+
+def test_the_embedding_judge_runs_with_no_intermediate_held(monkeypatch):
+    # The embedding model is the largest allocation of an audit: the judges' copies of the texts must
+    # be gone by then (a 10 MB response otherwise keeps several 10 MB copies alive under the model).
+    pairs = pd.concat([_read(f).iloc[:30] for f in GOLDEN_FILES], ignore_index=True)
+    held: list[set] = []
+    measures: list = []
+    real_init = judges._Measure.__init__
+
+    def init(self, *a, **k):
+        measures.append(self)
+        real_init(self, *a, **k)
+
+    monkeypatch.setattr(judges._Measure, "__init__", init)
+
+    class RecordingEmbedder:
+        def embed(self, texts, progress=None, cancel=None):
+            held.append({k for m in measures for k in m._memo})
+            rng = np.random.default_rng(0)
+            v = rng.normal(size=(len(texts), 8)).astype(np.float32)
+            return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    keys = ["hedges_more", "more_prompt_overlap", "semantically_closer", "more_positive"]
+    votes = judges.compute_votes(pairs, keys, embedder=RecordingEmbedder())
+    assert held == [set()]
+    assert list(votes.columns) == keys
+    assert _mismatches(votes[["hedges_more", "more_prompt_overlap", "more_positive"]],
+                       judges.compute_votes(pairs, ["hedges_more", "more_prompt_overlap", "more_positive"])) == {}
