@@ -8,6 +8,7 @@ and is skipped with a reason when it is absent. Marker: `browser`.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import socket
@@ -52,10 +53,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+@contextlib.contextmanager
+def serve_app(home: Path):
+    """`streamlit run app.py` on a free 127.0.0.1 port with PRINCIPIA_HOME=home; yields the URL and
+    stops the server afterwards (also used by tests/test_browser_map.py, which reads the run store)."""
     port = _free_port()
-    home = tmp_path_factory.mktemp("principia-home")
     env = {
         **os.environ,
         "PRINCIPIA_HOME": str(home),
@@ -63,7 +65,7 @@ def app_url(tmp_path_factory):
         "TRANSFORMERS_OFFLINE": "1",
         "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
     }
-    log = open(home / "streamlit.log", "w")  # noqa: SIM115 - closed in the finaliser
+    log = open(home / "streamlit.log", "w")  # noqa: SIM115 - closed in the finally block
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -83,29 +85,36 @@ def app_url(tmp_path_factory):
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.3)
-        if proc.poll() is not None:
-            break
-    else:  # pragma: no cover - diagnostic
-        proc.kill()
-        pytest.fail("streamlit did not start: " + (home / "streamlit.log").read_text()[-2000:])
-    if proc.poll() is not None:
-        pytest.fail("streamlit exited: " + (home / "streamlit.log").read_text()[-2000:])
-    yield url
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:  # pragma: no cover
-        proc.kill()
-    log.close()
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+            if proc.poll() is not None:
+                break
+        else:  # pragma: no cover - diagnostic
+            pytest.fail("streamlit did not start: " + (home / "streamlit.log").read_text()[-2000:])
+        if proc.poll() is not None:
+            pytest.fail("streamlit exited: " + (home / "streamlit.log").read_text()[-2000:])
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    with serve_app(tmp_path_factory.mktemp("principia-home")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
