@@ -118,6 +118,34 @@ def register_secret(secret: str | None) -> None:
             _SECRETS.add(secret)
 
 
+# query parameters that carry a credential when a key is put in the base URL (Azure-style proxies,
+# gateways): their values are secrets like the API key itself
+_URL_SECRET_PARAMS = frozenset({"key", "api_key", "api-key", "apikey", "token", "access_token", "auth",
+                                "sig", "signature", "password", "secret", "code"})
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The credentials a URL carries -- the password of `http://user:PASSWORD@host` and the values of
+    key-like query parameters (`?api-key=...`), decoded and as written -- so that a key given inside
+    the base URL is scrubbed like the API key (issue 11, item 2)."""
+    from urllib.parse import parse_qsl, quote, urlsplit
+
+    if not url:
+        return []
+    try:
+        parts = urlsplit(str(url))
+        password = parts.password
+        query = parse_qsl(parts.query, keep_blank_values=False)
+    except ValueError:
+        return []
+    found = [password] if password else []
+    for name, value in query:
+        low = name.lower()
+        if low in _URL_SECRET_PARAMS or low.endswith(("key", "token", "secret")):
+            found.append(value)
+    return [v for s in found for v in {s, quote(s, safe="")} if v]
+
+
 def known_secrets() -> list[str]:
     """Registered secrets plus API keys present in the environment (longest first)."""
     with _SECRETS_LOCK:
@@ -243,6 +271,8 @@ class LLMConfig:
                     self.api_key = os.environ[name]
                     break
         register_secret(self.api_key)
+        for secret in url_secrets(self.base_url):  # a key written into the URL is a secret too
+            register_secret(secret)
         self.concurrency = max(1, int(self.concurrency))
         self.max_retries = max(0, int(self.max_retries))
 
@@ -261,8 +291,11 @@ class LLMConfig:
 
     # -- safe views ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe settings WITHOUT the API key (what a run store may persist)."""
+        """JSON-safe settings WITHOUT the API key (what a run store may persist); credentials inside
+        the base URL are replaced by *** (use `dataclasses.replace` to copy a config, not this)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "api_key"}
+        if url_secrets(self.base_url):
+            out["base_url"] = scrub(self.base_url)
         return out
 
     def redacted(self) -> dict[str, Any]:
@@ -1408,8 +1441,7 @@ def preflight(config: LLMConfig) -> None:
     endpoint that rejects structured outputs is learned here (see `endpoint_caps`)."""
     import openai
 
-    probe = LLMConfig(**{**config.to_dict(), "timeout_s": min(float(config.timeout_s), 30.0), "max_retries": 0},
-                      api_key=config.api_key)
+    probe = dataclasses.replace(config, timeout_s=min(float(config.timeout_s), 30.0), max_retries=0)
     client = LLMClient(probe)
     request = ChatRequest(
         [{"role": "user", "content": 'Reply with the JSON {"ok": true}.'}],

@@ -275,6 +275,15 @@ def test_canary_key_echoed_by_the_endpoint_reaches_no_file_or_log(rows, tmp_path
     assert n >= 20 and (home / "llm_cache.sqlite").exists() and (home / "runs.sqlite").exists()
     with sqlite3.connect(home / "llm_cache.sqlite") as con:  # and the cache rows, decoded, hold no key
         assert not [r for r in con.execute("SELECT * FROM responses") if CANARY in repr(r)]
+    pending = out_it / "preference_pairs.csv"  # the one CSV still written without neutralising (see below)
+    for p in sorted(out.rglob("*.csv")) + sorted(out_it.rglob("*.csv")):  # every CSV these commands write
+        if p != pending:
+            check_csv(p)
+    try:
+        check_csv(pending)
+    except AssertionError as exc:  # reported to the lead: cli.cmd_iteralign writes result.preference_csv()
+        # (exact re-import CSV, formulas live) where every other CSV goes through report.write_csv
+        pytest.xfail(f"icai iteralign's preference_pairs.csv keeps live formulas (cli.py): {exc}")
 
 
 # --------------------------------------------------------------------------- item 3: hostile names in reports
@@ -532,3 +541,32 @@ def test_app_config_watches_no_files_for_users():
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["server"]["fileWatcherType"] == "none"
     assert config["browser"]["gatherUsageStats"] is False
+
+
+# --------------------------------------------------------------------------- item 2: a key inside the base URL
+
+
+def test_a_key_written_into_the_base_url_is_scrubbed_like_the_api_key(tmp_path, capsys):
+    """`--base-url http://user:KEY@host/v1?api-key=KEY2`: the command fails (nothing listens there), and
+    neither credential reaches the run store, the home folder or the messages."""
+    from icai_core.llm import LLMConfig, scrub
+    from icai_core.store import RunStore
+
+    pw, q = "pw-IN-URL-0d9c8b7a6f5e", "q/KEY+IN=URL-1a2b3c4d"
+    url = f"http://someone:{pw}@127.0.0.1:9/v1?api-key={q.replace('/', '%2F').replace('+', '%2B').replace('=', '%3D')}"
+    cfg = LLMConfig(base_url=url, model="m", api_key="sk-hardening-url-0123456789")
+    assert cfg.base_url == url  # the live config still talks to the URL as given
+    shown = json.dumps(cfg.to_dict()) + json.dumps(cfg.redacted()) + scrub(f"server error 500 from {url}")
+    assert pw not in shown and q not in shown and "%2F" not in shown, shown
+    store = RunStore(tmp_path / "home" / "runs.sqlite")
+    store.update(store.create_run("icai", "d.csv", "h", {"endpoint": cfg.to_dict(), "url": url}), status="failed",
+                 error=f"could not reach {url}")
+    store.close()
+    rc, out, err = cli(["run", tmp_path / "missing.csv", "--base-url", url, "--model", "m", "--out",
+                        tmp_path / "out"], capsys)
+    assert rc == 2
+    for p in (tmp_path / "home").rglob("*"):
+        if p.is_file():
+            data = p.read_bytes()
+            assert pw.encode() not in data and b"%2FKEY" not in data and q.encode() not in data, p
+    assert pw not in out + err
