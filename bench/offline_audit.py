@@ -44,6 +44,19 @@ sys.path.insert(0, str(ROOT))
 
 
 def _peak_rss_mb() -> float:
+    """Peak RSS of this process's own memory image (Linux VmHWM).
+
+    Not `ru_maxrss`: Linux carries the maximum over `fork`/`execve` into the new program, so a child
+    started by a parent that held the generated table (~2 GB at 200k pairs) reported the parent's
+    peak, not its own (the 200k chunked run: ru_maxrss 2,020 MB, VmHWM of the audit 0.7 GB).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
