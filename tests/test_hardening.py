@@ -260,12 +260,12 @@ def test_canary_key_echoed_by_the_endpoint_reaches_no_file_or_log(rows, tmp_path
         for marker, fn in (("TASK: vote_principles", IR.vote), ("TASK: annotate", IR.annotate),
                            ("TASK: oracle_flag", IR.oracle), ("TASK: propose_constitution", IR.propose_constitution)):
             srv.register(marker, _echoing(fn))
-        srv.add_fault("500", every_k=9)  # error bodies that carry the key, retried
+        srv.add_fault("500", at=(4, 9))  # two error bodies that carry the key (each retried once, ~1 s)
         rc, stdout, err = cli(["run", data, "--base-url", srv.base_url, "--model", "scripted-model", "--out", out,
-                               "--concurrency", "4"], capsys)
+                               "--concurrency", "4", "--max-propose-pairs", "12", "--max-annotate-pairs", "6"], capsys)
         assert rc == 0, err[-3000:]
         rc2, stdout2, err2 = cli(["iteralign", prompts, "--base-url", srv.base_url, "--model", "scripted-model",
-                                  "--out", out_it, "--iterations", "2", "--concurrency", "4"], capsys)
+                                  "--out", out_it, "--iterations", "1", "--concurrency", "4"], capsys)
         assert rc2 == 0, err2[-3000:]
         assert srv.chat_requests and all(r.authorization == f"Bearer {CANARY}" for r in srv.chat_requests)
         assert any(r.fault == "500" for r in srv.chat_requests)
