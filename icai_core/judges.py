@@ -616,6 +616,7 @@ class _Measure:
         self._text: dict[str, np.ndarray] = {}
         self._pair: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._memo: dict[str, object] = {}
+        self._line_counts: dict[str, np.ndarray] = {}
 
     # ---- shared intermediate results -----------------------------------------------------
     def _get(self, name: str, fn):
@@ -636,10 +637,12 @@ class _Measure:
         for dep in _NEEDS.get(node, ()):
             self._required(dep, out)
 
-    def release(self, remaining: Iterable[str]) -> None:
+    def release(self, remaining: Iterable[str], return_memory: bool = False) -> None:
         """Free every intermediate that none of the `remaining` features needs, and the per-pair
         values already handed out (compute_votes turns them into votes once). The texts themselves
-        (`raw`, `praw`) and the per-text feature values (8 bytes per text each) are kept."""
+        (`raw`, `praw`) and the per-text feature values (8 bytes per text each) are kept.
+        `return_memory`: also hand the freed Arrow buffers back to the system (before a large
+        allocation of another kind, the embedding model; not between judges, where they are reused)."""
         remaining = list(remaining)
         keep: set[str] = set()
         for name in remaining:
@@ -648,7 +651,8 @@ class _Measure:
             del self._memo[name]
         for name in [k for k in self._pair if k not in remaining]:
             del self._pair[name]
-        pa.default_memory_pool().release_unused()  # hand freed Arrow buffers back to the system
+        if return_memory:
+            pa.default_memory_pool().release_unused()
 
     @property
     def norm(self) -> pd.Series:
@@ -672,7 +676,26 @@ class _Measure:
         return s.str.count(pat).to_numpy(dtype=np.float64)
 
     def count_lines(self, pat: str) -> np.ndarray:
-        return self.lines.str.count(pat).to_numpy(dtype=np.float64)
+        # Kept per pattern: numbered items are counted for both step_by_step and more_numbers.
+        if pat not in self._line_counts:
+            self._line_counts[pat] = self.lines.str.count(pat).to_numpy(dtype=np.float64)
+        return self._line_counts[pat]
+
+    def paired_with(self, prompt_mask: np.ndarray) -> np.ndarray:
+        """Per unique text: is it response A or B of a pair whose prompt is True in `prompt_mask`?"""
+        out = np.zeros(len(self.raw), dtype=bool)
+        sel = prompt_mask[self.ip]
+        out[self.ia[sel]] = True
+        out[self.ib[sel]] = True
+        return out
+
+    @staticmethod
+    def only(mask: np.ndarray, texts: pd.Series, fn) -> np.ndarray:
+        """`fn(texts)` as float64, computed on the texts where `mask` is True only (0 elsewhere)."""
+        out = np.zeros(len(texts), dtype=np.float64)
+        if mask.any():
+            out[mask] = fn(texts[mask]).to_numpy(dtype=np.float64)
+        return out
 
     def count_if_any(self, pat: str, needles: Sequence[str], lower: bool = True) -> np.ndarray:
         """`count(pat)`, with the regex run only on the texts that contain one of the literal
@@ -878,7 +901,13 @@ class _Measure:
             content_v = ~_isin(vocab, load_lexicon("stopwords")) & (
                 pc.utf8_length(vocab).to_numpy(zero_copy_only=False) >= 2
             )
+            # Response words that no prompt uses cannot count in an overlap with a prompt: drop them
+            # (fewer entries to sort; the prompt matrix, whose row sizes are the denominators, is whole).
+            in_prompts = np.zeros(len(vocab), dtype=bool)
+            n_resp = len(doc_t) + len(doc_f)
+            in_prompts[vocab_ids[n_resp:]] = True
             content = content_v[vocab_ids]
+            content[:n_resp] &= in_prompts[vocab_ids[:n_resp]]
             vocab_ids, docs = vocab_ids[content], docs[content]
             n_v = len(vocab) or 1
             m = sparse.csr_matrix(
@@ -929,10 +958,13 @@ class _Measure:
 
         words = self.text("n_words")
         sents = self.text("n_sentences")
-        list_like = (self.text("n_list_items") >= 2) | (self.count_lines(_NONEMPTY_LINE) >= 3)
+        # The shape checks below matter only for responses to prompts that ask for that shape: they
+        # are run on those texts alone (the others' values are never read).
+        lines = self.only(self.paired_with(want_list), self.lines, lambda t: t.str.count(_NONEMPTY_LINE))
+        list_like = (self.text("n_list_items") >= 2) | (lines >= 3)
         table = self.text("has_table") > 0
-        json_like = self.contains(_JSON_LIKE, lower=False) > 0
-        yesno = self.contains(_STARTS_YESNO) > 0
+        json_like = self.only(self.paired_with(want_json), self.norm, lambda t: t.str.contains(_JSON_LIKE)) > 0
+        yesno = self.only(self.paired_with(want_yesno), self.low, lambda t: t.str.contains(_STARTS_YESNO)) > 0
         nonempty = words > 0
 
         def comply(i: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -1052,7 +1084,7 @@ def compute_votes(
     features = [_RULES[p.key].feature for p in order]
     for i, p in enumerate(order):
         check(cancel)
-        m.release(features[i:])
+        m.release(features[i:], return_memory=p.key in EMBEDDING_KEYS)
         if progress is not None and p.key in EMBEDDING_KEYS:
             m.progress = lambda d, t, msg, i=i, key=p.key: progress(i, total, f"{key}: {msg}")
         fa, fb = m.pair(_RULES[p.key].feature)
