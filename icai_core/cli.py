@@ -601,7 +601,11 @@ def cmd_iteralign(args: argparse.Namespace) -> int:
     from icai_core import report
 
     (out / "sft.jsonl").write_text(result.sft_jsonl())
-    (out / "preference_pairs.csv").write_text(result.preference_csv())
+    # The spreadsheet-safe CSV (formula-like cells get a leading ', as every CSV the product writes) and
+    # the exact texts as JSON Lines for re-import (`icai audit preference_pairs.jsonl`).
+    report.write_csv(result.preference_table(), out / "preference_pairs.csv")
+    (out / "preference_pairs.jsonl").write_text(result.preference_table().to_json(orient="records", lines=True,
+                                                                                  force_ascii=False))
     (out / "constitution.json").write_text(json.dumps(result.constitution_dict(), indent=2))
     report.write_csv(result.iteration_table(), out / "iterations.csv")
     print(result.iteration_table().to_string(index=False))
