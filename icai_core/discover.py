@@ -23,7 +23,8 @@ follows the recipe of WIMHF ("What's In My Human Feedback", ICLR 2026) without a
    its most typical pairs (largest |activation|).
 
 The measured choices (dictionary vs sparse PCA, margin, thresholds) are in docs/discovery.md.
-Nothing here talks to an LLM; `name_directions` is not implemented (see docs/discovery.md).
+Nothing here talks to an LLM. With an LLM configured, `icai_core.naming.name_directions` names each kept
+direction from its keywords and typical pairs and scores the name by fidelity (docs/discovery.md).
 """
 
 from __future__ import annotations
@@ -484,7 +485,7 @@ def discover(
         elif max_r >= config.redundancy_threshold:
             kept, reason = False, f"duplicates measurable judge '{lib_keys[best]}' (|r| = {max_r:.2f})"
         elif not (high or low):
-            # a direction no word describes cannot be read as a principle (an LLM could name it later)
+            # a direction no word describes cannot be read as a principle (icai_core.naming names kept ones only)
             kept, reason = False, "no word or bigram distinguishes its high side from its low side"
         else:
             kept, reason = True, ""

@@ -24,8 +24,9 @@ Method (the defaults are justified in docs/discovery.md):
    differs along it), with a Wilson 95 % interval. Also reported: `sign_accuracy` (the same among the
    LLM's A/B votes only) and `relevance_agreement` (over every held pair with a valid answer: whether
    the LLM and the direction agree that the name applies at all).
-4. A name is flagged `low_fidelity` when fewer than `min_answers` valid answers measure it, or its
-   fidelity is below `threshold` (0.7).
+4. A name is flagged `low_fidelity` when fewer than `min_answers` (10) valid answers measure it, when
+   its fidelity is below `threshold` (0.7), or when its Wilson lower bound is not above `chance` (0.5,
+   a coin flip between A and B: with few held pairs, 7 of 10 is not evidence).
 
 Accounting: every call goes through the one `LLMClient` (its cache, cost, retries); requests are pure
 functions of the data, the discovery and the config, so a rerun costs zero new calls. Answers are
@@ -96,8 +97,9 @@ class NamingConfig:
       what it measured and a little more.
     * `n_voted`, `n_unvoted`: held pairs voted with the name where the direction votes (balanced
       high-A / high-B) and where it does not; `vote_chars`: texts cut there in those votes.
-    * `threshold`: a name is flagged below this fidelity; `min_answers`: fewer valid answers on voted
-      pairs than this flag the name as not measured.
+    * `threshold`: a name is flagged below this fidelity, and also when the Wilson lower bound of its
+      fidelity is not above `chance` (0.5: a voter flipping a coin between A and B); `min_answers`:
+      fewer valid answers on voted pairs than this flag the name as not measured.
     * `seed`: the held-pair sample (same data + seed = same requests = cache hits on rerun).
     """
 
@@ -107,6 +109,7 @@ class NamingConfig:
     n_unvoted: int = 10
     vote_chars: int = 1000
     threshold: float = 0.7
+    chance: float = 0.5
     min_answers: int = 10
     alpha: float = 0.05
     seed: int = 0
@@ -300,6 +303,20 @@ def estimated_calls(found, pairs: pd.DataFrame, config: NamingConfig | None = No
     return sum(1 + len(p.voted) + len(p.unvoted) for p in plans)
 
 
+_INSTRUCTION_WORDS = ("of the property", "more of the property", "less of the property", "select the response")
+
+
+def _restated(parsed: answers.Parsed) -> answers.Parsed:
+    """An answer that only restates the instruction ("... has more of the property", "Select the
+    response that select the response with MORE ...": SmolLM2-135M's answers) names nothing: invalid."""
+    if not parsed.usable:
+        return parsed
+    body = str(parsed.value)[len(answers.PREFIX):].lower()
+    if any(w in body for w in _INSTRUCTION_WORDS):
+        return answers.Parsed(None, answers.INVALID, f"the name restates the instruction: {parsed.value!r}")
+    return parsed
+
+
 # ---------------------------------------------------------------------------- the scores (pure)
 
 
@@ -331,6 +348,11 @@ def _score(name: DirectionName, direction: np.ndarray, llm: np.ndarray, ok: np.n
         name.fidelity_note = (f"the LLM's votes with this name reproduce the direction on {hits} of {n} held "
                               f"pairs ({name.fidelity:.0%} < {config.threshold:.0%}): the name does not "
                               "describe what the direction measures")
+    elif not name.fidelity_ci_low > config.chance:
+        name.low_fidelity = True
+        name.fidelity_note = (f"the LLM's votes with this name reproduce the direction on {hits} of {n} held "
+                              f"pairs, but the 95% interval reaches {name.fidelity_ci_low:.0%}: too few pairs to "
+                              f"rule out a coin flip between A and B ({config.chance:.0%})")
     else:
         name.fidelity_note = f"the LLM's votes with this name reproduce the direction on {hits} of {n} held pairs"
 
@@ -388,7 +410,7 @@ def name_directions(
     raise_if_fatal(results)
     for n, res in zip(names, results, strict=True):
         text = res.text if res is not None and res.ok else None
-        parsed = answers.parse_principle(text, getattr(res, "finish_reason", None))
+        parsed = _restated(answers.parse_principle(text, getattr(res, "finish_reason", None)))
         n.name_status = parsed.status
         counts[NAME_STAGE].add(parsed.status, text if text is not None else (res.error if res else None))
         if parsed.usable:
