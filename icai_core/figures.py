@@ -255,7 +255,9 @@ def length_preference(pairs: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFra
                      "p_prefer_longer": k / n if n else np.nan, "ci_low": lo, "ci_high": hi,
                      "median_chosen": float(g["chosen"].median()) if len(g) else np.nan,
                      "median_rejected": float(g["rejected"].median()) if len(g) else np.nan})
-    return pd.DataFrame(rows)
+    # the columns even with no decided judgement (an all-tie file): callers index them by name
+    return pd.DataFrame(rows, columns=["annotator", "judgements", "n_unequal", "n_longer_chosen", "p_prefer_longer",
+                                       "ci_low", "ci_high", "median_chosen", "median_rejected"])
 
 
 CHOSEN_COLORS = {"chosen": "#2f6db5", "rejected": "#e08a1e"}
@@ -534,7 +536,8 @@ def reconstruction_bar(
     n = t["n_test"] if "n_test" in t else pd.Series(np.nan, index=t.index)
     lo = t["ci_low"].astype(float)
     hi = t["ci_high"].astype(float)
-    x_min = max(0.0, min(0.4, float(np.nanmin(lo.to_numpy())) - 0.05)) if len(t) else 0.0
+    finite = lo.to_numpy()[np.isfinite(lo.to_numpy())]
+    x_min = max(0.0, min(0.4, float(finite.min()) - 0.05)) if len(finite) else 0.0
     fig = go.Figure(
         go.Bar(
             y=[_esc_label(lb, 40) for lb in labels],
