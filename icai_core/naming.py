@@ -57,6 +57,7 @@ __all__ = [
     "DirectionName",
     "Naming",
     "NamingConfig",
+    "estimated_calls",
     "fidelity_plan",
     "name_directions",
     "naming_requests",
