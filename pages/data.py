@@ -8,6 +8,7 @@ import streamlit as st
 from icai_core import figures as F
 from ui import common as C
 from ui import intake as I
+from ui import jobs as J
 from ui import safe as S
 
 st.title("Data")
@@ -32,18 +33,42 @@ def remember_upload(ds) -> None:
     st.session_state[SESSION_UPLOADS] = uploads
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _distinct_pairs(dataset_hash: str, _pairs: pd.DataFrame) -> int:
-    """Distinct (prompt, response A, response B) pairs: the unit every count on the pages is in."""
+SYNC_ROWS = 20_000  # up to here the Data page computes its statistics before it renders
+CHART_SAMPLE = 5_000  # rows drawn for the length figure on larger files (the histogram looks the same)
+
+
+def _data_stats(pairs: pd.DataFrame) -> dict:
+    """The Data page's per-dataset numbers that cost seconds on 100k pairs (distinct pairs: hashing
+    every text; P(prefer longer): word counts of every response). Run once per dataset in a shared
+    background job (`ui.jobs.shared_job`), so the page stays responsive while they are computed."""
     from icai_core.reconstruct import content_groups
 
-    return int(pd.Series(content_groups(_pairs)).nunique()) if len(_pairs) else 0
+    distinct = int(pd.Series(content_groups(pairs)).nunique()) if len(pairs) else 0
+    return {
+        "distinct": distinct,
+        "prefer_longer": F.length_preference(pairs),
+        "pooled_longer": F.length_preference(pairs.drop(columns=["annotator"], errors="ignore")),
+    }
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _length_tables(dataset_hash: str, _pairs: pd.DataFrame):
-    """P(prefer longer) per annotator and pooled, memoised per dataset (word counts of 10k pairs ~1 s)."""
-    return F.length_preference(_pairs), F.length_preference(_pairs.drop(columns=["annotator"], errors="ignore"))
+def _stats_job(ds):
+    """The shared job of `_data_stats`; files up to SYNC_ROWS rows (under a second) are waited for, so
+    their numbers show on the first run without a "being computed" flash."""
+    pairs = ds.pairs
+    job = J.shared_job(("data_stats", ds.hash), lambda progress, cancel: _data_stats(pairs),
+                       label="length statistics")
+    if ds.n <= SYNC_ROWS:
+        job.wait()
+    return job
+
+
+def _chart_rows(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """At most CHART_SAMPLE rows (a fixed-seed random sample) for the length figure, and the number of
+    rows it stands for: a histogram of 5k judgements looks like one of 100k, at a twentieth of the word
+    counting (31 s for 100k rows on the loaded 2-core machine)."""
+    if len(rows) <= CHART_SAMPLE:
+        return rows, len(rows)
+    return rows.sample(n=CHART_SAMPLE, random_state=0), len(rows)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -171,24 +196,44 @@ if report is not None:
 
 summary = C.summary_cached(ds.hash, _pairs=ds.pairs)
 counts = summary["preference_counts"]
-prefer_longer, pooled_longer = _length_tables(ds.hash, ds.pairs)
+stats_job = _stats_job(ds)
+stats = stats_job.result if stats_job.status == "done" else None
+if stats_job.status == "failed":
+    st.error(f"The length statistics could not be computed ({S.md(stats_job.error)}); the rest of the page "
+             "works. Reload the page to try again.")
+pl = None
+if stats is not None:
+    prefer_longer, pooled_longer = stats["prefer_longer"], stats["pooled_longer"]
+    pl = pooled_longer.iloc[0] if len(pooled_longer) else None
 m1, m2, m3, m4, m5, m6 = st.columns(6)
-n_distinct = _distinct_pairs(ds.hash, ds.pairs)
-m1.metric("Distinct pairs", f"{n_distinct:,}", help=f"{summary['rows']:,} rows (judgements)")
+n_distinct = stats["distinct"] if stats is not None else None
+m1.metric("Distinct pairs", f"{n_distinct:,}" if n_distinct is not None else "…",
+          help=f"{summary['rows']:,} rows (judgements)")
 m2.metric("A preferred", C.fmt_pct(summary["preference_shares"]["a"]), help=f"{counts['a']:,} rows")
 m3.metric("B preferred", C.fmt_pct(summary["preference_shares"]["b"]), help=f"{counts['b']:,} rows")
 m4.metric("Ties", f"{counts['tie']:,}")
 m5.metric("Annotators", len(summary["annotators"]) or "—")
-pl = pooled_longer.iloc[0] if len(pooled_longer) else None
 m6.metric(
     "P(prefer longer)",
-    C.fmt_pct(pl["p_prefer_longer"]) if pl is not None else "n/a",
+    C.fmt_pct(pl["p_prefer_longer"]) if pl is not None else ("…" if stats is None else "n/a"),
     help=("Share of decided judgements whose responses differ in length that chose the longer one "
           + (f"({int(pl['n_longer_chosen']):,} of {int(pl['n_unequal']):,}; Wilson 95% CI "
              f"{C.fmt_pct(pl['ci_low'])} – {C.fmt_pct(pl['ci_high'])}). 50% = no length preference."
              if pl is not None else "")),
 )
-if n_distinct != summary["rows"]:
+if stats_job.running:
+    # Word counts of every response run in a background thread; this fragment polls it and reruns the
+    # page once the numbers are there, so switching pages or starting the audit never waits for them.
+    @st.fragment(run_every=1.0)
+    def _wait_for_stats():
+        if stats_job.running:
+            st.caption(f"Counting words and distinct pairs of {ds.n:,} rows in the background… "
+                       f"({stats_job.elapsed:.0f} s). The other pages can be used meanwhile.")
+        else:
+            st.rerun()
+
+    _wait_for_stats()
+if n_distinct is not None and n_distinct != summary["rows"]:
     st.caption(f"{summary['rows']:,} judgements of {n_distinct:,} distinct pairs (several annotators or "
                "repeated rows judge the same pair); each judgement is counted once per annotator.")
 empty = summary["empty_texts"]["responses_total"]
@@ -209,30 +254,38 @@ with c1:
         "Length plot", ["hist", "box"], default="hist", format_func={"hist": "Histogram", "box": "Box"}.get,
         key="len_kind",
     )
-    st.plotly_chart(_length_figure(ds.hash, who, kind or "hist", rows),
-                    key="len_chart")
+    shown, n_rows = _chart_rows(rows)
+    st.plotly_chart(_length_figure(ds.hash, who, kind or "hist", shown), key="len_chart")
     st.caption("Length of the response the annotator chose vs the one it rejected (ties left out). "
-               "A vs B only shows the order the pairs were stored in; chosen vs rejected shows a length bias.")
+               "A vs B only shows the order the pairs were stored in; chosen vs rejected shows a length bias."
+               + (f" Drawn from a random sample of {len(shown):,} of these {n_rows:,} rows (fixed seed), so "
+                  "that the page stays fast; the P(prefer longer) numbers use every row." if len(shown) < n_rows
+                  else ""))
 with c2:
     st.plotly_chart(F.preference_balance(ds.pairs), key="balance_chart")
 
 st.markdown("**P(prefer longer)**: among each annotator's decided judgements whose responses differ in "
             "length, the share that chose the longer one (50% = no length preference).")
-table = prefer_longer.rename(columns={"judgements": "decided", "n_unequal": "unequal length",
-                                      "p_prefer_longer": "P(prefer longer)"})
-table["95% CI"] = [
-    "" if pd.isna(lo) else f"{lo:.0%} – {hi:.0%}" for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
-]
-table["median words, chosen / rejected"] = [
-    "" if pd.isna(a) else f"{a:.0f} / {b:.0f}"
-    for a, b in zip(table["median_chosen"], table["median_rejected"], strict=True)
-]
-st.dataframe(
-    table[["annotator", "decided", "unequal length", "P(prefer longer)", "95% CI", "median words, chosen / rejected"]],
-    hide_index=True, width="stretch", height=min(35 * (len(table) + 1) + 3, 360),
-    column_config={"P(prefer longer)": st.column_config.NumberColumn(format="percent"),
-                   "annotator": st.column_config.TextColumn(width="large")},
-)
+if stats is None:
+    st.caption("Being computed… the table appears here when the word counts are done.")
+else:
+    table = prefer_longer.rename(columns={"judgements": "decided", "n_unequal": "unequal length",
+                                          "p_prefer_longer": "P(prefer longer)"})
+    table["95% CI"] = [
+        "" if pd.isna(lo) else f"{lo:.0%} – {hi:.0%}"
+        for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
+    ]
+    table["median words, chosen / rejected"] = [
+        "" if pd.isna(a) else f"{a:.0f} / {b:.0f}"
+        for a, b in zip(table["median_chosen"], table["median_rejected"], strict=True)
+    ]
+    st.dataframe(
+        table[["annotator", "decided", "unequal length", "P(prefer longer)", "95% CI",
+               "median words, chosen / rejected"]],
+        hide_index=True, width="stretch", height=min(35 * (len(table) + 1) + 3, 360),
+        column_config={"P(prefer longer)": st.column_config.NumberColumn(format="percent"),
+                       "annotator": st.column_config.TextColumn(width="large")},
+    )
 
 st.subheader("Preview")
 st.dataframe(ds.pairs.head(200), hide_index=True, width="stretch", height=320)

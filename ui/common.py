@@ -126,12 +126,9 @@ def set_dataset(ds: LoadedDataset, *, persist: bool = True) -> None:
     if persist:
         ws = workspace()
         if ws is not None:
-            try:
-                ws.save_dataset(ds.pairs, ds.name, ds.hash)
-                st.query_params["data"] = ds.hash
-                st.session_state["_qp_data"] = ds.hash
-            except Exception:  # a full disk must not stop the session; the reload just won't find it
-                pass
+            st.query_params["data"] = ds.hash
+            st.session_state["_qp_data"] = ds.hash
+            _save_dataset_in_background(ws, ds)
     if old is None or old.hash != ds.hash:
         job = get_job()
         if job is not None and job.running:
@@ -150,6 +147,18 @@ def set_dataset(ds: LoadedDataset, *, persist: bool = True) -> None:
             if key[0] == ds.hash:
                 set_audit(cached)
                 break
+
+
+def _save_dataset_in_background(ws, ds: LoadedDataset) -> None:
+    """Write the dataset into the workspace in a daemon thread: Parquet of 100k pairs takes ~5 s on a
+    loaded machine, which the upload's script run must not wait for. Best effort: a full disk must not
+    stop the session (a reload then says the dataset is not on the server any more)."""
+
+    def _save():
+        with contextlib.suppress(Exception):
+            ws.save_dataset(ds.pairs, ds.name, ds.hash)
+
+    threading.Thread(target=_save, name="principia-save-dataset", daemon=True).start()
 
 
 def dataset_from_load_result(result: Any, *, name: str, source: str) -> LoadedDataset:
@@ -251,10 +260,14 @@ def job_panel(job_key: str = JOB, *, collect=None, poll_every: float = 0.5) -> N
         job = st.session_state.get(job_key)
         if job is None:
             return
-        if job.running:
+        if job.running and job.token.cancelled:
+            st.progress(job.fraction, text=f"{job.label}: cancelling… ({job.elapsed:.0f} s)")
+        elif job.running:
             st.progress(job.fraction, text=f"{job.label}: {job.message} ({job.elapsed:.0f} s)")
             if st.button("Cancel", key=f"cancel_{job_key}", icon=":material/cancel:"):
                 job.cancel()
+                if job.wait(1.5):  # most jobs stop within a second: show the outcome at once
+                    st.rerun()
                 st.toast("Cancelling… the job stops at the next checkpoint.")
         else:
             st.rerun()

@@ -77,3 +77,26 @@ class BackgroundJob:
     def wait(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+
+# ------------------------------------------------------------------------------------ shared jobs
+_SHARED: dict[Any, BackgroundJob] = {}
+_SHARED_LOCK = threading.Lock()
+_SHARED_MAX = 16
+
+
+def shared_job(key: Any, fn: Callable[..., Any], *, label: str) -> BackgroundJob:
+    """The process-wide job computing `key` (started on the first call, reused by every later call and
+    session), so heavy per-dataset work (e.g. word counts of 100k pairs) never blocks a page's script
+    thread and is never computed twice. A failed or cancelled job is started again on the next call;
+    at most 16 are kept (oldest finished ones dropped first)."""
+    with _SHARED_LOCK:
+        job = _SHARED.get(key)
+        if job is not None and job.status in ("running", "done"):
+            return job
+        job = BackgroundJob(fn, label=label, key=key)
+        _SHARED[key] = job
+        if len(_SHARED) > _SHARED_MAX:
+            for k in [k for k, j in _SHARED.items() if not j.running][: len(_SHARED) - _SHARED_MAX]:
+                _SHARED.pop(k, None)
+        return job
