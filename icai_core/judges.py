@@ -470,8 +470,13 @@ _APOSTROPHE = ord("'")
 def _runs(flag: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(first, last) byte positions of the maximal runs of True in `flag`, also cut at every text
     start in `starts` (sorted, distinct), so that no run crosses from one text into the next."""
-    change = np.flatnonzero(flag[1:] != flag[:-1]) + 1
-    edges = np.concatenate([[0] if flag[0] else [], change, [len(flag)] if flag[-1] else []]).astype(np.int64)
+    dtype = np.int32 if len(flag) < 2**31 - 1 else np.int64  # half the memory for all but huge inputs
+    change = np.flatnonzero(flag[1:] != flag[:-1]).astype(dtype)
+    change += 1
+    head = np.zeros(int(flag[0]), dtype=dtype)
+    tail = np.full(int(flag[-1]), len(flag), dtype=dtype)
+    edges = np.concatenate([head, change, tail])
+    del change
     first, last = edges[0::2], edges[1::2] - 1
     inner = starts[starts > 0]
     cut = inner[flag[inner] & flag[inner - 1]]
@@ -506,7 +511,7 @@ def _utf8_word_flags(buf: np.ndarray, word: np.ndarray) -> None:
 
 
 def _tokenize(texts: pd.Series | pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """Word tokens of every text: (doc id per token as int64, tokens as an Arrow large_string array).
+    """Word tokens of every text: (doc id per token, tokens as an Arrow string array).
 
     A token is a maximal run of word characters (Unicode letters, marks, digits, apostrophes) with
     the apostrophes at its edges trimmed; runs of apostrophes only are dropped. This is the same as
@@ -521,7 +526,7 @@ def _tokenize(texts: pd.Series | pa.Array) -> tuple[np.ndarray, pa.Array]:
     if arr.null_count:
         arr = pc.fill_null(arr, "")
     n = len(arr)
-    no_tokens = (np.zeros(0, dtype=np.int64), pa.array([], type=pa.large_string()))
+    no_tokens = (np.zeros(0, dtype=np.int32), pa.array([], type=pa.string()))
     if n == 0:
         return no_tokens
     _, obuf, dbuf = arr.buffers()
@@ -558,13 +563,17 @@ def _tokenize(texts: pd.Series | pa.Array) -> tuple[np.ndarray, pa.Array]:
         first, last = first[keep], last[keep]
     # Tokens and the gaps between them as one string array over the same bytes; keep the tokens.
     k = len(first)
-    bounds = np.empty(2 * k + 2, dtype=np.int64)
+    small = first.dtype == np.int32  # 32-bit offsets (Arrow "string") unless the text is over 2 GB
+    bounds = np.empty(2 * k + 2, dtype=first.dtype)
     bounds[0], bounds[-1] = 0, len(buf)
     bounds[1:-1:2] = first
     bounds[2:-1:2] = last + 1
-    both = pa.LargeStringArray.from_buffers(2 * k + 1, pa.py_buffer(bounds), pa.py_buffer(buf))
-    tokens = both.take(pa.array(np.arange(1, 2 * k, 2, dtype=np.int64)))
-    doc = np.repeat(np.arange(n, dtype=np.int64), np.diff(np.searchsorted(first, offsets)))
+    array_type = pa.StringArray if small else pa.LargeStringArray
+    both = array_type.from_buffers(2 * k + 1, pa.py_buffer(bounds), pa.py_buffer(buf))
+    del bounds
+    tokens = both.take(pa.array(np.arange(1, 2 * k, 2, dtype=first.dtype)))
+    del both
+    doc = np.repeat(np.arange(n, dtype=first.dtype), np.diff(np.searchsorted(first, offsets)))
     return doc, tokens
 
 
@@ -891,7 +900,9 @@ class _Measure:
             doc_p, tok_p = _tokenize(plow)
             # One vocabulary for the three token sets: the response vocabulary first, then the new
             # words of the first sentences and prompts (ids of a dictionary follow first appearance).
-            joint = pa.chunked_array([vocab_t, tok_f, tok_p], type=pa.large_string()).combine_chunks()
+            parts = [a.cast(pa.large_string()) for a in (vocab_t, tok_f, tok_p)]
+            joint = pa.chunked_array(parts, type=pa.large_string()).combine_chunks()
+            del parts
             enc = pc.dictionary_encode(joint)
             all_ids = enc.indices.to_numpy().astype(np.int64)
             n_vt = len(vocab_t)

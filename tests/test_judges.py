@@ -363,6 +363,7 @@ _EDGE_TEXTS = [
     "Step 1: do it. Step 2: done. step-by-step, ME and MY and i'm; see [1] and (Smith et al., 2020).",
     "...!!!???",
     "\t- item\n\t* item\n  + item\n\u2022 item\n10) ten\n",
+    "''''''''quoted'''''''' and '''''''' alone, caf\u00e9'''''' na\u00efve",  # long apostrophe runs
 ]
 
 
