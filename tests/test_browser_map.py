@@ -26,13 +26,13 @@ import pytest
 
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, DATA, REPO, SHOTS, _goto_page, _idle, _shot, serve_app
 
-UPLOAD = DATA / "prd_lfqa_expert.csv" if DATA else None  # 260 rows, 140 distinct pairs: discovery in ~1 min
+UPLOAD = DATA / "icai_synthetic_mixed.csv" if DATA else None  # 60 pairs (shared ICAI synthetic set): discovery in seconds
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium not installed (apt-get install chromium)"),
-    pytest.mark.skipif(UPLOAD is None or not UPLOAD.exists(), reason="shared real data (prd_lfqa_expert.csv) not found"),
+    pytest.mark.skipif(UPLOAD is None or not UPLOAD.exists(), reason="shared data (icai_synthetic_mixed.csv) not found"),
 ]
 
 
@@ -92,7 +92,11 @@ def test_uploaded_file_principle_map_has_labelled_points_with_signed_hover(page,
     assert disc.is_checked() and not emb.is_checked()
     t0 = time.time()
     page.get_by_role("button", name="Run offline audit").click()
-    page.get_by_role("heading", name="Principle table").wait_for(timeout=600_000)
+    try:
+        page.get_by_role("heading", name="Principle table").wait_for(timeout=600_000)
+    except Exception:
+        _shot(page, "fail_map_audit")
+        raise
     audit_s = time.time() - t0
     page.get_by_text("discovery on").first.wait_for()
     page.get_by_role("heading", name="Discovered directions").wait_for()
