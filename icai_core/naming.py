@@ -171,13 +171,16 @@ class Naming:
         return {n.key: n for n in self.names}
 
     def apply(self, judges: Sequence[Judge]) -> list[Judge]:
-        """The judges with each LLM name as `text` (and its inverse); others unchanged."""
+        """The judges with each LLM name as `text` (and its inverse); others unchanged. The `family`
+        says "discovered (LLM name)" or "discovered (LLM name, low fidelity)", so every table that shows
+        a judge's family carries the flag without knowing about naming."""
         names = self.by_key()
         out = []
         for j in judges:
             n = names.get(j.key)
             if n is not None and n.name_source == "llm":
-                j = dataclasses.replace(j, text=n.text, inverse_text=n.inverse_text)
+                family = "discovered (LLM name, low fidelity)" if n.low_fidelity else "discovered (LLM name)"
+                j = dataclasses.replace(j, text=n.text, inverse_text=n.inverse_text, family=family)
             out.append(j)
         return out
 

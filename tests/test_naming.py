@@ -195,6 +195,7 @@ def test_random_voter_gives_low_fidelity_and_the_flag(setup, tmp_path):
         assert n.low_fidelity == (len(plan.voted) < CFG.min_answers or hits / len(plan.voted) < CFG.threshold
                                   or not lo > CFG.chance)
         assert n.low_fidelity, f"a voter answering at random passed the fidelity check on {n.key}"
+    assert {j.family for j in naming.apply(found.judges)} == {"discovered (LLM name, low fidelity)"}
     assert any("low fidelity" in note for note in naming.notes)
 
 
@@ -257,6 +258,7 @@ def test_pipeline_carries_names_to_judges_table_and_summary(setup, tmp_path):
         assert srv.chat_count == n_names + n_votes
     disc = [j for j in result.judges if j.kind == "discovered"]
     assert len(disc) == n_names and all("shows the property of" in j.text for j in disc)
+    assert all(j.family == "discovered (LLM name)" for j in disc)
     table = result.extras["discovery"].set_index("key")
     for j in disc:
         assert table.loc[j.key, "text"] == j.text and table.loc[j.key, "name_source"] == "llm"
