@@ -20,7 +20,7 @@ The result is a `DistributedResult` (a `chunked.ChunkedResult`): same `stats` ta
 per-annotator counts and distinct-pair counts as `chunked.chunked_principle_stats` on the same file
 (a test checks exact equality on a local cluster of 2 worker processes).
 
-**Why Dask** (`distributed`), not Ray: on this 2-core machine its install is ~35 MB against ~255 MB
+**Why Dask** (`distributed`), not Ray: on this 2-core machine its install is ~35 MB against ~270 MB
 for Ray core (ray 240 MB + protobuf, jsonschema...), and a local cluster of 2 processes starts in
 4.5-6 s against 10-12 s for `ray.init` (measured, docs/distributed.md). It needs nothing beyond
 `distributed` itself: no Ray Data, no object store.
@@ -316,6 +316,7 @@ def distributed_principle_stats(
     use_embeddings: bool = False,
     embed_backend: str | None = None,
     embed_cache: bool = True,
+    embed_batch_size: int = 128,
     alpha: float = 0.05,
     shard_rows: int = 50_000,
     chunk_rows: int = 10_000,
@@ -332,14 +333,15 @@ def distributed_principle_stats(
     `threads_per_worker` threads (started and stopped here). Equal to
     `chunked.chunked_principle_stats(source, keys=..., use_embeddings=...)` (a test checks it). With
     `use_embeddings` each worker builds its own Embedder (`embed_backend`: None = auto, which is
-    `cuda` on a GPU worker; `embed_cache`: the worker's own SQLite cache). Bad labels raise
+    `cuda` on a GPU worker; `embed_cache`: the worker's own SQLite cache; `embed_batch_size`: texts per
+    forward pass, 128 as on one machine, larger batches suit a GPU). Bad labels raise
     ValueError naming the file and rows; a cancel raises `jobs.Cancelled`.
     """
     distributed = _require_dask()
     t0 = time.perf_counter()
     ks = chunked._keys(keys, use_embeddings)
     shards = plan_shards(source, shard_rows)
-    embed_spec = (dict(batch_size=128, max_seq_length=64, backend=embed_backend, cache=embed_cache)
+    embed_spec = (dict(batch_size=embed_batch_size, max_seq_length=64, backend=embed_backend, cache=embed_cache)
                   if use_embeddings else None)
     cluster = own_client = None
     if client is None:
