@@ -310,3 +310,15 @@ def test_real_small_model_plumbing(setup, tmp_path):
     assert client2.usage.calls == 0 and [n.text for n in again.names] == [n.text for n in naming.names]
     print("SmolLM2 names:", [(n.key, n.text, n.name_status, n.fidelity, n.n_fidelity) for n in naming.names],
           "counts:", names.to_dict(), votes.to_dict(), "invalid example:", names.example)
+
+
+def test_wrong_key_stops_with_one_clear_error(setup, tmp_path):
+    from icai_core.llm import LLMError
+
+    with ScriptedOpenAI(require_key="sk-the-right-key-000000") as srv:
+        srv.register("TASK: name_direction", _namer)
+        with pytest.raises(LLMError) as err:
+            name_directions(_client(srv, tmp_path / "llm.sqlite"), setup["found"], setup["pairs"], CFG)
+        assert err.value.kind == "auth" and "401" in str(err.value)
+        assert "sk-naming-test" not in str(err.value)
+        assert srv.chat_count <= len(setup["found"].judges)  # the names batch only; no vote was sent
