@@ -49,14 +49,19 @@ def run_offline_audit(
     cancel: CancelToken | None = None,
     cache_dir: str | Path | None = None,
     run_id: str | None = None,
+    client=None,
 ) -> RunResult:
-    """Run the whole offline audit on a canonical pair table (see icai_core.data)."""
+    """Run the whole offline audit on a canonical pair table (see icai_core.data).
+
+    `client` (an `icai_core.llm.LLMClient`, optional) is used only by discovery, to name the
+    discovered directions and score the names' fidelity (`icai_core.naming`); the judges stay offline.
+    """
     from icai_core.pipeline import Pipeline, RunContext
 
     config = config or RunConfig()
     if config.engine != "offline":
         config = config.replace(engine="offline")
-    ctx = RunContext(progress=progress, cancel=cancel, run_id=run_id,
+    ctx = RunContext(progress=progress, cancel=cancel, run_id=run_id, client=client,
                      cache_dir=Path(cache_dir) if cache_dir is not None else None)
     return Pipeline.offline(config).run(pairs, ctx, dataset_name=dataset_name)
 
