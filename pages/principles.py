@@ -145,6 +145,80 @@ def _discovery_section(audit) -> None:
     )
 
 
+_POSITIONS = ("top center", "bottom center", "middle right", "middle left", "top right", "top left",
+              "bottom right", "bottom left")
+
+
+def _label_positions(frame: pd.DataFrame, width_px: float = 640.0, height_px: float = 490.0) -> dict:
+    """key -> plotly textposition, chosen so that the map's labels overlap as little as possible.
+
+    Why: plotly places every label "top center", and principles with similar wording sit close
+    together, so their labels printed over each other. Greedy, deterministic: the most supported
+    principles are placed first; each label takes the first of `_POSITIONS` whose box (10 px font,
+    ~6 px per character) overlaps no label placed so far, no marker and stays inside the plot, else the
+    least overlapping. The layout's x and y ranges are padded by `_PAD` in `_map_chart` so that the
+    boxes measured here fit."""
+    if frame is None or len(frame) == 0:
+        return {}
+    x = frame["x"].astype(float).to_numpy()
+    y = frame["y"].astype(float).to_numpy()
+    span_x = float(x.max() - x.min()) or 1.0
+    span_y = float(y.max() - y.min()) or 1.0
+    inner = 1 + 2 * _PAD  # the axes show the data span padded by _PAD on each side
+    px = ((x - x.min()) / span_x + _PAD) / inner * width_px
+    py = ((y - y.min()) / span_y + _PAD) / inner * height_px  # y up
+    sup = frame["support"].astype(float).clip(lower=0).to_numpy()
+    radius = (8 + 22 * (sup / sup.max()) ** 0.5) / 2 if sup.max() > 0 else sup * 0 + 6
+    markers = [(px[i] - radius[i], py[i] - radius[i], px[i] + radius[i], py[i] + radius[i]) for i in range(len(px))]
+    placed: list[tuple[float, float, float, float]] = []
+    out: dict = {}
+
+    def box(i: int, pos: str) -> tuple[float, float, float, float]:
+        w, h, r = 6.0 * len(str(frame["label"].iloc[i])), 13.0, radius[i] + 2
+        vert, horiz = pos.split()
+        x0 = {"center": px[i] - w / 2, "right": px[i] + r, "left": px[i] - r - w}[horiz]
+        y0 = {"top": py[i] + r, "bottom": py[i] - r - h, "middle": py[i] - h / 2}[vert]
+        return x0, y0, x0 + w, y0 + h
+
+    def overlap(a, b) -> float:
+        return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+    frame_box = (0.0, 0.0, width_px, height_px)
+
+    def cost(b, others) -> float:  # overlapping area + area outside the plot (a cut-off label)
+        outside = (b[2] - b[0]) * (b[3] - b[1]) - overlap(b, frame_box)
+        return sum(overlap(b, o) for o in others) + 2.0 * outside
+
+    for i in sorted(range(len(px)), key=lambda i: (-sup[i], str(frame["key"].iloc[i]))):
+        others = placed + [m for j, m in enumerate(markers) if j != i]
+        best = min(_POSITIONS, key=lambda pos: (cost(box(i, pos), others), _POSITIONS.index(pos)))
+        placed.append(box(i, best))
+        out[str(frame["key"].iloc[i])] = best
+    return out
+
+
+_PAD = 0.12  # share of the data's span added on each side of the map's axes (room for edge labels)
+
+
+def _map_chart(frame: pd.DataFrame):
+    """The principle map figure with its labels spread out and a taller plot, legend below."""
+    from icai_core.principle_map import map_figure
+
+    fig = map_figure(frame)
+    positions = _label_positions(frame)
+    for trace in fig.data:
+        keys = [str(row[0]) for row in trace.customdata]
+        trace.textposition = [positions.get(k, "top center") for k in keys]
+        trace.cliponaxis = False
+    x, y = frame["x"].astype(float), frame["y"].astype(float)
+    sx, sy = float(x.max() - x.min()) or 1.0, float(y.max() - y.min()) or 1.0
+    fig.update_layout(height=640, legend=dict(orientation="h", yanchor="top", y=-0.08, x=0),
+                      margin=dict(l=40, r=40, t=60, b=90))
+    fig.update_xaxes(range=[x.min() - _PAD * sx, x.max() + _PAD * sx])
+    fig.update_yaxes(range=[y.min() - _PAD * sy, y.max() + _PAD * sy])
+    return fig
+
+
 st.title("Principles")
 ds = C.require_data()
 
@@ -243,9 +317,7 @@ with st.spinner("Embedding and clustering the principle texts…"):
 if frame is None:
     st.warning(f"The principle map is unavailable: {C.escape_md(err)}")
     st.stop()
-from icai_core.principle_map import map_figure  # noqa: E402
-
-st.plotly_chart(map_figure(frame), key="principle_map")
+st.plotly_chart(_map_chart(frame), key="principle_map")
 layout = frame.attrs.get("layout") or frame.attrs.get("method")
 if layout:
     st.caption(f"Layout: {C.escape_md(layout)}.")
