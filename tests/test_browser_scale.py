@@ -20,6 +20,7 @@ from tests.test_browser import CHROMIUM, REPO, UPLOAD, _goto_page, _idle, _shot,
 
 N_PAIRS = 24_000
 CANCEL_LIMIT_S = 2.0
+TIME_LEFT = re.compile(r"about \d+(\.\d)? (s|min|h) left")
 
 pytestmark = [
     pytest.mark.browser,
@@ -65,9 +66,15 @@ def test_large_upload_progress_with_time_left_and_cancel_within_2_s(page, app_ur
     progress = page.locator('[data-testid="stProgress"]').first
     progress.wait_for(timeout=60_000)
     first_progress_s = time.perf_counter() - t_run
-    left = page.locator('[data-testid="stProgress"]').filter(has_text=re.compile(r"about \d+ (s|min) left"))
-    left.first.wait_for(timeout=120_000)
-    time_left_text = left.first.inner_text()
+    seen, deadline, time_left_text = [], time.time() + 150, ""
+    while time.time() < deadline and not time_left_text:  # the texts seen on the way (for a failure)
+        texts = page.locator('[data-testid="stProgress"]').all_inner_texts()
+        seen += [t for t in texts if t not in seen]
+        time_left_text = next((t for t in texts if TIME_LEFT.search(t)), "")
+        page.wait_for_timeout(250)
+    if not time_left_text:
+        _shot(page, "scale_fail_no_time_left")
+    assert time_left_text, f"no time-left text in the progress bar; seen: {seen[-8:]}"
     _shot(page, "scale_01_audit_progress_time_left")
 
     cancel = page.get_by_role("button", name="Cancel")

@@ -272,15 +272,11 @@ def job_panel(job_key: str = JOB, *, collect=None, poll_every: float = 0.5) -> N
         job = st.session_state.get(job_key)
         if job is None:
             return
-        if job.running and job.token.cancelled:
-            st.progress(job.fraction, text=f"{job.label}: cancelling… ({job.elapsed:.0f} s)")
-        elif job.running:
+        if job.running:
             st.progress(job.fraction, text=f"{job.label}: {job.message} ({job.elapsed:.0f} s)")
             if st.button("Cancel", key=f"cancel_{job_key}", icon=":material/cancel:"):
-                job.cancel()
-                if job.wait(1.5):  # most jobs stop within a second: show the outcome at once
-                    st.rerun()
-                st.toast("Cancelling… the job stops at the next checkpoint.")
+                job.cancel()  # the job counts as cancelled at once; its thread stops at its next check
+                st.rerun()
         else:
             st.rerun()
 
@@ -290,7 +286,9 @@ def job_panel(job_key: str = JOB, *, collect=None, poll_every: float = 0.5) -> N
     if not job.running:
         collect(job)
         if job.status == "cancelled":
-            st.warning(f"The {job.label} was cancelled. Work done so far is cached; run it again to resume.")
+            st.warning(f"The {job.label} was cancelled. Work done so far is cached; run it again to resume."
+                       + (f" (Its current step, {escape_md(job.message)}, is still stopping in the background; "
+                          "its result will be discarded.)" if job.stopping else ""))
         elif job.status == "failed":
             st.error(f"The {job.label} failed: {job.error}")
         if job.status != "done":

@@ -31,7 +31,8 @@ class BackgroundJob:
         self.result: Any = None
         self.error: str | None = None
         self.started = time.time()
-        self.finished: float | None = None
+        self.finished: float | None = None  # when the outcome was settled (a cancel: the click)
+        self.stopped_at: float | None = None  # when the thread itself ended
         self._lock = threading.Lock()
         self._fn = fn
         self._thread = threading.Thread(target=self._run, name=f"principia-job-{label}", daemon=True)
@@ -47,16 +48,26 @@ class BackgroundJob:
         try:
             result = self._fn(progress=self._progress, cancel=self.token)
         except Cancelled:
-            self.status = "cancelled"
+            self._settle("cancelled")
         except Exception as exc:  # shown to the user as a message, logged with its traceback
-            log.exception("job %s failed", self.label)
-            self.error = f"{type(exc).__name__}: {exc}"
-            self.status = "failed"
+            if self.token.cancelled:  # a failure after the user's cancel is still a cancel
+                self._settle("cancelled")
+            else:
+                log.exception("job %s failed", self.label)
+                self.error = f"{type(exc).__name__}: {exc}"
+                self._settle("failed")
         else:
-            self.result = result
-            self.status = "done"
+            self._settle("done", result)
         finally:
-            self.finished = time.time()
+            self.stopped_at = time.time()
+
+    def _settle(self, status: str, result: Any = None) -> None:
+        """The first outcome wins: a job cancelled by the user stays cancelled (and its result is
+        discarded) even if its thread reaches the end before its next CancelToken check."""
+        with self._lock:
+            if self.status != "running":
+                return
+            self.status, self.result, self.finished = status, result, time.time()
 
     @property
     def running(self) -> bool:
@@ -72,9 +83,20 @@ class BackgroundJob:
         return (self.finished or time.time()) - self.started
 
     def cancel(self) -> None:
+        """Cancel now: the token is set (the work raises `Cancelled` at its next check, when its partial
+        results are cached and the run is recorded as cancelled) and the job counts as cancelled at
+        once, so the page shows it and can start another job without waiting for that checkpoint.
+        `stopping` says whether the thread is still finishing its current step."""
         self.token.cancel()
+        self._settle("cancelled")
+
+    @property
+    def stopping(self) -> bool:
+        """Cancelled, but the thread has not reached its next CancelToken check yet."""
+        return self.status == "cancelled" and self._thread.is_alive()
 
     def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the thread itself to end (after a cancel: until the work reached its checkpoint)."""
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
