@@ -189,22 +189,27 @@ def test_cancel_within_two_seconds(tmp_path, workers):
 
 
 @needs_data
-def test_parquet_reader_memory_does_not_grow_with_row_groups(tmp_path):
-    """pyarrow's default pre_buffer keeps every row group's column chunks until the file closes (the
-    1M run's creep); the reader must hold about one row group whatever the number read."""
+def test_parquet_reader_holds_about_one_row_group(tmp_path):
+    """pyarrow's default pre_buffer keeps the bytes of every row group read until the file is closed
+    (the 1M run's creep: +74 MB per 50,000-pair row group); the reader must hold about one row group,
+    not the file. Checked on the Arrow pool (measured: ~0.8 MB held here, 6.2 MB with pre_buffer)."""
+    import statistics
+
     import pyarrow as pa
 
-    pairs = pd.read_csv(SHARED_DATA / "alpacaeval_human_vs_gpt4.csv", keep_default_na=False)
+    cols = ["prompt", "text_a", "text_b", "preferred_text"]
+    files = ("hh_rlhf_harmless_test.csv", "arena_llama3_70b_human.csv", "alpacaeval1_gpt4_judge.csv")
+    pairs = pd.concat([pd.read_csv(SHARED_DATA / f, keep_default_na=False)[cols] for f in files])  # distinct texts
     path = tmp_path / "many.parquet"
-    pd.concat([pairs] * 2).to_parquet(path, row_group_size=600)  # 16 row groups of ~2.5 MB of text
+    pairs.to_parquet(path, row_group_size=300)  # 18 row groups
+    size = path.stat().st_size
     base = pa.total_allocated_bytes()
-    seen = []
-    for chunk in iter_pair_chunks(path, chunk_rows=300):
+    held = []
+    for chunk in iter_pair_chunks(path, chunk_rows=150):
         del chunk
-        seen.append(pa.total_allocated_bytes() - base)
-    assert len(seen) == 32
-    # Each row group is ~4 MB here; keeping them all would end 60 MB above the second chunk's level.
-    assert max(seen) < seen[1] + 8e6, [round(s / 1e6, 1) for s in seen]
+        held.append(pa.total_allocated_bytes() - base)
+    assert len(held) == -(-len(pairs) // 150)
+    assert statistics.median(held) < size / 3 and held[-1] < size / 3, ([round(h / 1e6, 1) for h in held], size)
 
 
 @needs_data
