@@ -10,15 +10,17 @@ hand (engineer F's report). Serving and driving the app reuse `tests/test_browse
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.test_browser import CHROMIUM, REPO, UPLOAD, _goto_page, _idle, _shot, app_url, page  # noqa: F401
 
-N_PAIRS = 24_000
+N_PAIRS = int(os.environ.get("PRINCIPIA_SCALE_PAIRS", "24000"))  # e.g. 100000 for a manual measurement
 CANCEL_LIMIT_S = 2.0
 TIME_LEFT = re.compile(r"about \d+(\.\d)? (s|min|h) left")
 
@@ -35,6 +37,9 @@ def big_upload(tmp_path_factory):
     sys.path.insert(0, str(REPO))
     from bench.synth import write_parquet
 
+    given = os.environ.get("PRINCIPIA_SCALE_FILE")  # a file of N_PAIRS distinct pairs written beforehand
+    if given:
+        return Path(given)
     path = tmp_path_factory.mktemp("scale") / f"distinct_{N_PAIRS // 1000}k.parquet"
     return write_parquet(path, N_PAIRS, seed=1)
 
