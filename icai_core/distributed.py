@@ -182,6 +182,16 @@ def plan_shards(source, shard_rows: int = 50_000) -> list[Shard]:
 _EMBEDDERS: dict[tuple, object] = {}  # per worker process: one Embedder per spec, kept across shards
 
 
+def _forget_vectors(embedder, *, even_without_cache: bool = False) -> None:
+    """Drop the embedder's in-process memo of vectors (`Embedder._mem`, ~1.6 KB per text, never
+    bounded), which in a long-lived worker would grow with every text it has embedded. With a disk
+    cache the vectors stay there (cleared after every chunk, as `chunked` does); without one the memo
+    is kept for the shard and dropped at its end, so a text recurring in a later shard is embedded again."""
+    mem = getattr(embedder, "_mem", None)
+    if isinstance(mem, dict) and (even_without_cache or getattr(embedder, "cache_path", None) is not None):
+        mem.clear()
+
+
 def _worker_embedder(spec: dict | None):
     if spec is None:
         return None
@@ -235,21 +245,28 @@ def shard_counts(shard: Shard, keys: list[str], chunk_rows: int = 10_000,
     embedder = _worker_embedder(embed_spec)
     out: dict[str, Counts] = {}
     done = n_chunks = 0
-    with fs.open_input_file(shard.path) as fh:
-        pf = pq.ParquetFile(fh)
-        cols = [c for c in _READ_COLUMNS if c in pf.schema_arrow.names]
-        for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=list(shard.row_groups), columns=cols):
-            for chunk in chunked.iter_pair_chunks(batch.to_pandas(), chunk_rows):
-                check(token)
-                try:
-                    part = chunked.chunk_counts_by_annotator(chunk, keys, embedder=embedder, cancel=token)
-                except ValueError as exc:
-                    first = shard.first_row + done
-                    raise ValueError(f"{shard.path}: rows {first + 1:,}-{first + len(chunk):,} "
-                                     f"(data rows of this file, 1-based): {exc}") from exc
-                out = chunked.merge_by_annotator(out, part)
-                done += len(chunk)
-                n_chunks += 1
+    try:
+        with fs.open_input_file(shard.path) as fh:
+            # pre_buffer=False: pyarrow's default keeps every row group's raw column chunks it has read
+            # until the file is closed (chunked.py found it to be the streamed audit's memory creep).
+            pf = pq.ParquetFile(fh, pre_buffer=False)
+            cols = [c for c in _READ_COLUMNS if c in pf.schema_arrow.names]
+            for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=list(shard.row_groups), columns=cols):
+                for chunk in chunked.iter_pair_chunks(batch.to_pandas(), chunk_rows):
+                    check(token)
+                    try:
+                        part = chunked.chunk_counts_by_annotator(chunk, keys, embedder=embedder, cancel=token)
+                    except ValueError as exc:
+                        first = shard.first_row + done
+                        raise ValueError(f"{shard.path}: rows {first + 1:,}-{first + len(chunk):,} "
+                                         f"(data rows of this file, 1-based): {exc}") from exc
+                    finally:
+                        _forget_vectors(embedder)
+                    out = chunked.merge_by_annotator(out, part)
+                    done += len(chunk)
+                    n_chunks += 1
+    finally:
+        _forget_vectors(embedder, even_without_cache=True)
     return out, n_chunks
 
 

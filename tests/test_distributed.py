@@ -164,3 +164,29 @@ def test_bad_label_names_file_and_rows_and_cancel_stops(pair_folder, cluster, tm
     assert time.monotonic() - t0 < 30
     # the cluster is still usable after a cancel and a failure
     assert client.submit(sum, [1, 2]).result() == 3
+
+
+@needs_data
+@needs_dask
+@pytest.mark.slow
+def test_embedding_judge_on_workers_equals_one_process(cluster, tmp_path):
+    """Each worker builds its own Embedder (its own cache under the workers' PRINCIPIA_HOME); the
+    votes, hence every count, equal one process's. The one-process run goes first so that the
+    session's one-time ONNX export exists before two workers look for it."""
+    from icai_core import judges
+    from icai_core.data import load_pairs
+    from icai_core.distributed import distributed_principle_stats
+
+    _, client = cluster
+    pairs = load_pairs(SHARED_DATA / "arena_llama3_70b_human.csv").pairs[COLS].iloc[:48]
+    pairs.to_parquet(tmp_path / "emb.parquet", row_group_size=12, index=False)
+    one = chunked.chunked_principle_stats(tmp_path / "emb.parquet", chunk_rows=48, use_embeddings=True)
+    res = distributed_principle_stats(tmp_path / "emb.parquet", client=client, use_embeddings=True, shard_rows=12,
+                                      chunk_rows=12)
+    assert res.n_shards == 4 and set(judges.EMBEDDING_KEYS) <= set(res.counts.keys)
+    _assert_counts_equal(res.counts, one.counts)
+    pd.testing.assert_frame_equal(res.stats, one.stats)
+    # the workers embedded on their own: their caches are theirs, under the PRINCIPIA_HOME they inherited
+    homes = set(client.run(lambda: os.environ["PRINCIPIA_HOME"]).values())
+    assert len(homes) == 1 and (tmp_path / "emb.parquet").exists()
+    assert os.path.exists(os.path.join(homes.pop(), "embeddings.sqlite"))
