@@ -64,7 +64,7 @@ def _icai_section(ds) -> None:
                 width="stretch",
                 column_config={"dollars": st.column_config.NumberColumn(format="$%.2f")},
             )
-        C.job_panel(IC.JOB, collect=IC.collect)
+        C.job_panel(IC.JOB, collect=IC.collect, poll_every=POLL_S)
         result = IC.current_result(ds)
         if result is None:
             return
@@ -144,6 +144,13 @@ def _discovery_section(audit) -> None:
         },
     )
 
+
+# Progress poll of a running job on this page. Not 0.5 s: after every script run, fragment reruns
+# included, Streamlit runs a full gc.collect(2) holding the GIL (runner.postScriptGC), which takes
+# ~0.5 s of CPU once sentence-transformers is imported (600k objects); polled every 0.5 s it starved
+# the audit thread, and an audit with discovery that takes 17 s alone did not finish in 10 min
+# in the app on the busy 2-core machine.
+POLL_S = 2.0
 
 _POSITIONS = ("top center", "bottom center", "middle right", "middle left", "top right", "top left",
               "bottom right", "bottom left")
@@ -263,7 +270,7 @@ with st.container(border=True):
 if C.engine().icai_ready:
     _icai_section(ds)
 
-C.job_panel()
+C.job_panel(poll_every=POLL_S)
 audit = C.get_audit()
 if audit is None:
     if C.get_job() is None:
