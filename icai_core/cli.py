@@ -133,15 +133,30 @@ def write_audit_outputs(result, out: Path) -> None:
     (out / "summary.json").write_text(json.dumps(summary_document(result), indent=2, allow_nan=False))
     if "discovery" in result.extras:
         report.write_csv(result.extras["discovery"], out / "discovered_principles.csv")
+    fidelity_votes = result.extras.get("discovery_fidelity_votes")
+    if fidelity_votes is not None and len(fidelity_votes):
+        report.write_csv(fidelity_votes, out / "discovery_fidelity_votes.csv")
     if any(j.kind != "measurable" for j in result.judges):
         from icai_core.principle_map import map_frame
 
         report.write_csv(map_frame(result.judges, first.stats), out / "principle_map.csv")
 
 
-def cmd_audit(args: argparse.Namespace) -> int:
-    from icai_core.audit import run_offline_audit
+def _write_outputs(write, out: Path, run_id: str) -> bool:
+    """Run `write`; a file that cannot be written (a folder in its place, a full disk, no permission)
+    is one message naming it, not a traceback. The run itself is already recorded."""
+    try:
+        write()
+    except OSError as exc:
+        where = exc.filename or out
+        print(f"error: cannot write {where} ({exc.strerror or exc}): choose another --out. The run is "
+              f"recorded: `icai report {run_id} --out report.html` renders it without recomputing.",
+              file=sys.stderr)
+        return False
+    return True
 
+
+def cmd_audit(args: argparse.Namespace) -> int:
     if getattr(args, "stream", False):
         return cmd_audit_stream(args)
     ws = _workspace(args)
@@ -164,16 +179,59 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(f"error: no rows with annotator == {args.annotator!r}", file=sys.stderr)
             return 2
     config = _run_config(args, engine="offline")
+    with contextlib.ExitStack() as stack:
+        client = _namer_client(args, ws, stack)
+        if client is False:
+            return 2
+        return _audit_in_memory(args, ws, out, pairs, config, client)
+
+
+def _namer_client(args: argparse.Namespace, ws, stack: contextlib.ExitStack):
+    """The LLM client that names discovered directions (`--discover` with `--base-url/--model` or
+    `--gguf`), None without one, False after an error message. The judges stay offline either way."""
+    from icai_core.llm import LLMError
+
+    wants = bool(args.base_url or args.model or args.gguf)
+    if not wants:
+        return None
+    if not args.discover:
+        print("error: --base-url / --model / --gguf name the directions that --discover finds; add --discover "
+              "(the measurable judges of `icai audit` never call a model; for the LLM engine use `icai run`)",
+              file=sys.stderr)
+        return False
+    if args.gguf:
+        llm_config = _local_llm_config(args, stack)
+        if llm_config is None:
+            return False
+    elif not (args.base_url and args.model):
+        print("error: naming discovered directions with an endpoint needs both --base-url and --model "
+              "(or --gguf PATH for a local model)", file=sys.stderr)
+        return False
+    else:
+        llm_config = _llm_config(args)
+    try:
+        client = ws.llm_client(llm_config)
+        _preflight(client.config)
+    except LLMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    except Exception as exc:  # llm.CacheError: a response cache that cannot be opened says what to do
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    return client
+
+
+def _audit_in_memory(args: argparse.Namespace, ws, out: Path, pairs, config, client) -> int:
+    from icai_core.audit import dataset_hash, run_offline_audit
+
     bar, progress = _tqdm_progress()
     cancel = CancelToken()
-    from icai_core.audit import dataset_hash
-
     name = Path(args.data).name
-    with ws, ws.run("offline_audit", name, dataset_hash(pairs), config.to_dict()) as run:
+    with ws, ws.run("offline_audit", name, dataset_hash(pairs), config.to_dict(), client=client) as run:
         try:
             result = run_offline_audit(pairs, config, dataset_name=name, progress=run.wrap(progress),
                                        cancel=cancel, cache_dir=None if args.no_cache else ws.cache_dir,
-                                       run_id=run.id)
+                                       run_id=run.id, client=client)
         except (KeyboardInterrupt, Cancelled) as exc:
             bar.close()
             run.fail(exc)
@@ -181,7 +239,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
             return 130
         bar.close()
         run.finish(result, message="audit finished (CLI)")
-    write_audit_outputs(result, out)
+    if client is not None:
+        _print_actual({}, result)
+    if not _write_outputs(lambda: write_audit_outputs(result, out), out, run.id):
+        return 2
     print(result.summary())
     print(f"\nWrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}/")
     print(f"Run {run.id} recorded: `icai report {run.id} --out report.html`, or open the app with ?run={run.id}")
@@ -227,6 +288,10 @@ def cmd_audit_stream(args: argparse.Namespace) -> int:
                   f"library only. Drop --stream to use {what}, or convert the file first "
                   "(icai_core.data.load_pairs(FILE).pairs.to_parquet(...)).", file=sys.stderr)
             return 2
+    if args.address and args.ties == "exclude":
+        print("error: --ties exclude is not available with --address (the cluster path counts every row); "
+              "drop one of them", file=sys.stderr)
+        return 2
     if args.chunk_rows < 1 or args.workers < 1:
         print("error: --chunk-rows and --workers must be at least 1", file=sys.stderr)
         return 2
@@ -241,12 +306,21 @@ def cmd_audit_stream(args: argparse.Namespace) -> int:
     bar, progress = _tqdm_progress()
     cancel = CancelToken()
     try:
-        res = chunked_principle_stats(
-            path, chunk_rows=args.chunk_rows, use_embeddings=config.measurable.use_embeddings,
-            alpha=config.alpha, workers=args.workers, progress=progress, cancel=cancel,
-            keys=config.measurable.principles, exclude_ties=args.ties == "exclude",
-            cache_dir=None if args.no_cache else ws.cache_dir,
-        )
+        if args.address:
+            from icai_core.distributed import distributed_principle_stats
+
+            res = distributed_principle_stats(
+                path, address=args.address, keys=config.measurable.principles,
+                use_embeddings=config.measurable.use_embeddings, alpha=config.alpha,
+                chunk_rows=args.chunk_rows, progress=progress, cancel=cancel,
+            )
+        else:
+            res = chunked_principle_stats(
+                path, chunk_rows=args.chunk_rows, use_embeddings=config.measurable.use_embeddings,
+                alpha=config.alpha, workers=args.workers, progress=progress, cancel=cancel,
+                keys=config.measurable.principles, exclude_ties=args.ties == "exclude",
+                cache_dir=None if args.no_cache else ws.cache_dir,
+            )
     except (KeyboardInterrupt, Cancelled):
         cancel.cancel()
         bar.close()
@@ -255,6 +329,15 @@ def cmd_audit_stream(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, IsADirectoryError, pa.ArrowInvalid, UnicodeDecodeError) as exc:
         bar.close()
         print(_stream_input_error(path, exc), file=sys.stderr)
+        return 2
+    except ImportError as exc:  # --address without the [dask] extra: the message names the extra
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the scheduler cannot be reached, or the file cannot be read
+        bar.close()
+        where = f"on the Dask scheduler {args.address}" if args.address else f"the streamed audit of {path}"
+        print(f"error: cannot run {where}: {exc}", file=sys.stderr)
         return 2
     except BrokenProcessPool:
         bar.close()
@@ -331,7 +414,7 @@ def _run_config(args: argparse.Namespace, engine: str):
     flat = {}
     for name in ("test_size", "seed", "alpha", "max_size", "n_principles_per_pair", "max_propose_pairs",
                  "max_candidates", "principle_batch_size", "max_annotate_pairs", "flipped_check",
-                 "merge_with_llm"):
+                 "merge_with_llm", "name_with_llm", "fidelity_threshold"):
         value = getattr(args, name, None)
         if value is not None:
             flat[name] = value
@@ -444,8 +527,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         run.finish(result, message="ICAI finished (CLI)")
     from icai_core import interop
 
-    write_audit_outputs(result, out)
-    interop.write_icai_outputs(result, out)
+    if not _write_outputs(lambda: (write_audit_outputs(result, out), interop.write_icai_outputs(result, out)),
+                          out, run.id):
+        return 2
     print(result.summary())
     _print_actual(estimate, result)
     print(f"\nWrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}/")
@@ -484,6 +568,10 @@ def _print_actual(estimate: dict, result) -> None:
     est_calls = sum(e.calls for e in estimate.values())
     print(f"\nCalls: estimated {est_calls:,} (upper bound) · sent {usage.get('calls', 0):,} · "
           f"served from cache {usage.get('cache_hits', 0):,} · cost ${usage.get('dollars', 0) or 0:,.4f}")
+    faults = {k: v for k, v in (usage.get("faults") or {}).items() if v}
+    if faults or usage.get("retries"):
+        print("  faults: " + (", ".join(f"{k} {v:,}" for k, v in sorted(faults.items())) or "none")
+              + f" · {usage.get('retries', 0):,} retries · {usage.get('failures', 0):,} requests failed for good")
     for stage, counts in (result.stage_counts or {}).items():
         d = counts.to_dict() if hasattr(counts, "to_dict") else dict(counts)
         print(f"  {stage:<9} answers: {d.get('valid', 0)} valid, {d.get('recovered', 0)} recovered, "
@@ -667,6 +755,19 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--chunk-rows", type=int, default=10_000, help="rows per chunk with --stream (default 10000)")
     a.add_argument("--workers", type=int, default=1,
                    help="processes judging chunks in parallel with --stream (default 1; memory ~ workers x chunk)")
+    a.add_argument("--address", default=None,
+                   help="with --stream: run the chunks on this Dask scheduler (tcp://host:8786) instead of "
+                        "local processes (needs the principia[dask] extra; Parquet input)")
+    namer = a.add_argument_group("names for discovered directions (optional; with --discover)")
+    namer.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint that names the directions")
+    namer.add_argument("--model", default=None)
+    namer.add_argument("--concurrency", type=int, default=16)
+    namer.add_argument("--gguf", default=None, help="or a local GGUF model served through llama.cpp")
+    namer.add_argument("--threads", type=int, default=1, help="CPU threads of the local model server (default 1)")
+    namer.add_argument("--no-llm-names", dest="name_with_llm", action="store_false", default=None,
+                       help="keep the keyword descriptions even with a model configured")
+    namer.add_argument("--fidelity-threshold", type=float, default=None,
+                       help=f"names below this fidelity are flagged (default {d.discovery.fidelity_threshold})")
     a.set_defaults(func=cmd_audit)
 
     def llm_args(p, required: bool = True):
@@ -737,8 +838,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Warnings (a damaged cache moved aside, a store recovered) reach the user as one "warning:" line,
+    # not through Python's last-resort handler; a caller that configured logging keeps its own.
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        root.addHandler(handler)
     return args.func(args)
 
 
