@@ -291,8 +291,12 @@ def job_panel(job_key: str = JOB, *, collect=None, poll_every: float = 0.5) -> N
                           "its result will be discarded.)" if job.stopping else ""))
         elif job.status == "failed":
             st.error(f"The {job.label} failed: {job.error}")
-        if job.status != "done":
-            st.session_state.pop(job_key, None)
+        # The note stays while a cancelled job's thread is still stopping and for one more run after
+        # the run that first showed it (a Cancel's own rerun is often followed at once by another).
+        if job.status != "done" and not job.stopping:
+            if getattr(job, "note_shown", False):
+                st.session_state.pop(job_key, None)
+            job.note_shown = True
         return
     _poll()
 

@@ -33,6 +33,7 @@ class BackgroundJob:
         self.started = time.time()
         self.finished: float | None = None  # when the outcome was settled (a cancel: the click)
         self.stopped_at: float | None = None  # when the thread itself ended
+        self.note_shown = False  # the page showed its cancelled / failed note (ui.common.job_panel)
         self._lock = threading.Lock()
         self._fn = fn
         self._thread = threading.Thread(target=self._run, name=f"principia-job-{label}", daemon=True)
