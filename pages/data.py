@@ -224,7 +224,8 @@ m6.metric(
 if stats_job.running:
     # Word counts of every response run in a background thread; this fragment polls it and reruns the
     # page once the numbers are there, so switching pages or starting the audit never waits for them.
-    @st.fragment(run_every=1.0)
+    # Every 2 s, not faster: each fragment rerun costs a gc.collect(2) that starves the worker thread.
+    @st.fragment(run_every=2.0)
     def _wait_for_stats():
         if stats_job.running:
             st.caption(f"Counting words and distinct pairs of {ds.n:,} rows in the background… "
