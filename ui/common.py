@@ -287,8 +287,8 @@ def job_panel(job_key: str = JOB, *, collect=None, poll_every: float = 0.5) -> N
         collect(job)
         if job.status == "cancelled":
             st.warning(f"The {job.label} was cancelled. Work done so far is cached; run it again to resume."
-                       + (f" (Its current step, {escape_md(job.message)}, is still stopping in the background; "
-                          "its result will be discarded.)" if job.stopping else ""))
+                       + (f" (Its current step, “{escape_md(job.message.split(' — ')[0])}”, is still stopping in the "
+                          "background; its result will be discarded.)" if job.stopping else ""))
         elif job.status == "failed":
             st.error(f"The {job.label} failed: {job.error}")
         # The note stays while a cancelled job's thread is still stopping and for one more run after
