@@ -145,8 +145,15 @@ def test_uploaded_file_principle_map_has_labelled_points_with_signed_hover(page,
             assert "prefer the opposite" in p["hover"], p
     negative = [p for p in points if strength[p["key"]] < -0.005]  # NaN compares False
     assert negative, "no penalised principle on this file"
-    target = min(negative, key=lambda p: strength[p["key"]])
-    # a real mouse hover over the most penalised point: the tooltip shows the minus sign
+    # the mouse hovers the penalised point farthest from any other point (plotly shows the nearest one)
+    sx = (max(p["x"] for p in points) - min(p["x"] for p in points)) or 1.0
+    sy = (max(p["y"] for p in points) - min(p["y"] for p in points)) or 1.0
+
+    def isolation(q) -> float:
+        return min(math.hypot((q["x"] - o["x"]) / sx, (q["y"] - o["y"]) / sy) for o in points if o is not q)
+
+    target = max(negative, key=isolation)
+    # a real mouse hover over that point: the tooltip shows the minus sign
     page.locator(_MAP).scroll_into_view_if_needed()
     xy = page.evaluate(
         f"""([x, y]) => {{ const el = document.querySelector('{_MAP}'), L = el._fullLayout,
@@ -158,7 +165,7 @@ def test_uploaded_file_principle_map_has_labelled_points_with_signed_hover(page,
     page.mouse.move(xy[0], xy[1], steps=5)
     hover = page.locator(_MAP + " .hoverlayer .hovertext").first
     hover.wait_for(timeout=10_000)
-    shown = hover.inner_text()
+    shown = hover.text_content()  # an SVG node: its tspans concatenated
     assert target["key"] in shown and f"strength {strength[target['key']]:+.3f}" in shown, shown
     assert f"{strength[target['key']]:+.3f}".startswith("-")
     SHOTS.mkdir(parents=True, exist_ok=True)
