@@ -120,8 +120,9 @@ def _discovery_section(audit) -> None:
     st.subheader("Discovered directions")
     st.caption(
         f"Offline discovery (WIMHF-style: sparse dictionary on the embedding differences of the two "
-        f"responses) learned {len(table)} directions in this data and kept {len(kept)} that no measurable "
-        "judge already names. Each is described by the words over-represented on its side (log-odds, "
+        f"responses) learned {len(table)} directions in this data and kept {len(kept)}: a direction is dropped "
+        "when a measurable judge already names it, when it votes on too few pairs or when no word describes "
+        "it (column *reason*). Each is described by the words over-represented on its side (log-odds, "
         "informative Dirichlet prior); effects are logistic coefficients without and with the length "
         "difference as covariate (CIs clustered by prompt). Kept directions are tested, enter the "
         "constitution and appear on the map (diamonds) like any other principle."
@@ -232,7 +233,7 @@ ds = C.require_data()
 # --------------------------------------------------------------------------- run controls
 with st.container(border=True):
     st.markdown(f"**Dataset:** {C.escape_md(ds.name)} · {ds.n:,} rows")
-    c1, c2, c3 = st.columns([2, 2, 3])
+    c1, c2, c3 = st.columns([3, 2, 3])  # wide enough for the toggles' labels at 1280 px
     c1.toggle(
         "Use sentence embeddings",
         value=bool(st.session_state.get("use_embeddings", False)),
