@@ -50,11 +50,13 @@ def run_offline_audit(
     cache_dir: str | Path | None = None,
     run_id: str | None = None,
     client=None,
+    dataset_hash: str | None = None,
 ) -> RunResult:
     """Run the whole offline audit on a canonical pair table (see icai_core.data).
 
     `client` (an `icai_core.llm.LLMClient`, optional) is used only by discovery, to name the
     discovered directions and score the names' fidelity (`icai_core.naming`); the judges stay offline.
+    `dataset_hash`: the content hash when the caller already has it (hashing 100k pairs takes seconds).
     """
     from icai_core.pipeline import Pipeline, RunContext
 
@@ -63,7 +65,7 @@ def run_offline_audit(
         config = config.replace(engine="offline")
     ctx = RunContext(progress=progress, cancel=cancel, run_id=run_id, client=client,
                      cache_dir=Path(cache_dir) if cache_dir is not None else None)
-    return Pipeline.offline(config).run(pairs, ctx, dataset_name=dataset_name)
+    return Pipeline.offline(config).run(pairs, ctx, dataset_name=dataset_name, dataset_hash=dataset_hash)
 
 
 def config_dict(config: RunConfig) -> dict:

@@ -206,13 +206,15 @@ def cross_validate(
     style: pd.DataFrame | None = None,
     n_random: int = 10,
     n_boot: int = 200,
+    step: Any = None,
 ) -> CrossValResult:
     """k-fold reconstruction grouped by prompt, with a verdict (see module docstring).
 
     ``votes`` indexed like ``pairs`` (one annotator's rows). ``constitution_settings``: keyword
     arguments of `build_constitution` (defaults otherwise). ``style``: `style_covariates` output;
     when omitted it is computed from the texts. Invalid votes (``valid`` False) are missing for
-    selection and count as "no vote" (0) inside the prediction rules.
+    selection and count as "no vote" (0) inside the prediction rules. ``step(message)``, when given,
+    is called before each fold and each method's bootstrap (cancel checks and progress).
     """
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -259,6 +261,8 @@ def cross_validate(
     fold_of = np.zeros(n, dtype=int)
     rng = np.random.default_rng([seed, 3])
     for f, (tr, te) in enumerate(splitter.split(np.zeros(n), y, groups=cl)):
+        if step is not None:
+            step(f"reconstruction fold {f + 1} of {k}")
         ytr, yte = y[tr], y[te]
         fold_of[te] = f
         maj = 1 if (ytr == 1).sum() >= (ytr == -1).sum() else -1
@@ -317,6 +321,8 @@ def cross_validate(
     rows = []
     correct_of: dict[str, np.ndarray] = {}
     for m in methods:
+        if step is not None:
+            step(f"reconstruction: accuracy and AUC of {m}")
         correct = rand_correct if m == "random_constitution" else (pred[m] == y).astype(float)
         correct_of[m] = correct
         acc = clustered_mean(correct, cl, null=0.5, alpha=alpha, bounds=(0, 1))

@@ -231,6 +231,7 @@ def audit_annotator(
     features: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     n_random: int = 10,
     n_boot: int = 200,
+    step: Any = None,
 ) -> AnnotatorEvidence:
     """All evidence for one annotator's rows.
 
@@ -238,7 +239,10 @@ def audit_annotator(
     more rows and are aligned on ``pairs.index``. ``features``: `judges.compute_features` output for
     (at least) these rows, computed when omitted. ``order_known``: None infers it
     (`reportcard.order_is_known`). ``constitution_settings``: `build_constitution` keywords.
+    ``step(message)``: called between the parts (and inside the per-principle fits and the folds),
+    so a caller can check its cancel token and move its progress bar; `steps_of` counts the calls.
     """
+    tick = step if step is not None else (lambda message: None)
     idx = pairs.index
     if not idx.isin(votes.index).all():
         raise ValueError("votes must have a row for every row of pairs (same index)")
@@ -256,15 +260,16 @@ def audit_annotator(
         from icai_core.reportcard import order_is_known
 
         known = order_is_known(pairs)[0]
-    effects = controlled_effects(v, pairs, clusters=cl, valid=ok, order_known=known, alpha=alpha)
-    style = style_control(v, pairs, clusters=cl, valid=ok, order_known=known, alpha=alpha)
+    effects = controlled_effects(v, pairs, clusters=cl, valid=ok, order_known=known, alpha=alpha, step=tick)
+    style = style_control(v, pairs, clusters=cl, valid=ok, order_known=known, alpha=alpha, step=tick)
+    tick("length, list and position views")
     lv = length_view(pairs, clusters=cl, alpha=alpha)
     lists = prefer_more(pairs, fa["n_list_items"].to_numpy(), fb["n_list_items"].to_numpy(), alpha=alpha)
     pos = position_bias(pairs, order_known=order_known, alpha=alpha)
     tie = clustered_mean((y == 0).astype(float), cl, alpha=alpha, bounds=(0.0, 1.0))
     recon = cross_validate(v, pairs, valid=ok, principles=principles, folds=folds, seed=seed, alpha=alpha,
                            constitution_settings=constitution_settings,
-                           style=style_covariates(pairs, (fa, fb)), n_random=n_random, n_boot=n_boot)
+                           style=style_covariates(pairs, (fa, fb)), n_random=n_random, n_boot=n_boot, step=tick)
     texts = {k: t.text for k, t in resolve_principles(principles).items()}
     return AnnotatorEvidence(
         annotator=name,
@@ -283,6 +288,14 @@ def audit_annotator(
         texts=texts,
         alpha=alpha,
     )
+
+
+def steps_of(n_principles: int, folds: int) -> int:
+    """How many times `audit_annotator` calls its `step` (without style-control refits): one per
+    principle, one for style control, one for the views, one per fold, one per reconstruction method."""
+    from icai_core.crossval import METHOD_DESCRIPTIONS
+
+    return n_principles + 2 + folds + len(METHOD_DESCRIPTIONS)
 
 
 def audit_annotators(

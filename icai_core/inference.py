@@ -489,6 +489,7 @@ def controlled_effects(
     order_known: bool = False,
     alpha: float = 0.05,
     length_keys: tuple[str, ...] = LENGTH_KEYS,
+    step: Any = None,
 ) -> pd.DataFrame:
     """Marginal and length-controlled effect of every principle, side by side.
 
@@ -500,7 +501,9 @@ def controlled_effects(
     controlled one is not. Principles in ``length_keys`` are the covariate itself and get no
     controlled effect (``status`` says so). Columns: ``key, n, n_clusters, strength, strength_ci_low,
     strength_ci_high, marginal_p, marginal_q, effect, effect_ci_low, effect_ci_high, effect_p,
-    effect_q, length_coef, proxy_for_length, status, message``.
+    effect_q, length_coef, proxy_for_length, status, message``. ``step(message)``, when given, is
+    called before each principle's fit (the caller checks its cancel token and reports progress there:
+    one fit on 100k rows takes seconds).
     """
     idx = votes.index
     arr = votes_array(votes).astype(float)
@@ -520,6 +523,8 @@ def controlled_effects(
     rows = []
     for j, key in enumerate(votes.columns):
         key = str(key)
+        if step is not None:
+            step(f"controlled effect of {key}")
         r: dict[str, Any] = {"key": key}
         if key in length_keys:
             r.update(status="is_covariate", message="this principle is the length covariate itself")
@@ -600,6 +605,7 @@ def style_control(
     alpha: float = 0.05,
     length_keys: tuple[str, ...] = LENGTH_KEYS,
     max_separated: int = 5,
+    step: Any = None,
 ) -> StyleControl:
     """Fit ``logit P(A) = sum_j b_j vote_j + c * length_diff [+ models] [+ position]`` jointly.
 
@@ -633,11 +639,15 @@ def style_control(
     if separated:
         cols_left = [i for i, nm in enumerate(names) if nm not in separated]
         X, names = X[:, cols_left], [names[i] for i in cols_left]
+    if step is not None:
+        step("style control (all principles jointly)")
     fit = fit_logit(yy, X[use], cl[use], names, alpha=alpha, required=("length",))
     # A principle that (almost) perfectly predicts the few choices where it votes has no finite
     # coefficient; leave it out (named in `separated`) and refit rather than lose the whole table.
     n_pre = len(separated)
     while not fit.ok and fit.separating in keys and len(separated) - n_pre < max_separated:
+        if step is not None:
+            step(f"style control without {fit.separating}")
         separated.append(fit.separating)
         cols_left = [i for i, nm in enumerate(names) if nm not in separated]
         fit = fit_logit(yy, X[use][:, cols_left], cl[use], [names[i] for i in cols_left], alpha=alpha,

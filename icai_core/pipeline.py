@@ -223,14 +223,18 @@ def analyse(
     valid: pd.DataFrame | None,
     judges: Sequence[Judge],
     config: RunConfig,
+    check: Callable[[], None] | None = None,
 ) -> dict[str, Analysis]:
-    """Stats, constitution (train only) and vote-based reconstruction (test) for every annotator."""
+    """Stats, constitution (train only) and vote-based reconstruction (test) for every annotator.
+    `check` (the run's cancel check) is called before each annotator."""
     pairs = data.pairs
     is_train = np.zeros(len(pairs), dtype=bool)
     is_train[data.train_rows] = True
     analyses: dict[str, Analysis] = {}
     sel = config.constitution_settings()
     for name, rows, pooled in annotator_rows(pairs, config.annotators):
+        if check is not None:
+            check()
         v = votes.iloc[rows].reset_index(drop=True)
         ok = valid.iloc[rows].reset_index(drop=True) if valid is not None else None
         y = encode_preferred(pairs["preferred"].to_numpy()[rows])
@@ -380,7 +384,7 @@ class Pipeline:
 
         # 3. analysis per annotator
         stage("analysis")
-        analyses = timed("analysis", analyse, data, votes, valid, judges, self.config)
+        analyses = timed("analysis", analyse, data, votes, valid, judges, self.config, ctx.check)
         timings["stats_s"] = timings["analysis_s"]
         result = RunResult(
             kind=self.kind, dataset_name=dataset_name, dataset_hash=data.dataset_hash, config=self.config,

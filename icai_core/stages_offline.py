@@ -264,27 +264,41 @@ class Evidence:
         return n_ann * (3.0 + 4e-3 * len(data.pairs) / n_ann)
 
     def reconstruct(self, ctx, data, result) -> None:
-        from icai_core.evidence import agreement_summary, audit_annotator
+        from icai_core.evidence import agreement_summary, audit_annotator, steps_of
+        from icai_core.jobs import Cancelled
 
         progress = ctx.stage_progress(self.name)
+        ctx.check()
+        progress(0, 1, "Evidence: text features of every distinct pair")
         fa_i, fb_i = J.compute_features(data.items)
         fa = fa_i.iloc[data.item_of_row].set_axis(result.all_pairs.index)
         fb = fb_i.iloc[data.item_of_row].set_axis(result.all_pairs.index)
         names = list(result.analyses)
+        per = steps_of(len(result.all_votes.columns), self.config.folds)
+        total = len(names) * per + 1
         for k, (name, analysis) in enumerate(result.analyses.items()):
-            progress(k, len(names), f"Evidence for {name} ({k + 1} of {len(names)}): controlled effects, "
-                                    f"{self.config.folds}-fold reconstruction")
-            ctx.check()
+            done = [k * per]
+
+            def step(message: str, name=name, k=k, done=done) -> None:
+                # called inside the fits and the folds: cancel within one fit, a bar that moves
+                ctx.check()
+                done[0] = min(done[0] + 1, (k + 1) * per)
+                progress(done[0], total, f"Evidence for {name} ({k + 1} of {len(names)}): {message}")
+
+            step("controlled effects")
             rows = result.all_pairs.iloc[analysis.rows]
             try:
                 analysis.evidence = audit_annotator(
                     rows, result.all_votes, annotator=name, valid=result.all_valid, principles=result.judges,
                     order_known=self.config.order_known, folds=self.config.folds, seed=self.seed,
                     alpha=self.alpha, constitution_settings=self.selection, features=(fa, fb),
-                    n_boot=self.config.n_boot)
+                    n_boot=self.config.n_boot, step=step)
+            except Cancelled:
+                raise
             except Exception as exc:  # never lose the run over one annotator's evidence: say why
                 analysis.notes.append(f"The evidence (controlled effects, cross-validation) could not be "
                                       f"computed for {name}: {type(exc).__name__}: {exc}")
-        progress(len(names), len(names), "Agreement between annotators")
+        ctx.check()
+        progress(total - 1, total, "Agreement between annotators")
         if len(names) > 1:
             result.agreement = agreement_summary(result.all_pairs, reference=self.config.reference, alpha=self.alpha)

@@ -1,8 +1,8 @@
 """The app's background jobs (ui/jobs.py): shared per-key jobs, and Cancel honoured within 2 s.
 
 No Streamlit here: `BackgroundJob` and `shared_job` are plain threads, so they are tested directly.
-The cancel test runs the app's own audit entry (`ui.common._offline_run`, the pipeline with the hash
-the app already holds) on distinct pairs built from real shared texts.
+The cancel test runs the app's audit entry (`audit.run_offline_audit` with the dataset hash the app
+already holds, as `ui.common.start_audit` calls it) on distinct pairs built from real shared texts.
 """
 
 from __future__ import annotations
@@ -67,13 +67,13 @@ def _audit_job(n: int):
 
     os.environ.setdefault("PRINCIPIA_DATA_DIR", str(DATA))
     from bench.synth import distinct_pairs
-    from icai_core.audit import AuditConfig, dataset_hash
-    from ui.common import _offline_run
+    from icai_core.audit import AuditConfig, dataset_hash, run_offline_audit
 
     pairs = distinct_pairs(n, seed=3)
     h, cfg = dataset_hash(pairs), AuditConfig(use_embeddings=False)
-    return BackgroundJob(lambda progress, cancel: _offline_run(pairs, cfg, "syn", h, progress=progress,
-                                                               cancel=cancel), label="offline audit")
+    return BackgroundJob(lambda progress, cancel: run_offline_audit(pairs, cfg, dataset_name="syn", dataset_hash=h,
+                                                                    progress=progress, cancel=cancel),
+                         label="offline audit")
 
 
 def _cancel_when(job: BackgroundJob, text: str, timeout: float = 240.0) -> float:
@@ -101,9 +101,6 @@ def test_the_app_audit_stops_within_2_s_of_a_cancel_while_the_judges_vote():
 
 @needs_data
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="icai_core: stages_offline.Evidence checks the CancelToken only once per "
-                   "annotator, and evidence.audit_annotator / judges.compute_features not at all (58 s without a "
-                   "check on 6k pairs); when they do, this passes and the marker goes")
 def test_the_app_audit_stops_within_2_s_of_a_cancel_during_the_evidence_stage():
     job = _audit_job(3_000)
     waited = _cancel_when(job, "Evidence for")

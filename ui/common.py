@@ -185,20 +185,6 @@ def config_key(config: Any) -> str:
 
 
 
-def _offline_run(pairs, config, name: str, data_hash: str, *, progress, cancel, cache_dir=None, run_id=None):
-    """`audit.run_offline_audit` with the dataset hash the app already has: hashing 100k pairs again
-    costs 6 s on a loaded 2-core machine, in a stretch no CancelToken check can interrupt."""
-    from pathlib import Path
-
-    from icai_core.pipeline import Pipeline, RunContext
-
-    if config.engine != "offline":
-        config = config.replace(engine="offline")
-    ctx = RunContext(progress=progress, cancel=cancel, run_id=run_id,
-                     cache_dir=Path(cache_dir) if cache_dir is not None else None)
-    return Pipeline.offline(config).run(pairs, ctx, dataset_name=name, dataset_hash=data_hash)
-
-
 def start_audit(ds: LoadedDataset, config: Any) -> BackgroundJob | None:
     """Start the offline audit of `ds` in a background thread (or reuse a cached result).
 
@@ -213,16 +199,21 @@ def start_audit(ds: LoadedDataset, config: Any) -> BackgroundJob | None:
     running = get_job()
     if running is not None and running.running:
         running.cancel()
+    from icai_core.audit import run_offline_audit
+
     pairs = ds.pairs
     name = ds.name
 
     def work(progress, cancel):
         ws = workspace()
         if ws is None:  # no usable home: run without recording
-            return _offline_run(pairs, config, name, ds.hash, progress=progress, cancel=cancel)
+            return run_offline_audit(pairs, config, dataset_name=name, dataset_hash=ds.hash, progress=progress,
+                                     cancel=cancel)
         with ws, ws.run("offline_audit", name, ds.hash, config.to_dict()) as run:
-            result = _offline_run(pairs, config, name, ds.hash, progress=run.wrap(progress), cancel=cancel,
-                                  cache_dir=ws.cache_dir, run_id=run.id)
+            # the hash the app already has: hashing 100k pairs again costs seconds no cancel check reaches
+            result = run_offline_audit(pairs, config, dataset_name=name, dataset_hash=ds.hash,
+                                       progress=run.wrap(progress), cancel=cancel, cache_dir=ws.cache_dir,
+                                       run_id=run.id)
             run.finish(result, message="audit finished (app)")
         return result
 
