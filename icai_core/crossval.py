@@ -157,7 +157,7 @@ def weighted_auc(pos: np.ndarray, score: np.ndarray, weight: np.ndarray | None =
 
 
 def _auc_with_ci(y: np.ndarray, score: np.ndarray, clusters: np.ndarray, n_boot: int, seed: int,
-                 alpha: float) -> tuple[float, float, float]:
+                 alpha: float, check=None) -> tuple[float, float, float]:
     """AUC of P(A)-like scores, with a percentile cluster bootstrap (resampling prompts)."""
     from sklearn.metrics import roc_auc_score
 
@@ -171,7 +171,9 @@ def _auc_with_ci(y: np.ndarray, score: np.ndarray, clusters: np.ndarray, n_boot:
         return auc, float("nan"), float("nan")
     rng = np.random.default_rng([seed, 7])
     vals = []
-    for _ in range(n_boot):
+    for b in range(n_boot):
+        if check is not None and b % 25 == 24:  # ~1 s per 25 draws on 100k rows
+            check()
         weight = np.bincount(rng.integers(0, g, size=g), minlength=g)[codes]
         p = pos[weight > 0]
         if p.all() or (~p).all():
@@ -329,7 +331,8 @@ def cross_validate(
         if m == "majority":
             auc, alo, ahi = 0.5, float("nan"), float("nan")
         else:
-            auc, alo, ahi = _auc_with_ci(y, score[m], cl, n_boot, seed, alpha)
+            auc, alo, ahi = _auc_with_ci(y, score[m], cl, n_boot, seed, alpha,
+                                         check=(lambda: step("")) if step is not None else None)
         desc = METHOD_DESCRIPTIONS[m]
         if m.startswith("constitution") and max(sizes) == 0:
             desc += " (empty in every fold: falls back to the train majority)"

@@ -240,7 +240,8 @@ def audit_annotator(
     (at least) these rows, computed when omitted. ``order_known``: None infers it
     (`reportcard.order_is_known`). ``constitution_settings``: `build_constitution` keywords.
     ``step(message)``: called between the parts (and inside the per-principle fits and the folds),
-    so a caller can check its cancel token and move its progress bar; `steps_of` counts the calls.
+    so a caller can check its cancel token and move its progress bar; `steps_of` counts the calls
+    with a message (an empty message, from inside a bootstrap, asks for the cancel check only).
     """
     tick = step if step is not None else (lambda message: None)
     idx = pairs.index

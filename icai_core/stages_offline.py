@@ -282,6 +282,8 @@ class Evidence:
             def step(message: str, name=name, k=k, done=done) -> None:
                 # called inside the fits and the folds: cancel within one fit, a bar that moves
                 ctx.check()
+                if not message:  # a cancel check only (inside a bootstrap)
+                    return
                 done[0] = min(done[0] + 1, (k + 1) * per)
                 progress(done[0], total, f"Evidence for {name} ({k + 1} of {len(names)}): {message}")
 
