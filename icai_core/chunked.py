@@ -466,10 +466,10 @@ def _results_in_order(chunks: Iterator[pd.DataFrame], keys, workers: int, embed_
 def _forget_vectors(embedder) -> None:
     """Drop the embedder's in-process memo of vectors between chunks.
 
-    `embed.Embedder` memoises every vector it has seen in a dict (`_mem`, ~1.6 KB per text) for the
-    life of the object, which in a stream is memory that grows with the file (~5 GB for 1M distinct
-    pairs). The vectors stay in its SQLite cache, so nothing is recomputed; without a disk cache the
-    memo is the only copy and is kept. (A bounded memo in embed.py would make this unnecessary.)
+    `embed.Embedder` memoises vectors in a dict (`_mem`, ~1.6 KB per text), bounded at
+    `Embedder.MEMO_LIMIT` (~80 MB) when it has a disk cache; clearing it per chunk keeps a stream's
+    memory at one chunk's worth. The vectors stay in the SQLite cache, so nothing is recomputed;
+    without a disk cache the memo is the only copy and is kept.
     """
     mem = getattr(embedder, "_mem", None)
     if isinstance(mem, dict) and getattr(embedder, "cache_path", None) is not None:

@@ -25,6 +25,7 @@ Why the pieces below (measured figures in docs/benchmarks.md):
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import re
@@ -539,8 +540,20 @@ class Embedder:
                     self._heal(exc)
         return found
 
+    # Vectors kept in memory besides the SQLite cache (~1.6 KB each: 50,000 are ~80 MB). Without a disk
+    # cache the memo is the only copy and is not bounded.
+    MEMO_LIMIT = 50_000
+
+    def clear_memory(self) -> None:
+        """Drop the in-process memo of vectors (they stay in the SQLite cache when there is one)."""
+        if self._db is not None:
+            self._mem.clear()
+
     def _store(self, items: dict[str, np.ndarray]) -> None:
         self._mem.update(items)
+        if self._db is not None and len(self._mem) > self.MEMO_LIMIT:  # oldest first (insertion order)
+            for k in list(itertools.islice(self._mem, len(self._mem) - self.MEMO_LIMIT)):
+                del self._mem[k]
         if self._db is not None and items:
             rows = [(k, v.astype(np.float32).tobytes()) for k, v in items.items()]
             with self._db_lock:

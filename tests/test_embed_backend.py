@@ -208,3 +208,23 @@ def test_damaged_cache_is_moved_aside_and_recomputed(tmp_path, monkeypatch, dama
     # The healed cache serves the vectors.
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM emb").fetchone()[0] >= len(texts)
+
+
+def test_the_in_memory_memo_is_bounded_when_a_disk_cache_holds_the_vectors(tmp_path):
+    """A long stream must not keep every vector in memory: with a disk cache the memo keeps at most
+    MEMO_LIMIT vectors and the evicted ones come back from SQLite, identical."""
+    from icai_core.embed import Embedder
+
+    e = Embedder(cache_path=tmp_path / "e.sqlite", max_seq_length=64)
+    e.MEMO_LIMIT = 3
+    texts = [f"a distinct sentence, number {i}" for i in range(10)]
+    first = e.embed(texts)
+    assert len(e._mem) == 3
+    again = Embedder(cache_path=tmp_path / "e.sqlite", max_seq_length=64).embed(texts)
+    assert np.array_equal(first, e.embed(texts)) and np.array_equal(first, again)
+    e.clear_memory()
+    assert len(e._mem) == 0
+    no_disk = Embedder(max_seq_length=64)
+    no_disk.MEMO_LIMIT = 3
+    no_disk.embed(texts)
+    assert len(no_disk._mem) == 10  # the only copy: never evicted
