@@ -25,7 +25,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, DATA, REPO, SHOTS, _goto_page, _idle, _shot, serve_app
+from tests.test_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DATA,
+    LOCAL,
+    REPO,
+    SHOTS,
+    _goto_page,
+    _idle,
+    _shot,
+    serve_app,
+)
 
 UPLOAD = DATA / "icai_synthetic_mixed.csv" if DATA else None  # 60 pairs (shared ICAI synthetic set): discovery in seconds
 
@@ -50,6 +61,7 @@ def page(app):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        context.on("request", lambda r: _REQUESTS.append(r.url))
         pg = context.new_page()
         pg.set_default_timeout(60_000)
         yield pg
@@ -68,6 +80,7 @@ def _saved_run(home: Path, run_id: str):
 
 
 _MAP = ".st-key-principle_map .js-plotly-plot"
+_REQUESTS: list[str] = []
 
 
 def test_uploaded_file_principle_map_has_labelled_points_with_signed_hover(page, app):
@@ -174,6 +187,27 @@ def test_uploaded_file_principle_map_has_labelled_points_with_signed_hover(page,
     page.wait_for_timeout(500)
     page.locator(".st-key-principle_map").screenshot(path=str(SHOTS / "20_principle_map.png"))
     _shot(page, "21_principles_discovery")
+    # Home -> Engine -> Local model: the bundled GGUF is named and nothing is started at page load
+    from icai_core.local_engine import bundled_gguf
+
+    gguf = bundled_gguf()
+    page.locator('[data-testid="stSidebarNav"] a').filter(has_text="Home").first.click()
+    page.get_by_role("heading", name="Engine").first.wait_for()
+    _idle(page)
+    page.get_by_text("Local model (GGUF, llama.cpp on this machine, no key)").click()
+    _idle(page)
+    if gguf is not None:
+        page.get_by_text("will be served by llama.cpp on 127.0.0.1 when an ICAI run starts").wait_for()
+        assert page.get_by_text(gguf.name).count() >= 1
+    page.get_by_role("spinbutton", name="Threads").wait_for()
+    assert page.get_by_role("spinbutton", name="Threads").input_value() == "1"
+    _shot(page, "22_home_local_engine")
+    _goto_page(page, "Principles")
+    page.get_by_text("ICAI with the local model").first.wait_for()
+    _idle(page)
+    _shot(page, "23_principles_local_engine")
+    outside = sorted({u for u in _REQUESTS if not u.startswith(LOCAL)})
+    assert _REQUESTS and not outside, outside  # the map page too fetches nothing from outside this machine
     print(f"\n[browser map] {UPLOAD.name}: audit with discovery {audit_s:.0f} s in the browser; "
           f"{n_points} labelled points ({len(discovered)} discovered), "
           f"{len(negative)} penalised; hover over {target['key']} shows {strength[target['key']]:+.3f}")
