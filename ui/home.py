@@ -80,7 +80,7 @@ def _demo_section() -> None:
     ds = C.get_dataset()
     if ds is None:
         return
-    C.job_panel()
+    C.job_panel(poll_every=2.0)  # each poll rerun triggers gc.collect(2): see pages/principles.POLL_S
     audit = C.get_audit()
     if audit is None:
         if C.get_job() is None:
