@@ -469,13 +469,6 @@ def demo_description() -> str:
         return DEMO_FALLBACK_NAME
 
 
-def audit_config_from_state():
-    """The AuditConfig the current session asks for (embeddings toggle on the Principles page)."""
-    from icai_core.audit import AuditConfig
-
-    return AuditConfig(use_embeddings=bool(st.session_state.get("use_embeddings", False)))
-
-
 def load_demo_dataset(*, start: bool = True) -> LoadedDataset | None:
     """Load the bundled demo dataset (and start its audit). Errors are shown, never raised."""
     from icai_core import data
