@@ -53,7 +53,7 @@ def style_covariates(pairs: pd.DataFrame, features: tuple[pd.DataFrame, pd.DataF
     if features is None:
         from icai_core.judges import compute_features
 
-        features = compute_features(pairs)
+        features = compute_features(pairs, names=("n_list_items", "n_markdown_emphasis"))
     fa, fb = features
     out = pd.DataFrame(index=pairs.index)
     out["length"] = length_diff(pairs)

@@ -441,6 +441,20 @@ def get_backend(name: str | None = None):
         return _BACKENDS[name]
 
 
+def release_backends() -> int:
+    """Drop the cached model sessions (the ONNX Runtime session alone holds ~160 MB plus its arena);
+    the next `get_backend` loads and verifies the model again (about a second). The audit calls it
+    once the embedding votes are done, so the later stages do not stack on the model's memory.
+    Returns how many were dropped."""
+    import gc
+
+    with _MODEL_LOCK:
+        n = len(_BACKENDS)
+        _BACKENDS.clear()
+    gc.collect()
+    return n
+
+
 _TOKENIZER: list[_Tokenizer] = []
 
 

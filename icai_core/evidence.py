@@ -207,13 +207,17 @@ class AnnotatorEvidence:
         }
 
 
+# The text features the evidence reads (list items for the report card, the Arena style covariates).
+EVIDENCE_FEATURES = ("n_list_items", "n_markdown_emphasis")
+
+
 def _features_for(pairs: pd.DataFrame, features: tuple[pd.DataFrame, pd.DataFrame] | None):
     if features is not None:
         fa, fb = features
         return fa.loc[pairs.index], fb.loc[pairs.index]
     from icai_core.judges import compute_features
 
-    return compute_features(pairs)
+    return compute_features(pairs, names=EVIDENCE_FEATURES)
 
 
 def audit_annotator(
@@ -311,7 +315,7 @@ def audit_annotators(
     if features is None:
         from icai_core.judges import compute_features
 
-        features = compute_features(pairs)
+        features = compute_features(pairs, names=EVIDENCE_FEATURES)
     if "annotator" not in pairs:
         return {SINGLE_ANNOTATOR: audit_annotator(pairs, votes, annotator=SINGLE_ANNOTATOR, features=features,
                                                   **kwargs)}

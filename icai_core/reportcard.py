@@ -411,7 +411,7 @@ def report_card(
     if list_counts is None:
         from icai_core.judges import compute_features
 
-        fa, fb = compute_features(pairs)
+        fa, fb = compute_features(pairs, names=("n_list_items",))
         list_counts = (fa["n_list_items"].to_numpy(), fb["n_list_items"].to_numpy())
     la_all, lb_all = (np.asarray(x, dtype=float) for x in list_counts)
     ann = pairs["annotator"].astype(str) if "annotator" in pairs else pd.Series(["(all rows)"] * len(pairs),
