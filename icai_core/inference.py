@@ -47,6 +47,8 @@ __all__ = [
     "StyleControl",
     "LengthView",
     "cluster_ids",
+    "ordered_text_hashes",
+    "text_hashes",
     "clustered_mean",
     "clustered_means",
     "normalised_diff",
@@ -65,6 +67,56 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 
 
+def text_hashes(values: Any) -> np.ndarray:
+    """A 64-bit content hash (blake2b of the UTF-8 bytes) of every text; missing values hash as "".
+
+    Read straight from the Arrow buffers of a string column, so no Python string is built: one 10 MB
+    text with a non-Latin character is a 40 MB Python string, and hashing it through pandas cost
+    ~140 MB at the peak of the evidence stage (issue 11, item 6)."""
+    import hashlib
+
+    import pyarrow as pa
+
+    arr = values.array if isinstance(values, pd.Series) else values
+    try:
+        a = pa.array(arr)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        a = pa.array(["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in arr],
+                     type=pa.large_string())
+    if isinstance(a, pa.ChunkedArray):
+        a = a.combine_chunks()
+    if not pa.types.is_large_string(a.type):
+        a = a.cast(pa.large_string())
+    n = len(a)
+    out = np.empty(n, dtype=np.uint64)
+    if n == 0:
+        return out
+    _, off_buf, data_buf = a.buffers()
+    off = np.frombuffer(off_buf, dtype=np.int64, count=n + 1, offset=a.offset * 8)
+    data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
+    for i in range(n):
+        out[i] = int.from_bytes(hashlib.blake2b(data[off[i]:off[i + 1]], digest_size=8).digest(), "little")
+    return out
+
+
+def _mix(*cols: np.ndarray) -> np.ndarray:
+    """One uint64 from several uint64 hashes (wrapping multiply-add with odd constants)."""
+    out = np.zeros(len(cols[0]), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k, c in enumerate(cols):
+            out = out * np.uint64(0x9E3779B97F4A7C15) + (c ^ np.uint64(0xC2B2AE3D27D4EB4F * (k + 1) & (2**64 - 1)))
+    return out
+
+
+def ordered_text_hashes(pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(lo, hi, flipped)``: the two responses' content hashes in a canonical order (the smaller hash
+    first) and whether the row shows them the other way round; the same for A/B swapped."""
+    ha = text_hashes(pairs["text_a"])
+    hb = text_hashes(pairs["text_b"])
+    flipped = ha > hb
+    return np.where(flipped, hb, ha), np.where(flipped, ha, hb), flipped
+
+
 def cluster_ids(pairs: pd.DataFrame) -> np.ndarray:
     """One integer cluster id per row: the prompt, or the pair content where the prompt is empty.
 
@@ -76,14 +128,15 @@ def cluster_ids(pairs: pd.DataFrame) -> np.ndarray:
     n = len(pairs)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    prompt = pairs["prompt"].astype(str) if "prompt" in pairs else pd.Series([""] * n, index=pairs.index)
-    ta = pairs["text_a"].astype(str).to_numpy()
-    tb = pairs["text_b"].astype(str).to_numpy()
-    lo = np.where(ta <= tb, ta, tb)
-    hi = np.where(ta <= tb, tb, ta)
-    content = pd.util.hash_pandas_object(pd.DataFrame({"lo": lo, "hi": hi}), index=False).astype(str)
-    key = np.where(prompt.str.strip().to_numpy() != "", "p:" + prompt.to_numpy(), "c:" + content.to_numpy())
-    return pd.factorize(pd.Series(key))[0].astype(np.int64)
+    if "prompt" in pairs:
+        prompt = pairs["prompt"]
+        has_prompt = (prompt.fillna("").astype(str).str.strip() != "").to_numpy()
+        hp = text_hashes(prompt)
+    else:
+        has_prompt, hp = np.zeros(n, dtype=bool), np.zeros(n, dtype=np.uint64)
+    lo, hi, _ = ordered_text_hashes(pairs)
+    key = np.where(has_prompt, _mix(np.ones(n, dtype=np.uint64), hp), _mix(np.zeros(n, dtype=np.uint64), lo, hi))
+    return pd.factorize(key)[0].astype(np.int64)
 
 
 def normalised_diff(a: Any, b: Any) -> np.ndarray:

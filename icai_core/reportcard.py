@@ -52,18 +52,16 @@ __all__ = [
 
 def pair_keys(pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """``(key, flipped)`` per row: an order-insensitive id of (prompt, {text_a, text_b}), and whether
-    the row shows the two texts in the opposite of the canonical (sorted) order."""
+    the row shows the two texts in the opposite of the canonical order (by content hash), hashed from
+    the Arrow buffers (`inference.text_hashes`: no copy of a long text)."""
     n = len(pairs)
     if n == 0:
         return np.zeros(0, dtype=object), np.zeros(0, dtype=bool)
-    prompt = pairs["prompt"].astype(str).to_numpy() if "prompt" in pairs else np.array([""] * n)
-    ta = pairs["text_a"].astype(str).to_numpy()
-    tb = pairs["text_b"].astype(str).to_numpy()
-    flipped = ta > tb
-    lo = np.where(flipped, tb, ta)
-    hi = np.where(flipped, ta, tb)
-    h = pd.util.hash_pandas_object(pd.DataFrame({"p": prompt, "lo": lo, "hi": hi}), index=False)
-    return h.to_numpy().astype(str).astype(object), flipped
+    from icai_core.inference import _mix, ordered_text_hashes, text_hashes
+
+    hp = text_hashes(pairs["prompt"]) if "prompt" in pairs else text_hashes([""] * n)
+    lo, hi, flipped = ordered_text_hashes(pairs)  # canonical order: the smaller content hash first
+    return _mix(hp, lo, hi).astype(str).astype(object), flipped
 
 
 def _canonical_labels(pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
