@@ -566,7 +566,8 @@ def _print_actual(estimate: dict, result) -> None:
     """Estimate vs what the run did, per stage, and the answers' validity per stage."""
     usage = result.usage or {}
     est_calls = sum(e.calls for e in estimate.values())
-    print(f"\nCalls: estimated {est_calls:,} (upper bound) · sent {usage.get('calls', 0):,} · "
+    est = f"estimated {est_calls:,} (upper bound) · " if estimate else ""
+    print(f"\nCalls: {est}sent {usage.get('calls', 0):,} · "
           f"served from cache {usage.get('cache_hits', 0):,} · cost ${usage.get('dollars', 0) or 0:,.4f}")
     faults = {k: v for k, v in (usage.get("faults") or {}).items() if v}
     if faults or usage.get("retries"):
