@@ -76,6 +76,17 @@ def _out_dir(path: str) -> Path | None:
     return out
 
 
+def _workspace_and_out(args: argparse.Namespace):
+    """(workspace, output folder) of a command that writes files, or None after a one-line error."""
+    ws = _workspace(args)
+    if ws is None:
+        return None
+    out = _out_dir(args.out)
+    if out is None:
+        return None
+    return ws, out
+
+
 def _load(args: argparse.Namespace, mapping=None):
     from icai_core.data import DataError, load_pairs
 
@@ -159,12 +170,10 @@ def _write_outputs(write, out: Path, run_id: str) -> bool:
 def cmd_audit(args: argparse.Namespace) -> int:
     if getattr(args, "stream", False):
         return cmd_audit_stream(args)
-    ws = _workspace(args)
-    if ws is None:
+    place = _workspace_and_out(args)
+    if place is None:
         return 2
-    out = _out_dir(args.out)
-    if out is None:
-        return 2
+    ws, out = place
     loaded = _load(args, _parse_mapping(args.map))
     if loaded is None:
         return 2
@@ -295,12 +304,10 @@ def cmd_audit_stream(args: argparse.Namespace) -> int:
     if args.chunk_rows < 1 or args.workers < 1:
         print("error: --chunk-rows and --workers must be at least 1", file=sys.stderr)
         return 2
-    ws = _workspace(args)
-    if ws is None:
+    place = _workspace_and_out(args)
+    if place is None:
         return 2
-    out = _out_dir(args.out)
-    if out is None:
-        return 2
+    ws, out = place
     config = _run_config(args, engine="offline")
     path = Path(args.data)
     bar, progress = _tqdm_progress()
@@ -457,12 +464,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from icai_core.llm import LLMError
     from icai_core.workspace import run_config_record
 
-    ws = _workspace(args)
-    if ws is None:
+    place = _workspace_and_out(args)
+    if place is None:
         return 2
-    out = _out_dir(args.out)
-    if out is None:
-        return 2
+    ws, out = place
     loaded = _load(args)
     if loaded is None:
         return 2
@@ -646,12 +651,10 @@ def cmd_iteralign(args: argparse.Namespace) -> int:
     from icai_core.iteralign import IterAlignConfig, LLMOracle, OfflineOracle, run_iteralign
     from icai_core.redteam import load_prompts
 
-    ws = _workspace(args)
-    if ws is None:
+    place = _workspace_and_out(args)
+    if place is None:
         return 2
-    out = _out_dir(args.out)
-    if out is None:
-        return 2
+    ws, out = place
     try:
         red = load_prompts(args.prompts)
     except (ValueError, FileNotFoundError) as exc:
