@@ -110,6 +110,31 @@ def _audit_config():
     return AuditConfig(use_embeddings=_use_embeddings(), discover=_discover_on())
 
 
+def _evidence_of(audit) -> tuple[pd.DataFrame | None, str]:
+    """The evidence stage's per-principle table of the presented annotator (`inference.controlled_effects`
+    via `AnnotatorEvidence.effects`), or None with the reason in words: the stage was off, failed (its
+    note), or the run has none (e.g. saved by an older version)."""
+    ev = getattr(audit.analysis, "evidence", None)
+    effects = getattr(ev, "effects", None)
+    if effects is not None and len(effects) and "strength_ci_low" in effects.columns:
+        return effects, ""
+    cfg = getattr(getattr(audit, "config", None), "evidence", None)
+    if cfg is not None and not getattr(cfg, "evidence", True):
+        return None, "the evidence stage was switched off for this run."
+    failed = [n for n in audit.analysis.notes if "could not be computed" in n]
+    if failed:
+        return None, failed[0].rstrip(".") + "."
+    if ev is not None:
+        return None, "the evidence stage produced no per-principle table."
+    return None, "this run has no evidence stage (saved before it existed, or it did not reach it)."
+
+
+def _n_prompts(effects: pd.DataFrame) -> str:
+    """The number of prompt clusters the CIs are clustered over (the largest per-principle count)."""
+    n = pd.to_numeric(effects.get("n_clusters", pd.Series(dtype=float)), errors="coerce").max()
+    return f"{int(n):,}" if pd.notna(n) else "?"
+
+
 def _discovery_section(audit) -> None:
     """The directions discovery found in this data: keyword description, support, marginal and
     length-controlled effects; those kept are principles like any other (table, map, constitution)."""
@@ -279,13 +304,22 @@ if audit is None:
     st.stop()
 
 # --------------------------------------------------------------------------- headline + table
-stats = audit.stats
+effects, no_evidence = _evidence_of(audit)
+alpha = float(audit.config.alpha)
+# the clustered numbers of the evidence stage, as in summary.json and the report; else the binomial ones
+stats = W.clustered_stats(audit.stats, effects, alpha) if effects is not None else audit.stats
 sig = stats[stats["significant"].astype(bool)]
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Distinct pairs", f"{audit.analysis.n_pairs:,}",
           help=f"{C.annotator_label(audit.annotator, audit)}; {len(audit.pairs):,} rows")
 m2.metric("Principles tested", len(stats))
-m3.metric("Significant", len(sig))
+if effects is not None:
+    m3.metric("Significant", len(sig), help=f"Benjamini-Hochberg q < {alpha:g} with the strength's test "
+              "clustered by prompt: the set summary.json marks significant.")
+else:
+    m3.metric("Significant (binomial)", len(sig), help=f"Benjamini-Hochberg q < {alpha:g} on the binomial "
+              "test per row, NOT clustered by prompt (no evidence stage in this run): judgements that share "
+              "a prompt are counted as independent, so this may claim more than the data show.")
 m4.metric("Audit time", f"{audit.timings.get('total_s', 0):.1f} s")
 cfg = audit.config
 st.caption(
@@ -295,12 +329,31 @@ st.caption(
 )
 
 st.subheader("Principle table")
-st.caption(
-    F.SIGN_RULE + " These CIs are per pair of this annotator (binomial); the report and summary.json add "
-    "CIs clustered by prompt and the effect with length controlled. *Significant* after Benjamini-Hochberg "
-    f"at α = {audit.config.alpha:g}."
-)
+if effects is not None:
+    n_proxy = int(stats["proxy_for_length"].sum())
+    st.caption(
+        F.SIGN_RULE + f" Strength CIs and q-values are clustered by prompt ({_n_prompts(effects)} prompts: "
+        "judgements of one prompt are not independent), as in the report and summary.json; *significant* = "
+        f"Benjamini-Hochberg q < {alpha:g}. The *length-controlled effect* is the logistic coefficient of the "
+        "principle's vote with the length difference as covariate (log-odds, same sign rule); *length proxy* "
+        f"marks the {n_proxy} principle{'s' if n_proxy != 1 else ''} significant alone but not once length "
+        "is controlled. Accuracy is shown without a CI (a binomial one would assume independent rows)."
+    )
+else:
+    st.warning(
+        f"No clustered evidence for this run: {C.escape_md(no_evidence)} The table falls back to the binomial "
+        "CIs and q-values per row (*binomial, not clustered*): they treat judgements that share a prompt as "
+        "independent, so intervals may be too narrow and the *significant* set too large, and there is no "
+        "length-controlled effect. Run the offline audit again with the evidence stage to get them."
+    )
+    st.caption(F.SIGN_RULE + f" *Significant* after Benjamini-Hochberg at α = {alpha:g} (binomial test).")
 W.stats_table(stats, audit.constitution.keys, audit.principles, key="principles_table")
+if effects is not None:
+    failed = stats[~stats["effect_status"].isin(["ok"])]
+    if len(failed):
+        st.caption(f"No length-controlled effect for {len(failed)} of {len(stats)} principles (empty cells): "
+                   "the length covariate itself, principles that never vote on a decided pair, or whose votes "
+                   "agree with every choice they touch (separation; see summary.json for each message).")
 
 tab_bar, tab_scatter = st.tabs(["Strength", "Relevance vs accuracy"])
 with tab_bar:

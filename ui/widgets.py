@@ -53,54 +53,138 @@ def _ci(lo: pd.Series, hi: pd.Series, fmt: str) -> list[str]:
     ]
 
 
+# Column names of the principle table: the interval and the q-value say which inference made them.
+CLUSTERED = "clustered by prompt"
+BINOMIAL = "binomial, not clustered"
+
+
+def clustered_stats(stats: pd.DataFrame, effects: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """`stats` with the evidence stage's numbers in place of the row-level ones, for the same audit.
+
+    Why: `stats.principle_stats` tests each principle with a binomial sign test over rows, which assumes
+    independent rows; judgements that share a prompt are not independent, so its CIs are too narrow and
+    its "significant" set too large. The evidence stage (`inference.controlled_effects`, one row per
+    principle in ``effects``) has the strength's CI clustered by prompt, its BH q-value, and the
+    length-controlled logistic effect; `summary.annotator_entry` writes exactly these (significant =
+    clustered q < alpha) into summary.json, so the page shows them too. Replaced: ``strength``,
+    ``strength_ci_low/high``, ``p_value``, ``q_value``, ``significant``; added: ``effect``,
+    ``effect_ci_low/high``, ``effect_q``, ``effect_status``, ``effect_message``, ``proxy_for_length``.
+    A principle the evidence has no row for keeps no clustered number (NaN, not significant), never its
+    binomial one. ``attrs["inference"]`` says which inference the frame carries."""
+    e = effects.copy()
+    e["key"] = e["key"].astype(str)
+    e = e.drop_duplicates("key").set_index("key")
+    out = stats.copy()
+    keys = out["key"].astype(str)
+
+    def col(name: str) -> np.ndarray:
+        if name not in e.columns:
+            return np.full(len(out), np.nan)
+        return pd.to_numeric(keys.map(e[name]), errors="coerce").to_numpy(dtype=float)
+
+    out["strength"] = col("strength")
+    out["strength_ci_low"] = col("strength_ci_low")
+    out["strength_ci_high"] = col("strength_ci_high")
+    out["p_value"] = col("marginal_p")
+    out["q_value"] = col("marginal_q")
+    out["significant"] = np.nan_to_num(out["q_value"].to_numpy(dtype=float), nan=np.inf) < alpha
+    for c in ("effect", "effect_ci_low", "effect_ci_high", "effect_q"):
+        out[c] = col(c)
+    out["effect_status"] = keys.map(e["status"]).fillna("missing").to_numpy() if "status" in e else "missing"
+    out["effect_message"] = keys.map(e["message"]).fillna("").to_numpy() if "message" in e else ""
+    proxy = keys.map(e["proxy_for_length"]) if "proxy_for_length" in e else pd.Series(False, index=out.index)
+    out["proxy_for_length"] = proxy.fillna(False).astype(bool).to_numpy()
+    out.attrs["inference"] = CLUSTERED
+    return out
+
+
 def stats_view(stats: pd.DataFrame, selected: Iterable[str] = (), principles: pd.DataFrame | None = None):
     """Readable principle table in the one sign convention (`figures.SIGN_RULE`): each principle in the
     wording the annotator rewards, its strength ≥ 0 for that wording, one CI column per measure,
-    sorted by strength."""
+    sorted by strength.
+
+    With a `clustered_stats` frame the strength CI and q-value are the clustered ones, the binomial
+    accuracy CI is left out (it would be the one interval that assumes independent rows), and the
+    length-controlled effect is added in the same sign convention (mirrored for a reversed wording,
+    like the strength) with its *length proxy* flag. The column names stay the same either way (other
+    pages and tests read them); `stats_table` labels the columns with the inference (`column_labels`)
+    and ``attrs["inference"]`` of the returned frame says which one it is."""
     from icai_core.figures import rewarded_view
 
+    clustered = stats.attrs.get("inference") == CLUSTERED
+    tag = CLUSTERED if clustered else BINOMIAL
     s = rewarded_view(stats, principles)
     if principles is not None and "family" in getattr(principles, "columns", []) and "family" not in s.columns:
         s = s.merge(principles[["key", "family"]], on="key", how="left")
     acc = s["reward_accuracy"] if "reward_accuracy" in s else s.get("accuracy")
     acc_lo = s.get("reward_accuracy_ci_low", s.get("accuracy_ci_low"))
     acc_hi = s.get("reward_accuracy_ci_high", s.get("accuracy_ci_high"))
-    out = pd.DataFrame(
-        {
-            "rewarded principle": s["wording"],
-            "strength": s["reward"],
-            "strength 95% CI": _ci(s["reward_ci_low"], s["reward_ci_high"], "+.3f"),
-            "relevance": s["relevance"],
-            "accuracy": acc,
-            "accuracy 95% CI": _ci(acc_lo, acc_hi, ".1%") if acc_lo is not None else "",
-            "n relevant": s["n_relevant"],
-            "q-value": s["q_value"],
-            "significant": s["significant"].astype(bool),
-            "in constitution": s["key"].isin(set(selected)),
-            "opposite wording": s["reversed"].astype(bool),
-            "family": s["family"] if "family" in s else "",
-            "key": s["key"],
-        }
-    )
+    cols: dict[str, Any] = {
+        "rewarded principle": s["wording"],
+        "strength": s["reward"],
+        "strength 95% CI": _ci(s["reward_ci_low"], s["reward_ci_high"], "+.3f"),
+        "relevance": s["relevance"],
+        "accuracy": acc,
+    }
+    if not clustered:
+        cols["accuracy 95% CI"] = _ci(acc_lo, acc_hi, ".1%") if acc_lo is not None else ""
+    cols.update({
+        "n relevant": s["n_relevant"],
+        "q-value": s["q_value"],
+        "significant": s["significant"].astype(bool),
+    })
+    if clustered:
+        sign = np.where(s["reversed"].astype(bool), -1.0, 1.0)
+        lo, hi = sign * s["effect_ci_low"], sign * s["effect_ci_high"]
+        cols.update({
+            "length-controlled effect": sign * s["effect"],
+            "effect 95% CI": _ci(pd.Series(np.fmin(lo, hi)), pd.Series(np.fmax(lo, hi)), "+.2f"),
+            "q (controlled)": s["effect_q"],
+            "length proxy": s["proxy_for_length"].astype(bool),
+        })
+    cols.update({
+        "in constitution": s["key"].isin(set(selected)),
+        "opposite wording": s["reversed"].astype(bool),
+        "family": s["family"] if "family" in s else "",
+        "key": s["key"],
+    })
+    out = pd.DataFrame(cols)
+    out.attrs["inference"] = tag
     return out
+
+
+def column_labels(inference: str) -> dict[str, str]:
+    """The displayed names of the columns whose numbers depend on the inference (`CLUSTERED` or
+    `BINOMIAL`): the interval and the q-value say which one made them, on screen."""
+    return {c: f"{c} ({inference})" for c in ("strength 95% CI", "accuracy 95% CI", "q-value")}
 
 
 def stats_table(
     stats: pd.DataFrame, selected: Iterable[str] = (), principles: pd.DataFrame | None = None, **kw
 ):
+    view = stats_view(stats, selected, principles)
+    label = column_labels(view.attrs["inference"])
     cfg = stats_column_config()
-    cfg["q-value"] = cfg["q_value"]
+    cfg["q-value"] = st.column_config.NumberColumn(
+        label["q-value"], format="%.2g", help="Benjamini-Hochberg over the principles; *significant* = q < α.")
     cfg["rewarded principle"] = st.column_config.TextColumn(
         width="large", help="Worded in the direction the annotator rewards (strength ≥ 0 for this wording).")
     cfg["strength"] = st.column_config.NumberColumn(format="%+.3f", width="small")
-    cfg["strength 95% CI"] = st.column_config.TextColumn(width="medium")
-    cfg["accuracy 95% CI"] = st.column_config.TextColumn(width="medium")
+    cfg["strength 95% CI"] = st.column_config.TextColumn(label["strength 95% CI"], width="medium")
+    cfg["accuracy 95% CI"] = st.column_config.TextColumn(label["accuracy 95% CI"], width="medium")
     cfg["n relevant"] = st.column_config.NumberColumn(format="%d", width="small")
     cfg["opposite wording"] = st.column_config.CheckboxColumn(
         help="The library states this principle the other way round; the annotator rewards the opposite.")
-    st.dataframe(
-        stats_view(stats, selected, principles), hide_index=True, width="stretch", column_config=cfg, **kw
-    )
+    cfg["length-controlled effect"] = st.column_config.NumberColumn(
+        format="%+.2f", help="Logistic coefficient of the principle's vote with the length difference as "
+        "covariate (log-odds; CI clustered by prompt), for the wording shown. Empty: no fit (the principle "
+        "is the length covariate itself, never votes, or separates the choices).")
+    cfg["effect 95% CI"] = st.column_config.TextColumn(width="medium")
+    cfg["q (controlled)"] = st.column_config.NumberColumn(format="%.2g")
+    cfg["length proxy"] = st.column_config.CheckboxColumn(
+        help="Significant alone but not once length is controlled: largely a proxy for length (as in the "
+        "report).")
+    st.dataframe(view, hide_index=True, width="stretch", column_config=cfg, **kw)
 
 
 # --------------------------------------------------------------------------- pairs
