@@ -553,3 +553,83 @@ def test_the_embedding_judge_runs_with_no_intermediate_held(monkeypatch):
     assert list(votes.columns) == keys
     assert _mismatches(votes[["hedges_more", "more_prompt_overlap", "more_positive"]],
                        judges.compute_votes(pairs, ["hedges_more", "more_prompt_overlap", "more_positive"])) == {}
+
+
+# --------------------------------------------------------------------------------------------
+# Exactness of the kernels that replace a regex pass: each must equal the regex it replaces, on every
+# real shared text and on generated hostile strings (boundaries, multibyte, empty, huge).
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def all_shared_texts() -> pd.Series:
+    """Every distinct prompt and response of the shared CSV files, normalised as the judges see them."""
+    frames = [_read(f.name) for f in sorted(DATA.glob("*.csv"))]
+    cols = [f[c] for f in frames for c in ("prompt", "text_a", "text_b") if c in f.columns]
+    texts = pd.concat(cols, ignore_index=True).astype("str").drop_duplicates(ignore_index=True)
+    return texts.str.replace("\u2019", "'", regex=False)
+
+
+def _regex_counts(texts, pattern: str) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.count_substring_regex(pa.array(pd.Series(texts, dtype="str")), pattern).to_numpy(zero_copy_only=False)
+
+
+def _hostile_quote_texts(seed: int, n: int) -> list[str]:
+    """Random strings over the quote characters, newlines, ASCII and 2/3/4-byte characters, with runs
+    placed around the 300-code-point limit (and its byte equivalents 600/900/1,200)."""
+    rng = np.random.default_rng(seed)
+    alphabet = ['"', "\u201c", "\u201d", "\u00ab", "\u00bb", "\u300c", "\u300d", "\n", "\r", " ", "a", "\u00e9",
+                "\u4e2d", "\U0001f600", "'", "\u2019"]
+    runs = [1, 2, 150, 298, 299, 300, 301, 302, 599, 600, 601, 899, 900, 1199, 1200, 1201]
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(int(rng.integers(0, 30))):
+            if rng.random() < 0.12:
+                parts.append(str(rng.choice(["a", "\u00e9", "\u4e2d", "\U0001f600"])) * int(rng.choice(runs)))
+            else:
+                parts.append(str(rng.choice(alphabet)))
+        out.append("".join(parts))
+    return out
+
+
+_QUOTE_CASES = [
+    "", '"', '""', '"""', '"a"', '"a""b"', '"a" "b"', '"a\nb"', '"\n"', "\u201c\u201d", "\u201ca\u201d",
+    '\u201chis "word" here\u201d', '"outer \u201cinner\u201d outer"', "\u00ab\u00bb\u00ab\u00bb", "\u00abx\u00bb",
+    "\u300cx\u300d\u300c\u300d", '"' + "a" * 300 + '"', '"' + "a" * 301 + '"', '"' + "\u00e9" * 300 + '"',
+    '"' + "\u00e9" * 301 + '"', '"' + "\U0001f600" * 300 + '"', '"' + "\U0001f600" * 301 + '"',
+    '"' + "a" * 301 + '"short"', "\u201c" + "\u4e2d" * 300 + "\u201d", "\u201c" + "\u4e2d" * 301 + "\u201d",
+    '"unclosed', 'text "quote" and "another" end', '"a\r"', '"' * 1001, '"a' * 1000 + '"',
+    "\u201c" + "a" * 299 + "\n\u201d\u201cb\u201d", '"a"\n"b"\n"c', "\u00ab\u00ab\u00bb\u00bb", "\u300c\u300c\u300d\u300d",
+]
+
+
+def test_quote_count_equals_the_regex_on_every_real_text(all_shared_texts):
+    want = _regex_counts(all_shared_texts, judges._QUOTE)
+    got = judges._count_quotes(all_shared_texts)
+    assert len(all_shared_texts) > 15_000 and want.sum() > 1_000  # real quotes, not a vacuous check
+    np.testing.assert_array_equal(got, want)
+
+
+def test_quote_count_equals_the_regex_on_hostile_strings():
+    texts = _QUOTE_CASES + _hostile_quote_texts(seed=13, n=1_200)
+    want = _regex_counts(texts, judges._QUOTE)
+    got = judges._count_quotes(pd.Series(texts, dtype="str"))
+    np.testing.assert_array_equal(got, want)
+    assert (want[: len(_QUOTE_CASES)] > 0).sum() >= 20 and (want == 0).sum() > 100
+    # Without any newline or opener in the whole batch, and with none of the multi-byte quotes.
+    for batch in (['"a"', "x"], ["x", "y"], ['"a"b"', '“c”'], [""], []):
+        np.testing.assert_array_equal(judges._count_quotes(pd.Series(batch, dtype="str")),
+                                      _regex_counts(batch, judges._QUOTE))
+    # A sliced Arrow array (offsets not starting at 0) and one huge text give the same counts.
+    import pyarrow as pa
+
+    sliced = pa.array(texts, type=pa.large_string()).slice(7, 500)
+    np.testing.assert_array_equal(judges._count_quotes(sliced), want[7:507])
+    huge = "".join(texts[len(_QUOTE_CASES) :])
+    assert len(huge) > 1_000_000
+    np.testing.assert_array_equal(judges._count_quotes(pd.Series([huge, ""], dtype="str")),
+                                  _regex_counts([huge, ""], judges._QUOTE))
