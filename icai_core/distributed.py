@@ -182,20 +182,16 @@ def plan_shards(source, shard_rows: int = 50_000) -> list[Shard]:
 _EMBEDDERS: dict[tuple, object] = {}  # per worker process: one Embedder per spec, kept across shards
 
 
-def _forget_vectors(embedder, *, even_without_cache: bool = False) -> None:
-    """Drop the embedder's in-process memo of vectors (`Embedder._mem`, ~1.6 KB per text, never
-    bounded), which in a long-lived worker would grow with every text it has embedded. With a disk
-    cache the vectors stay there (cleared after every chunk, as `chunked` does); without one the memo
-    is kept for the shard and dropped at its end, so a text recurring in a later shard is embedded again."""
-    mem = getattr(embedder, "_mem", None)
-    if isinstance(mem, dict) and (even_without_cache or getattr(embedder, "cache_path", None) is not None):
-        mem.clear()
+def _spec_key(spec: dict) -> tuple:
+    return tuple(sorted(spec.items()))
 
 
 def _worker_embedder(spec: dict | None):
+    """This worker's Embedder for `spec`, built once and kept across shards (the model itself is loaded
+    once per process by `embed.get_backend`, whatever the number of Embedders)."""
     if spec is None:
         return None
-    key = tuple(sorted(spec.items()))
+    key = _spec_key(spec)
     if key not in _EMBEDDERS:
         from icai_core.audit import default_cache_dir
         from icai_core.embed import Embedder
@@ -261,12 +257,18 @@ def shard_counts(shard: Shard, keys: list[str], chunk_rows: int = 10_000,
                         raise ValueError(f"{shard.path}: rows {first + 1:,}-{first + len(chunk):,} "
                                          f"(data rows of this file, 1-based): {exc}") from exc
                     finally:
-                        _forget_vectors(embedder)
+                        # With a disk cache the vectors stay there (Embedder.clear_memory); without
+                        # one the memo is the only copy and is kept for the rest of the shard.
+                        chunked._forget_vectors(embedder)
                     out = chunked.merge_by_annotator(out, part)
                     done += len(chunk)
                     n_chunks += 1
     finally:
-        _forget_vectors(embedder, even_without_cache=True)
+        if embed_spec is not None and not embed_spec.get("cache", True):
+            # No disk cache: the memo (~1.6 KB per text, unbounded) would grow with every shard this
+            # long-lived worker judges, so the shard's Embedder is dropped; the next shard builds a new
+            # one on the process's already loaded model (a text recurring there is embedded again).
+            _EMBEDDERS.pop(_spec_key(embed_spec), None)
     return out, n_chunks
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "cluster_ids",
     "ordered_text_hashes",
     "text_hashes",
+    "utf8_buffers",
     "clustered_mean",
     "clustered_means",
     "normalised_diff",
@@ -67,14 +68,11 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 
 
-def text_hashes(values: Any) -> np.ndarray:
-    """A 64-bit content hash (blake2b of the UTF-8 bytes) of every text; missing values hash as "".
-
-    Read straight from the Arrow buffers of a string column, so no Python string is built: one 10 MB
-    text with a non-Latin character is a 40 MB Python string, and hashing it through pandas cost
-    ~140 MB at the peak of the evidence stage (issue 11, item 6)."""
-    import hashlib
-
+def utf8_buffers(values: Any) -> tuple[list[int], memoryview]:
+    """(offsets, data) of a string column's UTF-8 bytes, read from its Arrow buffers: text i is
+    ``data[offsets[i]:offsets[i + 1]]``; missing values are empty. No Python string is built, so a
+    10 MB text costs no 40 MB UCS-4 copy (pyarrow-backed `str` columns are not copied at all); the
+    offsets are a Python list because slicing with Python ints is what the per-row loops do."""
     import pyarrow as pa
 
     arr = values.array if isinstance(values, pd.Series) else values
@@ -88,15 +86,30 @@ def text_hashes(values: Any) -> np.ndarray:
     if not pa.types.is_large_string(a.type):
         a = a.cast(pa.large_string())
     n = len(a)
-    out = np.empty(n, dtype=np.uint64)
     if n == 0:
-        return out
+        return [0], memoryview(b"")
     _, off_buf, data_buf = a.buffers()
-    off = np.frombuffer(off_buf, dtype=np.int64, count=n + 1, offset=a.offset * 8)
-    data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
-    for i in range(n):
-        out[i] = int.from_bytes(hashlib.blake2b(data[off[i]:off[i + 1]], digest_size=8).digest(), "little")
-    return out
+    off = np.frombuffer(off_buf, dtype=np.int64, count=n + 1, offset=a.offset * 8).tolist()
+    return off, (memoryview(data_buf) if data_buf is not None else memoryview(b""))
+
+
+def text_hashes(values: Any) -> np.ndarray:
+    """A 64-bit content hash (blake2b of the UTF-8 bytes) of every text; missing values hash as "".
+
+    Read straight from the Arrow buffers of a string column (`utf8_buffers`), so no Python string is
+    built: one 10 MB text with a non-Latin character is a 40 MB Python string, and hashing it through
+    pandas cost ~140 MB at the peak of the evidence stage (issue 11, item 6). The values are part of
+    the pair keys (`reportcard.pair_keys`), so they must not change: the first 8 digest bytes, little
+    endian, as always; the digests are joined and read as one array (no per-row int conversion)."""
+    import hashlib
+
+    off, data = utf8_buffers(values)
+    n = len(off) - 1
+    if n == 0:
+        return np.empty(0, dtype=np.uint64)
+    blake = hashlib.blake2b
+    digests = b"".join([blake(data[off[i]:off[i + 1]], digest_size=8).digest() for i in range(n)])
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
 
 def _mix(*cols: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from icai_core import judges
-from icai_core.chunked import Counts, chunk_counts, chunked_principle_stats, iter_pair_chunks
+from icai_core.chunked import Counts, chunk_counts, chunked_principle_stats, iter_pair_chunks, pair_hashes
 from icai_core.stats import principle_stats
 from tests.conftest import SHARED_DATA, SHARED_DATA_MISSING_REASON
 
@@ -128,6 +128,34 @@ def test_per_annotator_equals_in_memory_analysis(multi_in_memory, tmp_path, f):
             assert counts.n_rows == n_rows
     if f.startswith("prd_vicuna80"):  # 3 MTurk votes per pair: rows and distinct pairs differ
         assert expected["human_mturk"][1:] == (480, 1440)
+
+
+def test_pair_hashes_equal_an_independent_sha256():
+    """The distinct-pair key is the first 8 bytes (little endian) of SHA-256 over len(prompt) | prompt |
+    len(text_a) | text_a | text_b (UTF-8, 8-byte little-endian lengths), computed here from Python strings."""
+    import hashlib
+
+    pairs = pd.DataFrame({
+        "prompt": ["", "ab", "a", "Grüße 🌍", "ab", "q"],
+        "text_a": ["x", "c", "bc", "é", "c", "y"],
+        "text_b": ["y", "", "", "ü" * 3000, "", "x"],
+    }, dtype="str")
+
+    def ref(p: str, a: str, b: str) -> int:
+        pb, ab, bb = p.encode(), a.encode(), b.encode()
+        d = hashlib.sha256(len(pb).to_bytes(8, "little") + pb + len(ab).to_bytes(8, "little") + ab + bb).digest()
+        return int.from_bytes(d[:8], "little")
+
+    want = np.array([ref(*r) for r in pairs.itertuples(index=False)], dtype=np.uint64)
+    got = pair_hashes(pairs)
+    assert got.dtype == np.uint64 and np.array_equal(got, want)
+    assert got[1] == got[4] and got[1] != got[2]  # ("ab", "c") vs ("a", "bc"): the length prefix separates them
+    assert np.array_equal(pair_hashes(pairs.iloc[2:]), want[2:])  # a slice (Arrow offset) of the same column
+    obj = pairs.astype(object)
+    obj.loc[0, "prompt"] = None  # a missing prompt hashes as ""
+    assert np.array_equal(pair_hashes(obj), want)
+    assert np.array_equal(pair_hashes(pairs[["text_a", "text_b"]].iloc[:1]), want[:1])  # no prompt column: ""
+    assert len(pair_hashes(pairs.iloc[:0])) == 0
 
 
 def test_distinct_pairs_across_chunks_exact():
