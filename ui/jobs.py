@@ -7,6 +7,7 @@ The thread never touches Streamlit; it only updates plain attributes that a page
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,14 @@ from typing import Any
 from icai_core.jobs import Cancelled, CancelToken
 
 log = logging.getLogger("principia.app")
+
+# After this long without a progress report, `BackgroundJob.message` says how long the current step has
+# run. Why: the time left ("about 12 s left") is computed by the pipeline when it reports progress, and
+# one step can run for a long time without a report (measured: 25 s in the app on 24k pairs, the
+# cross-validation's prompt-grouped split); the page kept showing the estimate of 25 s before as if it
+# were current. 10 s: longer than the page's 2 s poll and than the gap between reports of a normal step.
+STALL_NOTE_S = 10.0
+_TIME_LEFT = re.compile(r"\s+—\s+about [^—]* left\s*$")
 
 
 class BackgroundJob:
@@ -26,7 +35,8 @@ class BackgroundJob:
         self.token = CancelToken()
         self.done = 0
         self.total = 1
-        self.message = "Starting…"
+        self._message = "Starting…"
+        self._moved = time.time()  # when the work last reported a new position or step
         self.status = "running"  # running | done | cancelled | failed
         self.result: Any = None
         self.error: str | None = None
@@ -41,9 +51,36 @@ class BackgroundJob:
 
     def _progress(self, done: int, total: int, message: str = "") -> None:
         with self._lock:
+            moved = (int(done), max(int(total), 1)) != (self.done, self.total) or (
+                bool(message) and _step(message) != _step(self._message))
             self.done, self.total = int(done), max(int(total), 1)
             if message:
-                self.message = message
+                self._message = message
+            if moved:
+                self._moved = time.time()
+
+    @property
+    def message(self) -> str:
+        """The work's last progress message (with the pipeline's "about X left" when it gave one). When a
+        running job has reported nothing new for `STALL_NOTE_S`, it adds how long the current step has
+        run, so an estimate made at the last report is not read as current."""
+        with self._lock:
+            msg, since = self._message, time.time() - self._moved
+        if self.running and since >= STALL_NOTE_S:
+            return f"{msg} · this step has run {since:.0f} s so far"
+        return msg
+
+    @message.setter
+    def message(self, value: str) -> None:
+        with self._lock:
+            self._message = value
+            self._moved = time.time()
+
+    @property
+    def stalled_s(self) -> float:
+        """Seconds since the work last reported a new position or step."""
+        with self._lock:
+            return time.time() - self._moved
 
     def _run(self) -> None:
         try:
@@ -100,6 +137,11 @@ class BackgroundJob:
         """Wait for the thread itself to end (after a cancel: until the work reached its checkpoint)."""
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+
+def _step(message: str) -> str:
+    """A progress message without its time-left suffix: what step the work is in."""
+    return _TIME_LEFT.sub("", message or "")
 
 
 # ------------------------------------------------------------------------------------ shared jobs
