@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 
-
 from ui import jobs as J
 
 
