@@ -633,3 +633,35 @@ def test_quote_count_equals_the_regex_on_hostile_strings():
     assert len(huge) > 1_000_000
     np.testing.assert_array_equal(judges._count_quotes(pd.Series([huge, ""], dtype="str")),
                                   _regex_counts([huge, ""], judges._QUOTE))
+
+
+def _hostile_literal_texts(seed: int, n: int) -> list[str]:
+    """Random strings of backticks, tildes, '!', '?', their full-width forms and multi-byte neighbours;
+    consecutive texts end and start with partial fences, so a match across two texts would show."""
+    rng = np.random.default_rng(seed)
+    alphabet = ["`", "`", "~", "~", "!", "\uff01", "?", "\uff1f", "a", "\n", "\u00e9", "\u4e2d", "\U0001f600", "\uff40"]
+    return ["".join(str(c) for c in rng.choice(alphabet, size=int(rng.integers(0, 12)))) for _ in range(n)]
+
+
+@pytest.mark.parametrize(
+    "kernel,regex,kind",
+    [
+        (lambda t: judges._literal_count(t, "!\uff01"), "[!\uff01]", "count"),
+        (lambda t: judges._literal_any(t, ("```", "~~~")), "```|~~~", "contains"),
+        (lambda t: judges._literal_any(t, "?"), "\\?", "contains"),
+    ],
+    ids=["exclamations", "code-fence", "question-mark"],
+)
+def test_literal_kernels_equal_the_regex(all_shared_texts, kernel, regex, kind):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for texts in (all_shared_texts, pd.Series(_hostile_literal_texts(seed=5, n=4_000) + ["", "```", "~~"], dtype="str")):
+        arr = pa.array(texts)
+        if kind == "count":
+            want = pc.count_substring_regex(arr, regex).to_numpy(zero_copy_only=False)
+        else:
+            want = pc.match_substring_regex(arr, regex).to_numpy(zero_copy_only=False)
+        got = kernel(texts)
+        np.testing.assert_array_equal(got, want)
+        assert 0 < (want > 0).sum() < len(texts)  # both outcomes occur: the check can fail
