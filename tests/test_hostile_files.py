@@ -12,8 +12,10 @@ import csv
 import gzip
 import io
 import json
+import re
 import tracemalloc
 import zlib
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -448,3 +450,171 @@ def test_prompt_set_messages_name_no_pair_api(tmp_path, monkeypatch):
             load_prompts(tmp_path / name)
         text = str(err.value)
         assert text.startswith(name) and not any(w in text for w in API_WORDS + ("pair",)), text
+
+
+# --------------------------------------------------------------------------- values json.loads accepts silently
+
+
+def _records_file(rows, tmp_path, ext: str, edit) -> Path:
+    """Three real records as JSON or JSON Lines; `edit(text of record 2)` makes it hostile."""
+    text = [json.dumps(r) for r in rows[COLS].head(3).to_dict("records")]
+    text[1] = edit(text[1])
+    path = tmp_path / f"hostile.{ext}"
+    path.write_text(("[" + ",\n".join(text) + "]") if ext == "json" else "\n".join(text))
+    return path
+
+
+@pytest.mark.parametrize("literal", ["1e999999", "-1e999999", "NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize(("ext", "field"), [("json", "id"), ("jsonl", "id"), ("json", "score"), ("jsonl", "score")])
+def test_non_finite_json_number_is_refused_with_row_and_field(rows, tmp_path, capsys, literal, ext, field):
+    # json.loads reads 1e999999 as inf and accepts NaN / Infinity (not JSON): the id became 'inf', a
+    # NaN id "empty", a score a float that compares false with everything
+    def edit(rec: str) -> str:
+        if field == "id":
+            return re.sub(r'"id": "[^"]*"', f'"id": {literal}', rec, count=1)
+        return rec[:-1] + f', "score": {literal}}}'
+
+    path = _records_file(rows, tmp_path, ext, edit)
+    line = 2  # record 2 is on line 2 in both layouts
+    col = path.read_text().splitlines()[1].index(literal) + 1
+    msg = assert_refused(path, tmp_path, capsys, 2, field, f"{literal} (at line {line}, column {col})")
+    assert "text in double quotes" in msg
+
+
+def test_huge_number_written_as_text_is_kept_exactly(rows, tmp_path):
+    # the way out the message offers: the same value as a JSON string loads as written
+    path = _records_file(rows, tmp_path, "json", lambda rec: re.sub(r'"id": "[^"]*"', '"id": "1e999999"', rec, count=1))
+    pairs = load_pairs(path).pairs
+    assert pairs["id"].tolist() == [rows["id"][0], "1e999999", rows["id"][2]]
+
+
+def test_largest_finite_numbers_still_load(rows, tmp_path):
+    path = _records_file(rows, tmp_path, "jsonl", lambda rec: rec[:-1] + ', "score": -1.7976931348623157e308}')
+    assert load_pairs(path).pairs["score"].tolist()[1] == -1.7976931348623157e308
+
+
+@pytest.mark.parametrize("ext", ["json", "jsonl"])
+@pytest.mark.parametrize(("where", "column", "key"), [("record", "prompt", "prompt"),
+                                                        ("nested", "meta", "rater")])
+def test_repeated_json_key_is_refused_with_row_and_key(rows, tmp_path, capsys, ext, where, column, key):
+    # json.loads keeps the last of two equal keys without a word; which one the user meant is unknowable
+    if where == "record":
+        edit = lambda rec: rec[:-1] + ', "prompt": "a second prompt"}'  # noqa: E731
+    else:
+        edit = lambda rec: rec[:-1] + ', "meta": {"rater": "r1", "x": 1, "rater": "r2"}}'  # noqa: E731
+    path = _records_file(rows, tmp_path, ext, edit)
+    second = path.read_text().splitlines()[1].rindex(f'"{key}"') + 1
+    assert_refused(path, tmp_path, capsys, 2, column, f"the key '{key}' appears twice in one JSON object "
+                   f"(at line 2, column {second})")
+
+
+def test_repeated_column_in_a_json_object_of_columns(rows, tmp_path, capsys):
+    cols = {c: rows[c].head(3).tolist() for c in COLS}
+    text = json.dumps(cols)[:-1] + ', "text_a": ' + json.dumps(rows["text_b"].head(3).tolist()) + "}"
+    path = tmp_path / "columns.json"
+    path.write_text(text)
+    assert_refused(path, tmp_path, capsys, None, "text_a", "the key 'text_a' appears twice")
+
+
+def test_equal_keys_in_different_objects_load(rows, tmp_path):
+    path = _records_file(rows, tmp_path, "json",
+                         lambda rec: rec[:-1] + ', "meta": {"rater": "r1", "sub": {"rater": "r2"}}}')
+    assert len(load_pairs(path).pairs) == 3
+
+
+# --------------------------------------------------------------------------- compressed twice
+
+
+def test_gzip_inside_gzip_is_named_as_such(rows, tmp_path, capsys):
+    path = tmp_path / "pairs.csv.gz"
+    path.write_bytes(gzip.compress(gzip.compress(rows.to_csv(index=False).encode())))
+    msg = assert_refused(path, tmp_path, capsys, None, None, "the file is compressed twice")
+    assert "gunzip" in msg and "NUL" not in msg and "UTF-16" not in msg
+
+
+@pytest.mark.parametrize(("kind", "what"), [("gzip", "gzip-compressed data"), ("bz2", "bzip2-compressed data"),
+                                            ("xz", "xz-compressed data"), ("zip", "a ZIP archive")])
+def test_compressed_file_under_a_text_name(rows, tmp_path, capsys, kind, what):
+    import bz2
+    import lzma
+    import zipfile
+
+    data = rows.to_csv(index=False).encode()
+    if kind == "zip":
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("pairs.csv", data)
+        blob = buf.getvalue()
+    else:
+        blob = {"gzip": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[kind](data)
+    path = tmp_path / "pairs.csv"
+    path.write_bytes(blob)
+    msg = assert_refused(path, tmp_path, capsys, None, None, f"the file is {what}")
+    assert "not a data file" in msg and "NUL" not in msg
+
+
+def test_csv_whose_header_starts_like_bzip2_magic_loads(rows, tmp_path):
+    df = rows[COLS].rename(columns={"id": "BZh9"})
+    path = tmp_path / "bzh.csv"
+    df.to_csv(path, index=False)
+    assert load_pairs(path).pairs["text_a"].tolist() == rows["text_a"].tolist()
+
+
+# --------------------------------------------------------------------------- TSV: no quoting, text kept exactly
+
+
+QUOTED = ['"quoted from the start', 'ends with a quote"', '"fully quoted"', 'an inch mark: 12" map',
+          '"say ""x"""', '"', '""']
+
+
+def _verbatim_tsv(df: pd.DataFrame) -> str:
+    """TSV as IANA defines it: fields joined by tabs, rows by line ends, nothing quoted or escaped."""
+    assert not df.map(lambda v: "\t" in v or "\n" in v or "\r" in v).any().any()
+    return "\n".join("\t".join(r) for r in [list(df.columns), *df.astype(str).values.tolist()]) + "\n"
+
+
+def _flat(rows: pd.DataFrame) -> pd.DataFrame:
+    df = rows[COLS].copy()
+    for c in ("prompt", "text_a", "text_b"):
+        df[c] = df[c].str.replace(r"\s+", " ", regex=True)
+    return df
+
+
+@pytest.mark.parametrize("column", ["prompt", "text_a", "id"])
+def test_tsv_field_starting_with_a_quote_round_trips(rows, tmp_path, capsys, column):
+    df = _flat(rows)
+    df[column] = [QUOTED[i % len(QUOTED)] + (f" #{i}" if i % 3 == 0 else "") + ("" if column != "id" else f"-{i}")
+                  for i in range(len(df))]
+    path = tmp_path / "quotes.tsv"
+    path.write_text(_verbatim_tsv(df), encoding="utf-8")
+    # the independent reader: pandas told that TSV has no quoting
+    ref = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False)
+    assert ref[column].tolist() == df[column].tolist()
+    res = load_pairs(path)
+    assert res.pairs[column].tolist() == df[column].tolist()
+    for c in ("prompt", "text_a", "text_b"):
+        assert res.pairs[c].tolist() == ref[c].tolist()
+    rc, _, err = audit(path, tmp_path, capsys)
+    assert rc == 0, err
+
+
+def test_tsv_written_with_csv_quoting_is_read_with_it_and_says_so(rows, tmp_path):
+    # pandas' to_csv(sep='\t') quotes a field with a quote in it (doubling the quote): that file
+    # is read with CSV quoting, and the report says so
+    df = _flat(rows)
+    df.loc[4, "prompt"] = 'say "x"'
+    path = tmp_path / "pandas.tsv"
+    df.to_csv(path, sep="\t", index=False)
+    assert '"say ""x"""' in path.read_text()
+    res = load_pairs(path)
+    assert res.pairs["prompt"].tolist() == df["prompt"].tolist()
+    assert any("quotes fields the way CSV does" in w and "row 5, column 'prompt'" in w for w in res.report.warnings)
+
+
+def test_tsv_with_a_line_break_in_an_unquoted_field(rows, tmp_path, capsys):
+    df = _flat(rows)
+    text = _verbatim_tsv(df).replace(df.loc[6, "text_b"], df.loc[6, "text_b"][:10] + "\n" + df.loc[6, "text_b"][10:])
+    path = tmp_path / "broken.tsv"
+    path.write_text(text, encoding="utf-8")
+    msg = assert_refused(path, tmp_path, capsys, 7, None, "this row (line 8) has")
+    assert "TSV has no quoting" in msg

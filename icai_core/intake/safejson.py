@@ -9,6 +9,19 @@ into a string that cannot be encoded as UTF-8 (it fails later, anywhere). `loads
 error path) and leaves `JSONDecodeError` to the caller, which knows what the file was meant to hold.
 Values nested more than `MAX_DEPTH` levels deep are refused the same way, whether or not the
 interpreter could parse them (real preference data nests a few levels: conversations, content parts).
+
+Three things `json.loads` accepts silently are refused too, each with the row, column and position:
+* `NaN`, `Infinity`, `-Infinity`: not JSON (RFC 8259 has no such values; Python's `json.dumps`
+  writes them). Loading them as-is would put a float NaN where the user has a missing value (an id
+  of NaN then reads as "empty", a score as a number that compares false with everything).
+* a number too large for a float (`1e999999`): valid JSON syntax, but `json.loads` turns it into
+  infinity, so the value loaded is not the value written. Strict parsers refuse it too (Rust's
+  serde_json: "number out of range"); the hint says to write such a value as text.
+* a key repeated in one object: RFC 8259 says names SHOULD be unique and that readers then behave
+  unpredictably (Python keeps the last value, others the first or fail), so neither value is chosen
+  for the user.
+Cost: three parser hooks, measured at +8% (floats) and +15% (objects) of `json.loads` time on
+200,000 small records, and +2% on the 6.9 MB vicuna records.
 """
 
 from __future__ import annotations
@@ -22,7 +35,9 @@ from icai_core.intake.errors import DataError
 __all__ = ["loads", "MAX_DEPTH", "first_bad_string"]
 
 MAX_DEPTH = 100  # lists / objects inside each other; deeper is refused
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},:]|-?\d+')
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},:]|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|-?Infinity|NaN')
+_LONG_INT = re.compile(r"-?\d{4301,}")
+_CONSTANTS = ("NaN", "Infinity", "-Infinity")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _FIX = "Export the data again with a JSON library; if a value really holds this content, save it as text"
 
@@ -33,37 +48,50 @@ def _line_col(text: str, offset: int, base_line: int) -> tuple[int, int]:
     return base_line + line, col
 
 
-def _scan(text: str, stop) -> tuple[int, list[str], list[int], list[str | None]] | None:
-    """Walk the structural tokens of `text` until `stop(token, depth)` is true; returns (offset,
+def _key(token: str) -> str:
+    try:
+        return json.loads(token)
+    except (ValueError, RecursionError):
+        return token[1:-1]
+
+
+def _scan(text: str, stop=None, *, repeated_key: bool = False
+          ) -> tuple[int, list[str], list[int], list[str | None]] | None:
+    """Walk the structural tokens of `text` until `stop(token, depth)` is true (or, `repeated_key`,
+    until a key repeats inside one object: the offset is then that key's); returns (offset,
     container kinds, element index per level, last key per level) at that point."""
     kinds: list[str] = []
     index: list[int] = []
     keys: list[str | None] = []
-    pending: str | None = None
+    seen: list[set[str]] = []
+    pending: tuple[int, str] | None = None
     for m in _TOKEN.finditer(text):
         tok = m.group()
-        if stop(tok, len(kinds)):
+        if stop is not None and stop(tok, len(kinds)):
             return m.start(), kinds, index, keys
         c = tok[0]
         if c == '"':
-            pending = tok
+            pending = (m.start(), tok)
             continue
         if c in "[{":
             kinds.append(c)
             index.append(0)
             keys.append(None)
+            seen.append(set())
         elif c in "]}":
             if kinds:
                 kinds.pop()
                 index.pop()
                 keys.pop()
+                seen.pop()
         elif c == "," and kinds:
             index[-1] += 1
         elif c == ":" and kinds and pending is not None:
-            try:
-                keys[-1] = json.loads(pending)
-            except (ValueError, RecursionError):
-                keys[-1] = pending[1:-1]
+            key = _key(pending[1])
+            keys[-1] = key
+            if repeated_key and key in seen[-1]:
+                return pending[0], kinds, index, keys
+            seen[-1].add(key)
         pending = None
     return None
 
@@ -139,21 +167,101 @@ def _too_deep(text: str, file: str, row: int | None, column: str | None, base_li
                      f"{what}, more than {MAX_DEPTH} levels deep at line {line}, column {col})", _FIX)
 
 
+class _Refused(Exception):
+    """Raised by a parser hook (never escapes `loads`): `kind` is 'constant', 'overflow' or 'key'."""
+
+    def __init__(self, kind: str, value: str) -> None:
+        super().__init__(kind, value)
+        self.kind = kind
+        self.value = value
+
+
+def _constant(name: str) -> Any:
+    raise _Refused("constant", name)
+
+
+def _float(literal: str) -> float:
+    value = float(literal)
+    if value - value != 0.0:  # inf (NaN never comes from a literal: that is `_constant`)
+        raise _Refused("overflow", literal)
+    return value
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _Refused("key", k)
+            seen.add(k)
+    return obj
+
+
+def _is_overflow(tok: str) -> bool:
+    if tok[0] not in "-0123456789" or not any(ch in tok for ch in ".eE"):
+        return False
+    value = float(tok)
+    return value - value != 0.0
+
+
+def _short(text: str, n: int = 40) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _refusal(bad: _Refused, text: str, file: str, row: int | None, column: str | None, base_line: int,
+             records: bool) -> DataError:
+    """The DataError for what a hook refused, located by a scan of `text` (error path only)."""
+    if bad.kind == "key":
+        found = _scan(text, repeated_key=True)
+    elif bad.kind == "constant":
+        found = _scan(text, lambda tok, depth: tok in _CONSTANTS)
+    else:
+        found = _scan(text, lambda tok, depth: _is_overflow(tok))
+    at, r, c = "", row, column
+    if found is not None:
+        offset, kinds, index, keys = found
+        line, col = _line_col(text, offset, base_line)
+        at = f" (at line {line}, column {col})"
+        wr, wc = _where(kinds, index, keys, records)
+        r = row if row is not None else wr
+        c = column if column is not None else wc
+    if bad.kind == "key":
+        return DataError(file, r, c,
+                         f"the key {_short(bad.value)!r} appears twice in one JSON object{at}; JSON readers "
+                         "disagree on which of the two values counts, so neither is taken",
+                         "Keep one of the two (remove or rename the other), so that every key in an object "
+                         "is unique")
+    if bad.kind == "constant":
+        return DataError(file, r, c,
+                         f"{bad.value}{at} is not a JSON value: JSON has no NaN or Infinity (Python's "
+                         "json.dumps writes them for a missing or infinite number)",
+                         "Write null for a missing value, or write the value as text in double quotes "
+                         "(Python: json.dumps(..., allow_nan=False) finds them)")
+    return DataError(file, r, c,
+                     f"the number {_short(bad.value)}{at} is too large to be read as a number "
+                     "(it would become infinity)",
+                     "Correct the number, or write it as text in double quotes")
+
+
 def loads(text: str, file: str, *, row: int | None = None, column: str | None = None,
           base_line: int = 1, records: bool = False) -> Any:
-    """`json.loads(text)`, with every non-syntax failure as a DataError.
+    """`json.loads(text)`, with every non-syntax failure (and NaN / Infinity, a number too large
+    for a float, a repeated key: see the module docstring) as a DataError.
 
     `row` / `column`: where `text` sits when it is one cell or one line (JSON Lines: `row` is the line
     number and `records=True`); otherwise they are located inside `text`. `base_line`: the line of
     the file on which `text` starts (for messages)."""
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=_constant, parse_float=_float, object_pairs_hook=_object)
     except json.JSONDecodeError:
         raise
+    except _Refused as bad:
+        raise _refusal(bad, text, file, row, column, base_line, records) from None
     except RecursionError:
         raise _too_deep(text, file, row, column, base_line, records) from None
     except ValueError:  # int_max_str_digits, the only other ValueError json.loads raises
-        found = _scan(text, lambda tok, depth: tok[0] in "-0123456789" and len(tok.lstrip("-")) > 4300)
+        found = _scan(text, lambda tok, depth: _LONG_INT.fullmatch(tok) is not None)
         at, digits = "", "more than 4,300"
         r, c = row, column
         if found is not None:

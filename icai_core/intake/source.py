@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,8 @@ from typing import Any
 from icai_core.intake.errors import SAVE_AS_UTF8, SAVE_AS_UTF8_WEB, DataError, too_large
 
 __all__ = ["FILE_TYPES", "SUPPORTED_FILE_TYPES", "EXTENSIONS", "UPLOAD_EXTENSIONS", "RawFile", "default_max_bytes",
-           "open_source", "resolve_file_type", "decode_text", "bom_length", "allow_csv_fields"]
+           "open_source", "resolve_file_type", "decode_text", "bom_length", "allow_csv_fields",
+           "compressed_kind"]
 
 # file type -> (description, extensions). Everything else about file types is derived from this.
 FILE_TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -160,6 +162,60 @@ def _inflate(raw: bytes, file: str, limit: int) -> bytes:
     return out.getvalue()
 
 
+# Magic numbers of compressed files and archives (the first bytes; none can start UTF-8 text, and
+# Parquet starts with PAR1): what they are, and how to get the data out.
+_COMPRESSED_MAGIC: tuple[tuple[bytes, str, str], ...] = (
+    (b"\x1f\x8b", "gzip-compressed data", "gunzip"),
+    (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx or OpenDocument .ods workbook is one too)", "unzip"),
+    (b"\xfd7zXZ\x00", "xz-compressed data", "unxz"),
+    (b"\x28\xb5\x2f\xfd", "Zstandard-compressed data", "unzstd"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", "7z x"),
+)
+
+
+def compressed_kind(raw: bytes) -> tuple[str, str] | None:
+    """(what, the command that unpacks it) when `raw` starts like a compressed file or archive."""
+    for magic, what, tool in _COMPRESSED_MAGIC:
+        if raw.startswith(magic):
+            return what, tool
+    if raw[:3] == b"BZh" and raw[3:4].isdigit() and raw[4:10] == b"1AY&SY":
+        return "bzip2-compressed data", "bunzip2"
+    return None
+
+
+def _refuse_compressed(raw: bytes, file: str, compressed: bool) -> None:
+    """A compressed file inside the .gz file (compressed twice), or a compressed file under a name
+    that does not say so, is refused with what it is: read as text it would otherwise be reported
+    as "NUL bytes / UTF-16". A second gzip layer is not unpacked: gzip -d, zcat, pandas and pyarrow
+    all take off exactly one layer, and a second one is nearly always an accident (compressed twice,
+    or a download saved with its transfer encoding) that the user should know about."""
+    kind = compressed_kind(raw)
+    if kind is None:
+        return
+    what, tool = kind
+    if compressed:
+        inner = file[: -len(".gz")] if file.lower().endswith(".gz") else "data"
+        if tool == "gunzip":
+            hint = (f"Decompress it twice (gunzip -c '{file}' | gunzip -c > '{inner}') and load the result, "
+                    "or compress the data file only once")
+        else:
+            hint = (f"Decompress it (gunzip), unpack the result ({tool}) and load the data file inside, or "
+                    "compress the data file only once, with gzip")
+        raise DataError(file, None, None,
+                        f"the file is compressed twice: the content of this gzip file is itself {what}, "
+                        "not a data file", hint,
+                        hint_web="Unpack both layers on your computer and upload the data file (or compress it "
+                                 "only once, with gzip)")
+    if tool == "gunzip":
+        hint = "Decompress it (gunzip) and load the result, or give it a name that ends in .gz"
+    elif tool == "unzip":
+        hint = ("Unzip it and load the data file inside; for a spreadsheet, export the sheet as CSV "
+                "(Excel: Save As > 'CSV UTF-8')")
+    else:
+        hint = f"Decompress it ({tool}) and load the data file"
+    raise DataError(file, None, None, f"the file is {what}, not a data file", hint)
+
+
 def open_source(source: Any, *, name: str | None = None, max_bytes: int | None = None) -> RawFile:
     """Read `source` (path, bytes, file-like) into a `RawFile`; DataError for missing, empty, too
     large or broken-gzip files."""
@@ -173,6 +229,8 @@ def open_source(source: Any, *, name: str | None = None, max_bytes: int | None =
     if len(raw) == 0:
         raise DataError(file, None, None, "the file is empty (0 bytes)",
                         "Choose a file that contains a header row and at least one pair")
+    if compressed or ext in EXTENSIONS or ext in SNIFFED_EXTENSIONS:  # other types: resolve_file_type says
+        _refuse_compressed(raw, file, compressed)
     return RawFile(data=raw, name=file, ext=ext, compressed=compressed, limit=limit)
 
 
@@ -260,11 +318,13 @@ def decode_text(raw: bytes, file: str, file_type: str, warnings: list[str] | Non
         offset = exc.start + skip
         line = raw.count(b"\n", 0, offset) + 1
         row = None
-        if file_type in ("csv", "tsv"):
+        if file_type == "csv":
             prefix = raw[skip:offset].decode("utf-8", errors="replace")
             allow_csv_fields(len(prefix) + 1)
-            delim = "\t" if file_type == "tsv" else ","
-            records = [r for r in csv.reader(io.StringIO(prefix, newline=""), delimiter=delim) if r]
+            records = [r for r in csv.reader(io.StringIO(prefix, newline="")) if r]
+            row = len(records) - 1 if len(records) > 1 else None
+        elif file_type == "tsv":  # no quoting: a record is a non-blank line
+            records = [ln for ln in re.split(rb"\r\n|\r|\n", raw[skip:offset]) if ln]
             row = len(records) - 1 if len(records) > 1 else None
         elif file_type == "jsonl":
             row = line

@@ -20,6 +20,7 @@ import gc
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +120,8 @@ def _parse_delimited(raw: bytes, text: str, file: str, file_type: str) -> Table:
         raise DataError(file, None, None, "the file contains only blank space, no header and no rows",
                         "Choose a file that contains a header row and at least one pair")
     allow_csv_fields(len(text) + 1)
+    if file_type == "tsv":
+        return _parse_tsv(raw, text, file)
     if file_type == "csv":
         end = text.find("\n")
         first = text if end < 0 else text[:end]
@@ -132,6 +135,11 @@ def _parse_delimited(raw: bytes, text: str, file: str, file_type: str) -> Table:
                     delimiter = alt
                     warnings.append(f"the file separates columns with {label}, not commas; read it that way")
                     break
+    return _parse_quoted(raw, text, file, delimiter, warnings)
+
+
+def _parse_quoted(raw: bytes, text: str, file: str, delimiter: str, warnings: list[str]) -> Table:
+    """Fields separated by `delimiter`, with RFC-4180 (CSV) quoting: pyarrow, else the csv module."""
     header_warnings: list[str] = []
     fast = _arrow_delimited(raw, text, file, delimiter, header_warnings)
     if fast is not None:
@@ -140,18 +148,27 @@ def _parse_delimited(raw: bytes, text: str, file: str, file_type: str) -> Table:
     # Slow path: Python's csv module, strict, which finds the exact row of any problem.
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     records: list[list[str]] = []
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # millions of new str objects: the cyclic GC only slows this down
-    try:
+    with _no_gc():
         return _delimited_table(text, file, delimiter, reader, records, warnings)
-    finally:
-        if gc_was_enabled:
+
+
+class _no_gc:
+    """Millions of new str objects: the cyclic GC only slows their creation down."""
+
+    def __enter__(self) -> None:
+        self.was = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.was:
             gc.enable()
 
 
-def _arrow_delimited(raw: bytes, text: str, file: str, delimiter: str, warnings: list[str]) -> Table | None:
+def _arrow_delimited(raw: bytes, text: str, file: str, delimiter: str, warnings: list[str], *,
+                     quoted: bool = True) -> Table | None:
     """Fast path: pyarrow's multi-threaded CSV reader, every column as text, nothing read as null.
 
+    `quoted=False`: no quoting at all (a field is the text between two tabs, a row one line: TSV).
     Returns None whenever pyarrow objects to anything (ragged rows, unclosed quotes...); the caller
     then re-reads the text with the csv module, which names the exact row. A row longer than one
     read block is retried once with a block holding the whole file."""
@@ -160,13 +177,16 @@ def _arrow_delimited(raw: bytes, text: str, file: str, delimiter: str, warnings:
         import pyarrow.csv as pacsv
     except ImportError:  # pragma: no cover - pyarrow is a dependency
         return None
-    try:
-        header = next(csv.reader(io.StringIO(text[: 1 << 20], newline=""), delimiter=delimiter, strict=True))
-    except (csv.Error, StopIteration):
-        return None
+    if quoted:
+        try:
+            header = next(csv.reader(io.StringIO(text[: 1 << 20], newline=""), delimiter=delimiter, strict=True))
+        except (csv.Error, StopIteration):
+            return None
+    else:
+        header = _EOL.split(text.lstrip("\r\n"), 1)[0].split(delimiter)
     names = _clean_header(header, file, warnings)  # raises on duplicate names
     view = memoryview(raw)[bom_length(raw):]
-    if not _quotes_look_rfc4180(view, delimiter):
+    if quoted and not _quotes_look_rfc4180(view, delimiter):
         return None
     body = pa.py_buffer(view)
     block = 1 << 24
@@ -175,7 +195,8 @@ def _arrow_delimited(raw: bytes, text: str, file: str, delimiter: str, warnings:
             table = pacsv.read_csv(
                 pa.BufferReader(body),
                 read_options=pacsv.ReadOptions(block_size=block),
-                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=quoted,
+                                                 quote_char='"' if quoted else False),
                 convert_options=pacsv.ConvertOptions(
                     column_types={h: pa.string() for h in header}, strings_can_be_null=False,
                     quoted_strings_can_be_null=False, null_values=[], true_values=[], false_values=[],
@@ -242,6 +263,20 @@ def _delimited_table(text: str, file: str, delimiter: str, reader, records: list
             hint = CSV_QUOTING_HINT
         raise DataError(file, data_row if data_row > 0 else None, None, what, hint) from None
     records = [r for r in records if r]
+
+    def span(pos: int) -> tuple[int, int] | None:
+        spans = _record_lines(text, delimiter, pos + 1)
+        return spans[pos + 1] if len(spans) > pos + 1 else None
+
+    return _records_table(records, file, warnings, span, ragged_kind=("an unquoted separator or a stray quote",
+                                                                        "a missing field or a stray quote"),
+                          hint=CSV_QUOTING_HINT)
+
+
+def _records_table(records: list[list[str]], file: str, warnings: list[str], span, *,
+                   ragged_kind: tuple[str, str], hint: str) -> Table:
+    """Non-blank records (the header first) -> Table; a row with the wrong number of fields is named
+    with its lines (`span(data position)`) and `ragged_kind` (what too many / too few fields suggest)."""
     if not records:
         raise DataError(file, None, None, "the file contains only blank lines, no header and no rows",
                         "Choose a file that contains a header row and at least one pair")
@@ -255,19 +290,113 @@ def _delimited_table(text: str, file: str, delimiter: str, reader, records: list
     bad = np.flatnonzero(lens != ncol)
     if bad.size:
         pos = int(bad[0])
-        spans = _record_lines(text, delimiter, pos + 1)
-        span = spans[pos + 1] if len(spans) > pos + 1 else None
-        where = f" ({_lines_text(span)})" if span else ""
+        where_span = span(pos)
+        where = f" ({_lines_text(where_span)})" if where_span else ""
         n = int(lens[pos])
-        kind = "an unquoted separator or a stray quote" if n > ncol else "a missing field or a stray quote"
+        kind = ragged_kind[0] if n > ncol else ragged_kind[1]
         raise DataError(
             file, pos + 1, None,
             f"this row{where} has {n} fields but the header has {ncol} columns ({kind}?)",
-            CSV_QUOTING_HINT,
+            hint,
         )
     columns = list(zip(*data, strict=True))
     df = pd.DataFrame({h: pd.Series(col, dtype="str") for h, col in zip(header, columns, strict=True)})
     return Table(df=df, warnings=warnings)
+
+
+_EOL = re.compile(r"\r\n|\r|\n")  # the line ends pyarrow and the csv module both accept
+TSV_HINT = ("A TSV field cannot hold a tab or a line break (TSV has no quoting): replace them in that field, "
+            "or save the data as CSV, which can quote them")
+
+
+def _tsv_records(text: str) -> tuple[list[list[str]], list[int]]:
+    """Verbatim TSV: non-blank lines split at every tab, and each one's line number."""
+    records: list[list[str]] = []
+    lines: list[int] = []
+    for n, line in enumerate(_EOL.split(text), start=1):
+        if line:
+            records.append(line.split("\t"))
+            lines.append(n)
+    return records, lines
+
+
+def _tsv_verbatim(raw: bytes, text: str, file: str) -> Table:
+    """IANA text/tab-separated-values: a row is a line, a field the text between tabs, kept exactly
+    (a double quote is an ordinary character). pyarrow when the rows are regular, else Python,
+    which names the first irregular row."""
+    warnings: list[str] = []
+    fast = _arrow_delimited(raw, text, file, "\t", warnings, quoted=False)
+    if fast is not None:
+        fast.warnings = warnings
+        return fast
+    with _no_gc():
+        records, lines = _tsv_records(text)
+        return _records_table(records, file, [], lambda pos: (lines[pos + 1], lines[pos + 1]),
+                              ragged_kind=("a tab inside a field", "a missing field or a line break inside a field"),
+                              hint=TSV_HINT)
+
+
+def _starts_a_field_with_quote(raw: bytes) -> bool:
+    """Whether a double quote opens a field (at the start of the text, a line or after a tab): only
+    there does CSV-style quoting read a quote differently from verbatim TSV."""
+    view = memoryview(raw)[bom_length(raw):]
+    arr = np.frombuffer(view, dtype=np.uint8)
+    q = np.flatnonzero(arr == 0x22)
+    if q.size == 0:
+        return False
+    if q[0] == 0:
+        return True
+    return bool(np.isin(arr[q[q > 0] - 1], np.array([0x09, 0x0A, 0x0D], dtype=np.uint8)).any())
+
+
+def _parse_tsv(raw: bytes, text: str, file: str) -> Table:
+    """A TSV file is read verbatim (IANA: no quoting), so a field such as `"quoted"` or `12" map`
+    loads exactly as written. The one exception is a file evidently written with CSV quoting, as
+    pandas' to_csv(sep='\t'), R's write.table and Excel's 'Text (Tab delimited)' write it: it reads
+    with CSV quoting (strictly) and either the verbatim reading fails (a quoted field holds a tab or
+    a line break), or the quoting escapes a quote (`""` inside a quoted field), or the column names
+    are quoted. That reading is then used and the report says so; when quotes are kept although a
+    CSV reading would have removed them, the report says that too."""
+    if not _starts_a_field_with_quote(raw):
+        return _tsv_verbatim(raw, text, file)  # no quote opens a field: both readings are the same
+    verbatim: Table | None = None
+    failure: DataError | None = None
+    try:
+        verbatim = _tsv_verbatim(raw, text, file)
+    except DataError as exc:
+        failure = exc
+    try:
+        quoted = _parse_quoted(raw, text, file, "\t", [])
+    except DataError:
+        quoted = None
+    if quoted is None:
+        if verbatim is None:
+            raise failure
+        return verbatim
+    note = ("the file quotes fields the way CSV does (as pandas' to_csv(sep='\\t') and Excel write TSV): "
+            "{why}, so it was read with CSV quoting (quotes around a field removed, \"\" read as \"); if the "
+            "quotes are part of the text, save the file without quoting (pandas: quoting=csv.QUOTE_NONE)")
+    if verbatim is None:
+        quoted.warnings.append(note.format(why=f"quoted fields hold line breaks or tabs (without quoting, row "
+                                               f"{failure.row} would have the wrong number of fields)"))
+        return quoted
+    v, q = verbatim.df, quoted.df
+    if v.shape == q.shape:
+        if any(c.startswith('"') for c in verbatim.columns) and verbatim.columns != quoted.columns:
+            quoted.warnings.append(note.format(why="its column names are in double quotes"))
+            return quoted
+        for vc, qc in zip(v.columns, q.columns, strict=True):
+            opens = v[vc].str.startswith('"').to_numpy(dtype=bool)
+            if opens.any() and q[qc][opens].str.contains('"', regex=False).any():
+                row = int(np.flatnonzero(opens & q[qc].str.contains('"', regex=False).to_numpy(dtype=bool))[0])
+                quoted.warnings.append(note.format(
+                    why=f"row {verbatim.row(row)}, column '{vc}' holds a quoted field with a doubled quote (\"\")"))
+                return quoted
+    kept = sum(int(v[c].str.startswith('"').sum()) for c in v.columns)
+    verbatim.warnings.append(
+        f"{kept:,} field{'s start' if kept != 1 else ' starts'} with a double quote, kept exactly as written since "
+        "TSV has no quoting (if the quotes are CSV quoting, save the file as .csv)")
+    return verbatim
 
 
 def _clean_header(header: list[str], file: str, warnings: list[str]) -> list[str]:
