@@ -176,23 +176,79 @@ def test_distinct_pairs_across_chunks_exact():
     assert (no_ties.counts.n_rows, no_ties.counts.n_ties, no_ties.by_annotator["h"].n_distinct) == (5, 0, 3)
 
 
-@needs_data
-@pytest.mark.slow  # ~25 s under load: two spawned processes import the judges
-def test_two_workers_identical_to_one_process(tmp_path):
-    from icai_core.data import load_pairs
-
-    pairs = load_pairs(SHARED_DATA / "prd_vicuna80_human_vs_gpt4.csv").pairs
-    path = tmp_path / "p.parquet"
-    pairs.to_parquet(path, row_group_size=300)
-    one = chunked_principle_stats(path, chunk_rows=250)
-    two = chunked_principle_stats(path, chunk_rows=250, workers=2)
-    assert two.n_chunks == one.n_chunks == 8 and two.annotators == one.annotators
+def _assert_same_counts(one, two):
+    assert two.n_chunks == one.n_chunks and two.annotators == one.annotators
     pd.testing.assert_frame_equal(two.stats, one.stats)
     for name in one.annotators:
         a, b = one.by_annotator[name], two.by_annotator[name]
         assert (a.n_agree.tolist(), a.n_disagree.tolist(), a.n, a.n_ties, a.n_rows) == \
                (b.n_agree.tolist(), b.n_disagree.tolist(), b.n, b.n_ties, b.n_rows)
         assert np.array_equal(a.pair_keys, b.pair_keys)
+
+
+@needs_data
+@pytest.mark.slow  # ~30 s under load: two pools of two spawned processes import the judges
+def test_two_workers_identical_to_one_process(tmp_path):
+    from icai_core.chunked import _parquet_layout
+    from icai_core.data import load_pairs
+
+    pairs = load_pairs(SHARED_DATA / "prd_vicuna80_human_vs_gpt4.csv").pairs
+    path = tmp_path / "p.parquet"
+    pairs.to_parquet(path, row_group_size=300)
+    one = chunked_principle_stats(path, chunk_rows=250)
+    assert one.n_chunks == 8
+    # Parquet with small row groups: the workers read their own rows (units); a DataFrame: the parent
+    # reads and sends each chunk. Both must be exactly the single-process result.
+    assert _parquet_layout(path, 250) is not None and _parquet_layout(pairs, 250) is None
+    _assert_same_counts(one, chunked_principle_stats(path, chunk_rows=250, workers=2))
+    _assert_same_counts(one, chunked_principle_stats(pairs, chunk_rows=250, workers=2))
+
+
+@needs_data
+def test_work_units_read_exactly_the_chunks_of_one_reader(tmp_path):
+    """The rows each worker reads itself (`_plan_units` + `_read_rows`) are, unit after unit, exactly
+    the chunks `iter_pair_chunks` yields: same boundaries (across row groups and files), same texts."""
+    from icai_core.chunked import _as_text_frame, _parquet_layout, _plan_units, _read_rows
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    pairs = pd.read_csv(SHARED_DATA / "arena_llama3_70b_human.csv", keep_default_na=False)
+    pairs.iloc[:1100].to_parquet(folder / "a.parquet", row_group_size=160)  # 160 * 6 + 140
+    pairs.iloc[1100:].to_parquet(folder / "b.parquet", row_group_size=97)
+    for chunk_rows, workers in ((100, 2), (160, 3), (33, 2)):
+        layout = _parquet_layout(folder, chunk_rows)
+        assert layout is not None and layout.n_rows == len(pairs)
+        units = _plan_units(layout, chunk_rows, workers)
+        assert units[0][0] == 0 and units[-1][1] == len(pairs) and len(units) > 2 * workers
+        assert all(u[1] == v[0] and u[0] % chunk_rows == 0 for u, v in zip(units, units[1:], strict=False))
+        got = [_as_text_frame(t) for a, b in units for t in _read_rows(layout, a, b, chunk_rows)]
+        want = list(iter_pair_chunks(folder, chunk_rows))
+        assert [len(c) for c in got] == [len(c) for c in want]
+        for g, w in zip(got, want, strict=True):
+            pd.testing.assert_frame_equal(g, w)
+    assert _parquet_layout(folder, 10) is None  # row groups of 160 rows > 8 chunks of 10: the parent reads
+
+
+def test_bad_labels_in_a_work_unit_name_the_source_rows(tmp_path):
+    """A worker's error names the chunk's rows of the source and survives the trip between processes."""
+    import pickle
+    import threading
+
+    from icai_core.chunked import _W, _ChunkError, _parquet_layout, _worker_init, _worker_unit
+
+    path = tmp_path / "y.parquet"
+    pd.DataFrame({"text_a": ["a"] * 7, "text_b": ["b"] * 7,
+                  "preferred": ["a", "b", "tie", "a", "b", "maybe", "a"]}).to_parquet(path, row_group_size=3)
+    layout = _parquet_layout(path, 2)
+    _worker_init(threading.Event(), None)
+    try:
+        assert _worker_unit(layout, 0, 4, 2, ["longer"], False)[0] == 2
+        with pytest.raises(_ChunkError) as err:
+            _worker_unit(layout, 4, 7, 2, ["longer"], False)
+    finally:
+        _W.clear()
+    back = pickle.loads(pickle.dumps(err.value))
+    assert (back.first_row, back.n_rows) == (4, 2) and "'maybe'" in back.message
 
 
 @needs_data
@@ -203,7 +259,8 @@ def test_cancel_within_two_seconds(tmp_path, workers):
     from icai_core.jobs import Cancelled, CancelToken
 
     path = tmp_path / "p.parquet"
-    pd.read_csv(SHARED_DATA / "arena_llama3_70b_human.csv", keep_default_na=False).to_parquet(path)
+    # Row groups of 400 rows: with 2 workers they read their own rows (the path Parquet files take).
+    pd.read_csv(SHARED_DATA / "arena_llama3_70b_human.csv", keep_default_na=False).to_parquet(path, row_group_size=400)
     token, when = CancelToken(), {}
 
     def progress(done, total, msg):
