@@ -140,7 +140,7 @@ def measure(file: Path, port: int, every: float, home: Path, timeout_s: float, s
                     t = time.perf_counter() - t_click
                     if text:
                         samples.append({"t_s": round(t, 2), "value": value, "text": text,
-                                        "estimate_s": parse_left(text)})
+                                        "estimate_s": parse_left(text), "stall_note": "has run" in text})
                         print(f"  t={t:7.1f} s  {100 * (value or 0):5.1f}%  {text[:110]}", flush=True)
                         if shots is not None and len(samples) == 2:
                             shots.mkdir(parents=True, exist_ok=True)

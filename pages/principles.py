@@ -351,9 +351,9 @@ W.stats_table(stats, audit.constitution.keys, audit.principles, key="principles_
 if effects is not None:
     failed = stats[~stats["effect_status"].isin(["ok"])]
     if len(failed):
-        st.caption(f"No length-controlled effect for {len(failed)} of {len(stats)} principles (empty cells): "
-                   "the length covariate itself, principles that never vote on a decided pair, or whose votes "
-                   "agree with every choice they touch (separation; see summary.json for each message).")
+        st.caption(f"No length-controlled effect for {len(failed)} of {len(stats)} principles ('—', with the "
+                   "reason): the length covariate itself, principles that never vote on a decided pair, or whose "
+                   "votes agree with every choice they touch (separation; summary.json has each message).")
 
 tab_bar, tab_scatter = st.tabs(["Strength", "Relevance vs accuracy"])
 with tab_bar:

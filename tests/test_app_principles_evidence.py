@@ -14,6 +14,7 @@ it through AppTest.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,13 @@ def _page(ds, result):
     assert_ok(at)
     table = next(d.value for d in at.dataframe if "rewarded principle" in d.value.columns)
     return at, table
+
+
+def _labels(at) -> dict[str, str]:
+    """Column -> the header shown on screen (the column config's label, else the column name)."""
+    el = next(d for d in at.dataframe if "rewarded principle" in d.value.columns)
+    cfg = json.loads(el.proto.columns)
+    return {c: (cfg.get(c) or {}).get("label") or c for c in el.value.columns}
 
 
 def _ci(text: str) -> tuple[float, float]:
@@ -119,6 +127,11 @@ def test_table_and_headline_show_the_clustered_evidence(run):
     # the proxy flags are summary.json's (= the report's "proxy for length" sentence)
     assert set(table.loc[table["length proxy"], "key"]) == {p["key"] for p in doc if p["proxy_for_length"]}
     assert any("clustered by prompt (140 prompts" in c.value for c in at.caption)
+    labels = _labels(at)
+    assert labels["strength 95% CI"] == "95% CI (clustered)" and labels["q-value"] == "q (clustered)"
+    # the inference columns come before relevance / accuracy (on screen at 1280 px)
+    cols = list(table.columns)
+    assert cols.index("length proxy") < cols.index("relevance")
 
 
 def test_length_controlled_effect_matches_a_statsmodels_logit(run):
@@ -146,9 +159,13 @@ def test_length_controlled_effect_matches_a_statsmodels_logit(run):
         assert r["length-controlled effect"] == pytest.approx(sign * b, abs=2e-3), r["key"]
         lo, hi = _ci(r["effect 95% CI"])
         assert (lo, hi) == pytest.approx(tuple(sorted((sign * (b - Z * se), sign * (b + Z * se)))), abs=0.02)
+        shown = r["controlled effect [95% CI]"]  # the one column the page shows for the effect
+        assert shown.endswith(r["effect 95% CI"]) and float(shown.split(" [")[0]) == pytest.approx(sign * b, abs=6e-3)
         n_ok += 1
     assert n_ok >= 15
-    assert pd.isna(table.set_index("key").loc["longer", "length-controlled effect"])  # the covariate itself
+    longer = table.set_index("key").loc["longer"]  # the covariate itself
+    assert pd.isna(longer["length-controlled effect"])
+    assert longer["controlled effect [95% CI]"] == "— (length itself)"
 
 
 def test_without_evidence_the_page_says_so_and_labels_the_binomial_columns(run):
@@ -165,6 +182,13 @@ def test_without_evidence_the_page_says_so_and_labels_the_binomial_columns(run):
     b = result.stats.set_index("key")
     for _, r in table.head(5).iterrows():
         assert r["q-value"] == pytest.approx(b.loc[r["key"], "q_value"], rel=1e-9)
-    labels = W.column_labels(W.BINOMIAL)
-    assert labels["strength 95% CI"] == "strength 95% CI (binomial, not clustered)"
-    assert labels["q-value"] == "q-value (binomial, not clustered)"
+    labels = _labels(at)
+    assert labels["strength 95% CI"] == "95% CI (binomial, not clustered)"
+    assert labels["q-value"] == "q (binomial, not clustered)"
+    assert labels["accuracy 95% CI"] == "accuracy CI (binomial, not clustered)"
+
+
+def test_an_interval_end_that_rounds_to_zero_has_no_minus_sign():
+    assert W._ci(pd.Series([-0.0001, -0.0012]), pd.Series([0.27, -0.0004]), "+.3f") == [
+        "[+0.000, +0.270]", "[-0.001, +0.000]"]
+    assert W._ci(pd.Series([-0.00001]), pd.Series([0.5]), ".1%") == ["[0.0%, 50.0%]"]

@@ -46,9 +46,17 @@ def stats_column_config() -> dict:
     }
 
 
+def _fmt(x: float, fmt: str) -> str:
+    """`format(x, fmt)` without a minus sign on a value that rounds to zero ("-0.000" reads as a sign)."""
+    out = format(x, fmt)
+    if out.startswith("-") and not any(ch in "123456789" for ch in out):
+        out = ("+" if fmt.startswith("+") else "") + out[1:]
+    return out
+
+
 def _ci(lo: pd.Series, hi: pd.Series, fmt: str) -> list[str]:
     return [
-        "" if pd.isna(a) or pd.isna(b) else f"[{format(a, fmt)}, {format(b, fmt)}]"
+        "" if pd.isna(a) or pd.isna(b) else f"[{_fmt(a, fmt)}, {_fmt(b, fmt)}]"
         for a, b in zip(lo, hi, strict=True)
     ]
 
@@ -109,7 +117,7 @@ def stats_view(stats: pd.DataFrame, selected: Iterable[str] = (), principles: pd
     like the strength) with its *length proxy* flag. The column names stay the same either way (other
     pages and tests read them); `stats_table` labels the columns with the inference (`column_labels`)
     and ``attrs["inference"]`` of the returned frame says which one it is."""
-    from icai_core.figures import rewarded_view
+    from icai_core.figures import rewarded_view, short_wording
 
     clustered = stats.attrs.get("inference") == CLUSTERED
     tag = CLUSTERED if clustered else BINOMIAL
@@ -119,30 +127,34 @@ def stats_view(stats: pd.DataFrame, selected: Iterable[str] = (), principles: pd
     acc = s["reward_accuracy"] if "reward_accuracy" in s else s.get("accuracy")
     acc_lo = s.get("reward_accuracy_ci_low", s.get("accuracy_ci_low"))
     acc_hi = s.get("reward_accuracy_ci_high", s.get("accuracy_ci_high"))
+    # the inference columns come first, so they are on screen at 1280 px without scrolling sideways
     cols: dict[str, Any] = {
+        "principle": [short_wording(w) for w in s["wording"]],
         "rewarded principle": s["wording"],
         "strength": s["reward"],
         "strength 95% CI": _ci(s["reward_ci_low"], s["reward_ci_high"], "+.3f"),
-        "relevance": s["relevance"],
-        "accuracy": acc,
+        "q-value": s["q_value"],
+        "significant": s["significant"].astype(bool),
     }
+    if clustered:
+        sign = np.where(s["reversed"].astype(bool), -1.0, 1.0)
+        lo, hi = sign * s["effect_ci_low"], sign * s["effect_ci_high"]
+        eff = sign * s["effect"]
+        ci = _ci(pd.Series(np.fmin(lo, hi)), pd.Series(np.fmax(lo, hi)), "+.2f")
+        cols.update({
+            "controlled effect [95% CI]": [
+                f"{_fmt(e, '+.2f')} {c}" if pd.notna(e) else _no_fit(st_, m)
+                for e, c, st_, m in zip(eff, ci, s["effect_status"], s["effect_message"], strict=True)],
+            "length proxy": s["proxy_for_length"].astype(bool),
+            "q (controlled)": s["effect_q"],
+            "length-controlled effect": eff,
+            "effect 95% CI": ci,
+        })
+    cols.update({"relevance": s["relevance"], "accuracy": acc})
     if not clustered:
         cols["accuracy 95% CI"] = _ci(acc_lo, acc_hi, ".1%") if acc_lo is not None else ""
     cols.update({
         "n relevant": s["n_relevant"],
-        "q-value": s["q_value"],
-        "significant": s["significant"].astype(bool),
-    })
-    if clustered:
-        sign = np.where(s["reversed"].astype(bool), -1.0, 1.0)
-        lo, hi = sign * s["effect_ci_low"], sign * s["effect_ci_high"]
-        cols.update({
-            "length-controlled effect": sign * s["effect"],
-            "effect 95% CI": _ci(pd.Series(np.fmin(lo, hi)), pd.Series(np.fmax(lo, hi)), "+.2f"),
-            "q (controlled)": s["effect_q"],
-            "length proxy": s["proxy_for_length"].astype(bool),
-        })
-    cols.update({
         "in constitution": s["key"].isin(set(selected)),
         "opposite wording": s["reversed"].astype(bool),
         "family": s["family"] if "family" in s else "",
@@ -153,10 +165,32 @@ def stats_view(stats: pd.DataFrame, selected: Iterable[str] = (), principles: pd
     return out
 
 
+def _no_fit(status: Any, message: Any) -> str:
+    """Why a principle has no length-controlled effect, in two or three words (the full sentence is in
+    summary.json)."""
+    msg = str(message or "")
+    if status == "is_covariate":
+        return "— (length itself)"
+    if "never votes" in msg:
+        return "— (never votes)"
+    if "separation" in msg:
+        return "— (separates the choices)"
+    return "— (no fit)"
+
+
+# Shown by `stats_table`; the numeric effect and its CI stay in the frame (tests, exports) but are shown
+# once, as the one text column "controlled effect [95% CI]", so the table fits 1280 px.
+# Likewise the full wording ("Select the response that ...") is in the frame, and the table shows the part
+# after "Select the response that" (`figures.short_wording`), which is what tells the principles apart.
+_HIDDEN = ("rewarded principle", "length-controlled effect", "effect 95% CI")
+
+
 def column_labels(inference: str) -> dict[str, str]:
     """The displayed names of the columns whose numbers depend on the inference (`CLUSTERED` or
     `BINOMIAL`): the interval and the q-value say which one made them, on screen."""
-    return {c: f"{c} ({inference})" for c in ("strength 95% CI", "accuracy 95% CI", "q-value")}
+    short = "clustered" if inference == CLUSTERED else inference
+    return {"strength 95% CI": f"95% CI ({short})", "accuracy 95% CI": f"accuracy CI ({short})",
+            "q-value": f"q ({short})"}
 
 
 def stats_table(
@@ -165,26 +199,38 @@ def stats_table(
     view = stats_view(stats, selected, principles)
     label = column_labels(view.attrs["inference"])
     cfg = stats_column_config()
+    clustered = view.attrs["inference"] == CLUSTERED
+    how = ("the strength's test clustered by prompt (cluster-robust Wald)" if clustered else
+           "the binomial sign test per row, not clustered by prompt")
     cfg["q-value"] = st.column_config.NumberColumn(
-        label["q-value"], format="%.2g", help="Benjamini-Hochberg over the principles; *significant* = q < α.")
-    cfg["rewarded principle"] = st.column_config.TextColumn(
-        width="large", help="Worded in the direction the annotator rewards (strength ≥ 0 for this wording).")
-    cfg["strength"] = st.column_config.NumberColumn(format="%+.3f", width="small")
-    cfg["strength 95% CI"] = st.column_config.TextColumn(label["strength 95% CI"], width="medium")
+        label["q-value"], format="%.2g", width=88,
+        help=f"Benjamini-Hochberg over the principles, from {how}; *significant* = q < α.")
+    cfg["principle"] = st.column_config.TextColumn(
+        "rewarded principle", width=220, pinned=True,
+        help="Select the response that … : worded in the direction the annotator rewards (strength ≥ 0 for "
+        "this wording). Click a cell for the whole text.")
+    cfg["strength"] = st.column_config.NumberColumn(format="%+.3f", width=65)
+    cfg["strength 95% CI"] = st.column_config.TextColumn(
+        label["strength 95% CI"], width=130 if clustered else 230,
+        help=f"95% CI of the strength, {'clustered by prompt' if clustered else 'binomial, NOT clustered'}.")
     cfg["accuracy 95% CI"] = st.column_config.TextColumn(label["accuracy 95% CI"], width="medium")
     cfg["n relevant"] = st.column_config.NumberColumn(format="%d", width="small")
     cfg["opposite wording"] = st.column_config.CheckboxColumn(
         help="The library states this principle the other way round; the annotator rewards the opposite.")
-    cfg["length-controlled effect"] = st.column_config.NumberColumn(
-        format="%+.2f", help="Logistic coefficient of the principle's vote with the length difference as "
-        "covariate (log-odds; CI clustered by prompt), for the wording shown. Empty: no fit (the principle "
-        "is the length covariate itself, never votes, or separates the choices).")
-    cfg["effect 95% CI"] = st.column_config.TextColumn(width="medium")
-    cfg["q (controlled)"] = st.column_config.NumberColumn(format="%.2g")
+    cfg["significant"] = st.column_config.CheckboxColumn(width=72)
+    cfg["controlled effect [95% CI]"] = st.column_config.TextColumn(
+        "length-controlled", width=150,
+        help="Length-controlled effect: the logistic coefficient of the principle's vote with the length "
+        "difference as covariate (log-odds, 95% CI clustered by prompt), for the wording shown. '—': no fit "
+        "(the length covariate itself, a principle that never votes, or one whose votes separate the "
+        "choices).")
+    cfg["q (controlled)"] = st.column_config.NumberColumn(format="%.2g", width=100)
     cfg["length proxy"] = st.column_config.CheckboxColumn(
+        width=85,
         help="Significant alone but not once length is controlled: largely a proxy for length (as in the "
         "report).")
-    st.dataframe(view, hide_index=True, width="stretch", column_config=cfg, **kw)
+    order = [c for c in view.columns if c not in _HIDDEN]
+    st.dataframe(view, hide_index=True, width="stretch", column_config=cfg, column_order=order, **kw)
 
 
 # --------------------------------------------------------------------------- pairs
