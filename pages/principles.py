@@ -331,13 +331,14 @@ st.caption(
 st.subheader("Principle table")
 if effects is not None:
     n_proxy = int(stats["proxy_for_length"].sum())
+    proxies = ("*length proxy* marks a principle significant alone but not once length is controlled "
+               f"({'none here' if n_proxy == 0 else f'{n_proxy} here'})")
     st.caption(
         F.SIGN_RULE + f" Strength CIs and q-values are clustered by prompt ({_n_prompts(effects)} prompts: "
         "judgements of one prompt are not independent), as in the report and summary.json; *significant* = "
         f"Benjamini-Hochberg q < {alpha:g}. The *length-controlled effect* is the logistic coefficient of the "
-        "principle's vote with the length difference as covariate (log-odds, same sign rule); *length proxy* "
-        f"marks the {n_proxy} principle{'s' if n_proxy != 1 else ''} significant alone but not once length "
-        "is controlled. Accuracy is shown without a CI (a binomial one would assume independent rows)."
+        f"principle's vote with the length difference as covariate (log-odds, same sign rule); {proxies}. "
+        "Accuracy is shown without a CI (a binomial one would assume independent rows)."
     )
 else:
     st.warning(
