@@ -25,6 +25,7 @@ Word lists live in `icai_core/lexicons/*.txt`; each file's header says where it 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -149,6 +150,33 @@ def _phrase_pattern(name: str) -> str:
     if tail_punct:
         parts.append(f"(?:^|{_NOT_WORD}){_trie(tail_punct)}")
     return "|".join(parts)
+
+
+# The lexicons matched as phrases (`_phrase_pattern`), in the order of their bit in `_Measure._phrase_candidates`.
+_PHRASE_LEXICONS = ("hedges", "certainty", "refusal", "apology", "ai_identity", "disclaimer", "offer_help",
+                    "politeness", "examples", "summary")
+
+
+@cache
+def _phrase_pieces(name: str) -> tuple[tuple[str, ...], ...] | None:
+    """Per phrase of lexicon `name`, the word tokens (`_tokenize`) its words become in any text where
+    `_phrase_pattern(name)` matches it: its maximal runs of [a-z0-9'] with the apostrophes at their
+    edges trimmed. None (no prefilter) when a phrase has a non-ASCII or capital letter (not covered).
+
+    Why a text that matches a phrase has these tokens: inside the phrase each run is bounded by
+    whitespace or punctuation, which also end a token, so the run is one whole token. The first and
+    last runs are bounded by the pattern's boundary `[^a-zA-Z0-9_']`, which still lets a non-ASCII
+    letter, mark or digit glue on (e.g. "\u00e9sorry"): such a token is non-ASCII and contains the run
+    (`_Measure._phrase_candidates` accepts those too)."""
+    out = []
+    for phrase in load_lexicon(name):
+        if not phrase.isascii() or phrase != phrase.lower():  # every other ASCII character ends a token
+            return None
+        pieces = tuple(p for p in (r.strip("'") for r in re.findall(r"[a-z0-9']+", phrase)) if p)
+        if not pieces:
+            return None
+        out.append(pieces)
+    return tuple(out)
 
 
 # Markdown / layout patterns. Line-start patterns begin with "\n" and run on "\n" + text (RE2 is
@@ -550,26 +578,39 @@ def _tokenize(texts: pd.Series | pa.Array) -> tuple[np.ndarray, pa.Array]:
     starts = np.unique(offsets[:-1][offsets[:-1] < len(buf)])
     first, last = _runs(word, starts)
     del word
-    # Trim apostrophes at the edges: a few steps cover real text; a long run of apostrophes is
-    # trimmed in one go from the apostrophe runs.
-    for _ in range(4):
-        lead_a = buf[first] == _APOSTROPHE
-        trail_a = buf[last] == _APOSTROPHE
-        edge = lead_a | trail_a
-        if not edge.any():
-            break
-        first = first + lead_a
-        last = last - trail_a
-        keep = first <= last
-        first, last = first[keep], last[keep]
-    else:
-        apos = buf == _APOSTROPHE
-        a_first, a_last = _runs(apos, starts)
-        lead_a, trail_a = apos[first], apos[last]
-        first[lead_a] = a_last[np.searchsorted(a_first, first[lead_a], side="right") - 1] + 1
-        last[trail_a] = a_first[np.searchsorted(a_last, last[trail_a])] - 1
-        keep = first <= last
-        first, last = first[keep], last[keep]
+    # Trim apostrophes at the edges, on the few runs that have one (a mask over all runs is a pass
+    # over millions of them): a few steps cover real text; what is left after them (a long run of
+    # apostrophes) is trimmed in one go from the apostrophe runs.
+    edge = np.flatnonzero((buf[first] == _APOSTROPHE) | (buf[last] == _APOSTROPHE))
+    if len(edge):
+        lo, hi = first[edge], last[edge]
+        todo = np.arange(len(edge))
+        for _ in range(4):
+            lead_a = buf[lo[todo]] == _APOSTROPHE
+            trail_a = buf[hi[todo]] == _APOSTROPHE
+            moved = lead_a | trail_a
+            todo, lead_a, trail_a = todo[moved], lead_a[moved], trail_a[moved]
+            if not len(todo):
+                break
+            lo[todo] += lead_a
+            hi[todo] -= trail_a
+            todo = todo[lo[todo] <= hi[todo]]  # an emptied run is dropped below
+        else:
+            if len(todo):
+                apos = buf == _APOSTROPHE
+                a_first, a_last = _runs(apos, starts)
+                ft, lt = lo[todo], hi[todo]
+                lead_a, trail_a = apos[ft], apos[lt]
+                del apos
+                ft[lead_a] = a_last[np.searchsorted(a_first, ft[lead_a], side="right") - 1] + 1
+                lt[trail_a] = a_first[np.searchsorted(a_last, lt[trail_a])] - 1
+                lo[todo], hi[todo] = ft, lt
+        first[edge], last[edge] = lo, hi
+        empty = edge[lo > hi]
+        if len(empty):
+            keep = np.ones(len(first), dtype=bool)
+            keep[empty] = False
+            first, last = first[keep], last[keep]
     # Tokens and the gaps between them as one string array over the same bytes; keep the tokens.
     k = len(first)
     small = first.dtype == np.int32  # 32-bit offsets (Arrow "string") unless the text is over 2 GB
@@ -762,6 +803,7 @@ class _Measure:
         self._pair: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._memo: dict[str, object] = {}
         self._line_counts: dict[str, np.ndarray] = {}
+        self._phrase_cands: dict[str, np.ndarray] = {}  # per text, a bool per phrase lexicon (tiny)
 
     # ---- shared intermediate results -----------------------------------------------------
     def _get(self, name: str, fn):
@@ -842,6 +884,52 @@ class _Measure:
             out[mask] = fn(texts[mask]).to_numpy(dtype=np.float64)
         return out
 
+    def phrases(self, name: str, count: bool = False) -> np.ndarray:
+        """Per text, matches (`count`) or presence (1.0/0.0) of `_phrase_pattern(name)` in the lowercased
+        text, as `count`/`contains` give them; the regex runs only on the texts that have the tokens
+        a match needs (`_phrase_candidates`), when the tokens are at hand."""
+        pat = _phrase_pattern(name)
+        fn = (lambda t: t.str.count(pat)) if count else (lambda t: t.str.contains(pat))
+        cand = self._phrase_candidates().get(name)
+        if cand is None or cand.mean() > 0.9:  # not worth a copy of the candidate texts
+            return fn(self.low).to_numpy(dtype=np.float64)
+        return self.only(cand, self.low, fn)
+
+    def _phrase_candidates(self) -> dict[str, np.ndarray]:
+        """Per phrase lexicon, per text: False where no phrase of it can match (a necessary condition
+        from the tokens, `_phrase_pieces`: for each phrase, its least frequent piece is a token of
+        the text, or lies inside a non-ASCII token). Computed once, for all lexicons in one pass over
+        the tokens, and only when the tokens are already computed (they are in a full run: a subset
+        of judges that does not need them gets no prefilter, and the same values)."""
+        if self._phrase_cands or "tokens" not in self._memo:
+            return self._phrase_cands
+        doc, ids, vocab = self._memo["tokens"]
+        names = [k for k in _PHRASE_LEXICONS if _phrase_pieces(k) is not None]
+        if not names or not len(ids):
+            return self._phrase_cands
+        freq = np.bincount(ids, minlength=len(vocab))
+        words = sorted({p for k in names for phrase in _phrase_pieces(k) for p in phrase})
+        where = pc.index_in(pa.array(words, type=vocab.type), value_set=vocab)
+        vid = dict(zip(words, pc.fill_null(where, -1).to_numpy(zero_copy_only=False).tolist(), strict=True))
+        bits = np.zeros(len(vocab), dtype=np.uint32)
+        non_ascii = np.flatnonzero(~pc.string_is_ascii(vocab).to_numpy(zero_copy_only=False))
+        non_ascii_vocab = vocab.take(pa.array(non_ascii))
+        for k, name in enumerate(names):
+            chosen = {min(phrase, key=lambda p: freq[vid[p]] if vid[p] >= 0 else 0) for phrase in _phrase_pieces(name)}
+            bits[[vid[p] for p in chosen if vid[p] >= 0]] |= np.uint32(1 << k)
+            if len(non_ascii):
+                inside = pc.match_substring_regex(non_ascii_vocab, "|".join(sorted(chosen)))
+                bits[non_ascii[inside.to_numpy(zero_copy_only=False)]] |= np.uint32(1 << k)
+        per_token = bits[ids]
+        hit = np.flatnonzero(per_token)
+        per_doc = np.zeros(len(self.raw), dtype=np.uint32)
+        if len(hit):
+            d, b = doc[hit], per_token[hit]
+            first = np.flatnonzero(np.diff(d, prepend=-1))  # tokens are in text order
+            per_doc[d[first]] = np.bitwise_or.reduceat(b, first)
+        self._phrase_cands = {name: (per_doc & np.uint32(1 << k)) > 0 for k, name in enumerate(names)}
+        return self._phrase_cands
+
     def contains(self, pat: str, lower: bool = True, regex: bool = True) -> np.ndarray:
         s = self.low if lower else self.norm
         return s.str.contains(pat, regex=regex).to_numpy(dtype=np.float64)
@@ -907,22 +995,22 @@ class _Measure:
         return ((steps >= 2) | announced | sequenced).astype(np.float64)
 
     def _f_hedge_rate(self):
-        return _rate(self.count(_phrase_pattern("hedges")), self.text("n_words"))
+        return _rate(self.phrases("hedges", count=True), self.text("n_words"))
 
     def _f_certainty_rate(self):
-        return _rate(self.count(_phrase_pattern("certainty")), self.text("n_words"))
+        return _rate(self.phrases("certainty", count=True), self.text("n_words"))
 
     def _f_refuses(self):
-        return self.contains(_phrase_pattern("refusal"))
+        return self.phrases("refusal")
 
     def _f_apologises(self):
-        return self.contains(_phrase_pattern("apology"))
+        return self.phrases("apology")
 
     def _f_mentions_ai(self):
-        return self.contains(_phrase_pattern("ai_identity"))
+        return self.phrases("ai_identity")
 
     def _f_has_disclaimer(self):
-        return self.contains(_phrase_pattern("disclaimer"))
+        return self.phrases("disclaimer")
 
     def _f_asks_question(self):
         has_q = _literal_any(self.low, "?")
@@ -934,10 +1022,10 @@ class _Measure:
         return out
 
     def _f_offers_help(self):
-        return self.contains(_phrase_pattern("offer_help"))
+        return self.phrases("offer_help")
 
     def _f_n_polite(self):
-        return self.count(_phrase_pattern("politeness"))
+        return self.phrases("politeness", count=True)
 
     def _f_n_exclamations(self):
         return _literal_count(self.norm, "!\uff01")  # = count("[!\uff01]")
@@ -952,10 +1040,10 @@ class _Measure:
         return self.contains(_LINK_OR_CITATION, lower=False)
 
     def _f_gives_examples(self):
-        return self.contains(_phrase_pattern("examples"))
+        return self.phrases("examples")
 
     def _f_has_summary(self):
-        return self.contains(_phrase_pattern("summary"))
+        return self.phrases("summary")
 
     def _f_long_word_share(self):
         # Among purely alphabetic ASCII tokens, the share with 10+ letters.

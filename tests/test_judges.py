@@ -665,3 +665,83 @@ def test_literal_kernels_equal_the_regex(all_shared_texts, kernel, regex, kind):
         got = kernel(texts)
         np.testing.assert_array_equal(got, want)
         assert 0 < (want > 0).sum() < len(texts)  # both outcomes occur: the check can fail
+
+
+def _hostile_phrase_texts(seed: int, n: int) -> list[str]:
+    """Lexicon phrases glued to what the phrase boundary lets through (non-ASCII letters, marks and
+    digits, underscores, apostrophes, curly apostrophes), with other whitespace, capitals, and
+    phrases cut short, so that a prefilter that assumed clean word boundaries would miss matches."""
+    rng = np.random.default_rng(seed)
+    phrases = [p for name in judges._PHRASE_LEXICONS for p in judges.load_lexicon(name)]
+    glue = ["", "", " ", "\u00e9", "\u4e2d", "\u0301", "\u0663", "_", "'", "''", "\u2019", "x", "1", "-", "\n",
+            "\u0130", "\u212a", "\U0001f600", ".", "\u00a0"]
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(int(rng.integers(1, 5))):
+            p = str(rng.choice(phrases))
+            r = rng.random()
+            if r < 0.15:
+                p = p.upper()
+            elif r < 0.3:
+                p = p.replace(" ", str(rng.choice(["\t", "\n", "  ", " \r\n"])))
+            elif r < 0.4:
+                p = p[: max(1, len(p) - 2)]
+            elif r < 0.5:
+                p = p.replace("'", "\u2019")
+            parts.append(str(rng.choice(glue)) + p + str(rng.choice(glue)))
+        out.append(str(rng.choice(glue)).join(parts))
+    return out
+
+
+def test_phrase_prefilter_never_drops_a_match(all_shared_texts):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    texts = pd.concat([all_shared_texts, pd.Series(_hostile_phrase_texts(seed=3, n=6_000), dtype="str")],
+                      ignore_index=True)
+    m = judges._Measure(pd.DataFrame({"prompt": "", "text_a": texts, "text_b": texts}))
+    assert m.tokens is not None
+    cands = m._phrase_candidates()
+    assert set(cands) == set(judges._PHRASE_LEXICONS)
+    low = pa.array(m.low)
+    pruned = 0
+    for name in judges._PHRASE_LEXICONS:
+        pattern = judges._phrase_pattern(name).replace("\\Z", "\\z")  # pyarrow's spelling (pandas translates)
+        want = pc.count_substring_regex(low, pattern).to_numpy(zero_copy_only=False)
+        assert not ((want > 0) & ~cands[name]).any(), name
+        pruned += int((~cands[name]).sum())
+        for count in (True, False):  # the prefiltered values equal the regex on every text
+            np.testing.assert_array_equal(m.phrases(name, count=count), want if count else (want > 0), err_msg=name)
+    assert pruned > len(texts)  # the prefilter does skip texts
+
+
+def test_phrase_prefilter_counts_glued_non_ascii_letters():
+    # "\u00e9sorry" matches the apology pattern (the boundary is ASCII-only) although its token is not
+    # "sorry"; the candidate test must keep it.
+    texts = pd.Series(["\u00e9sorry", "sorry\u4e2d", "x sorry", "xsorry", "no apology here"], dtype="str")
+    m = judges._Measure(pd.DataFrame({"text_a": texts, "text_b": texts}))
+    assert m.tokens is not None
+    np.testing.assert_array_equal(m.phrases("apology"), [1.0, 1.0, 1.0, 0.0, 0.0])
+    assert not m._phrase_candidates()["apology"][4]
+
+
+def test_tokenize_equals_the_regex_split_and_trim():
+    # The definition `_tokenize` implements: split on `_TOKEN_SEPARATOR` (RE2), trim "'" at the edges,
+    # drop what is left empty; on generated strings dense in apostrophes (runs of every length at the
+    # edges of tokens and of texts), marks, non-Latin letters and digits.
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rng = np.random.default_rng(11)
+    alphabet = ["'", "'", "'", "a", "B", " ", "\u00e9", "\u4e2d", "-", "\n", "1", "\u0301", "\u0663", "_", "\U0001f600"]
+    texts = ["".join(rng.choice(alphabet, size=int(rng.integers(0, 40)))) for _ in range(5_000)]
+    texts += ["'" * 50 + "a" + "'" * 30, "'''", "a'''''''''b", "''''''x", "", "x''''''", "'a'", "' '"]
+    doc, tok = judges._tokenize(pd.Series(texts, dtype="str"))
+    split = pc.split_pattern_regex(pa.array(texts), judges._TOKEN_SEPARATOR).to_pylist()
+    want = [[t.strip("'") for t in row if t.strip("'")] for row in split]
+    got: list[list[str]] = [[] for _ in texts]
+    for d, t in zip(doc.tolist(), tok.to_pylist(), strict=True):
+        got[d].append(t)
+    assert got == want
+    assert sum(map(len, want)) > 10_000
