@@ -13,7 +13,9 @@ sample's estimate is compared with it:
     rel_error = (estimate - actual remaining) / actual remaining
 
 Prints one line per sample, the median and max |rel_error| (samples with an estimate), the share of
-samples within 30 %, and one JSON line (prefix ``JSON``) with everything. Timestamps are taken here,
+samples within 30 %, how many samples said "time left unknown" (the app withdraws an estimate once the
+current step has run past it, `ui.jobs.BackgroundJob.message`; those samples have no estimate and are
+not in the error figures), and one JSON line (prefix ``JSON``) with everything. Timestamps are taken here,
 in the driver, after each read: the estimate a sample shows may be up to one page poll (2 s) old,
 which counts against it. It is a measurement, not a test; the machine's load changes the numbers.
 """
@@ -140,7 +142,8 @@ def measure(file: Path, port: int, every: float, home: Path, timeout_s: float, s
                     t = time.perf_counter() - t_click
                     if text:
                         samples.append({"t_s": round(t, 2), "value": value, "text": text,
-                                        "estimate_s": parse_left(text), "stall_note": "has run" in text})
+                                        "estimate_s": parse_left(text), "stall_note": "has run" in text,
+                                        "withdrawn": "time left unknown" in text})
                         print(f"  t={t:7.1f} s  {100 * (value or 0):5.1f}%  {text[:110]}", flush=True)
                         if shots is not None and len(samples) == 2:
                             shots.mkdir(parents=True, exist_ok=True)
@@ -167,6 +170,7 @@ def measure(file: Path, port: int, every: float, home: Path, timeout_s: float, s
     return {
         "file": str(file), "n_rows": n_rows, "upload_to_loaded_s": round(upload_s, 1), "audit_s": round(total_s, 1),
         "every_s": every, "n_samples": len(rows), "n_with_estimate": len(errs),
+        "n_withdrawn": sum(bool(r.get("withdrawn")) for r in rows),
         "median_abs_rel_error": round(statistics.median(errs), 3) if errs else None,
         "max_abs_rel_error": round(max(errs), 3) if errs else None,
         "share_within_30pct": round(sum(e <= 0.3 for e in errs) / len(errs), 3) if errs else None,
@@ -199,12 +203,12 @@ def main() -> int:
     out = measure(file, args.port, args.every, home, args.timeout, work / "shots")
     print(f"\n{'t (s)':>8} {'shown':>7} {'estimate (s)':>13} {'actual left (s)':>16} {'rel. error':>11}")
     for r in out["samples"]:
-        est = "—" if r["estimate_s"] is None else f"{r['estimate_s']:.0f}"
+        est = ("unknown" if r.get("withdrawn") else "—") if r["estimate_s"] is None else f"{r['estimate_s']:.0f}"
         rel = "—" if r["rel_error"] is None else f"{100 * r['rel_error']:+.0f}%"
         print(f"{r['t_s']:8.1f} {100 * (r['value'] or 0):6.1f}% {est:>13} {r['actual_left_s']:16.1f} {rel:>11}")
     print(f"\naudit {out['audit_s']:.1f} s after the click ({out['n_rows'] or '?'} rows; upload -> Loaded "
           f"{out['upload_to_loaded_s']:.1f} s); {out['n_with_estimate']} of {out['n_samples']} samples show an "
-          f"estimate; |rel. error| median {out['median_abs_rel_error']}, max {out['max_abs_rel_error']}, "
+          f"estimate, {out['n_withdrawn']} say 'time left unknown' (a step past its estimate); |rel. error| median {out['median_abs_rel_error']}, max {out['max_abs_rel_error']}, "
           f"within 30 %: {out['share_within_30pct']}")
     print("JSON " + json.dumps({k: v for k, v in out.items()}))
     return 0

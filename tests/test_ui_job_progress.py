@@ -18,7 +18,7 @@ def _wait(cond, timeout: float = 5.0) -> None:
 
 def test_a_silent_step_says_how_long_it_has_run(monkeypatch):
     monkeypatch.setattr(J, "STALL_NOTE_S", 0.4)
-    go = [threading.Event() for _ in range(3)]
+    go = [threading.Event() for _ in range(4)]
 
     def work(progress, cancel):
         progress(100, 1000, "Step A — about 12 s left")
@@ -44,6 +44,12 @@ def test_a_silent_step_says_how_long_it_has_run(monkeypatch):
     go[1].set()
     _wait(lambda: job.message.startswith("Step B"))
     assert job.message == "Step B — about 5 s left" and job.stalled_s < 0.4
+    # a step that runs past its estimate: the estimate is withdrawn, not shown as current
+    job._moved -= 6.0  # as if Step B had been running for 6 s (> its 5 s estimate)
+    monkeypatch.setattr(J, "STALL_NOTE_S", 0.4)
+    msg = job.message
+    assert msg.startswith("Step B — time left unknown: this step has run 6 s"), msg
+    assert "past the estimate of about 5 s" in msg and "about 5 s left" not in msg
     go[2].set()
     assert job.wait(5) and job.status == "done"
     time.sleep(0.5)

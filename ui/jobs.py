@@ -24,6 +24,8 @@ log = logging.getLogger("principia.app")
 # were current. 10 s: longer than the page's 2 s poll and than the gap between reports of a normal step.
 STALL_NOTE_S = 10.0
 _TIME_LEFT = re.compile(r"\s+—\s+about [^—]* left\s*$")
+_LEFT_S = re.compile(r"about (\d+(?:\.\d+)?) (s|min|h) left\s*$")
+_UNIT_S = {"s": 1.0, "min": 60.0, "h": 3600.0}
 
 
 class BackgroundJob:
@@ -63,12 +65,18 @@ class BackgroundJob:
     def message(self) -> str:
         """The work's last progress message (with the pipeline's "about X left" when it gave one). When a
         running job has reported nothing new for `STALL_NOTE_S`, it adds how long the current step has
-        run, so an estimate made at the last report is not read as current."""
+        run, so an estimate made at the last report is not read as current; once that time is past the
+        estimate, the estimate is withdrawn (it is known to be wrong) and the text says so."""
         with self._lock:
             msg, since = self._message, time.time() - self._moved
-        if self.running and since >= STALL_NOTE_S:
-            return f"{msg} · this step has run {since:.0f} s so far"
-        return msg
+        if not (self.running and since >= STALL_NOTE_S):
+            return msg
+        m = _LEFT_S.search(msg)
+        if m is not None and since > float(m.group(1)) * _UNIT_S[m.group(2)]:
+            step = _step(msg)
+            return (f"{step + ' — ' if step != msg else ''}time left unknown: this step has run {since:.0f} s, "
+                    f"past the estimate of about {m.group(1)} {m.group(2)} made when it started")
+        return f"{msg} · this step has run {since:.0f} s so far"
 
     @message.setter
     def message(self, value: str) -> None:
