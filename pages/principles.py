@@ -306,7 +306,7 @@ if audit is None:
 # --------------------------------------------------------------------------- headline + table
 effects, no_evidence = _evidence_of(audit)
 alpha = float(audit.config.alpha)
-# the clustered numbers of the evidence stage, as in summary.json and the report; else the binomial ones
+# the clustered numbers of the evidence stage, as summary.json has them; else the binomial ones, labelled
 stats = W.clustered_stats(audit.stats, effects, alpha) if effects is not None else audit.stats
 sig = stats[stats["significant"].astype(bool)]
 m1, m2, m3, m4 = st.columns(4)
@@ -335,7 +335,7 @@ if effects is not None:
                f"({'none here' if n_proxy == 0 else f'{n_proxy} here'})")
     st.caption(
         F.SIGN_RULE + f" Strength CIs and q-values are clustered by prompt ({_n_prompts(effects)} prompts: "
-        "judgements of one prompt are not independent), as in the report and summary.json; *significant* = "
+        "judgements of one prompt are not independent), as in summary.json; *significant* = "
         f"Benjamini-Hochberg q < {alpha:g}. The *length-controlled effect* is the logistic coefficient of the "
         f"principle's vote with the length difference as covariate (log-odds, same sign rule); {proxies}. "
         "Accuracy is shown without a CI (a binomial one would assume independent rows)."
@@ -345,7 +345,9 @@ else:
         f"No clustered evidence for this run: {C.escape_md(no_evidence)} The table falls back to the binomial "
         "CIs and q-values per row (*binomial, not clustered*): they treat judgements that share a prompt as "
         "independent, so intervals may be too narrow and the *significant* set too large, and there is no "
-        "length-controlled effect. Run the offline audit again with the evidence stage to get them."
+        "length-controlled effect."
+        + ("" if "could not be computed" in no_evidence else
+           " Run the offline audit again (the evidence stage is on by default) to get them.")
     )
     st.caption(F.SIGN_RULE + f" *Significant* after Benjamini-Hochberg at α = {alpha:g} (binomial test).")
 W.stats_table(stats, audit.constitution.keys, audit.principles, key="principles_table")
