@@ -1116,21 +1116,25 @@ class _Measure:
             del parts
             enc = pc.dictionary_encode(joint)
             all_ids = enc.indices.to_numpy().astype(np.int64)
-            n_vt = len(vocab_t)
-            vocab_ids = np.concatenate([all_ids[:n_vt][ids_t], all_ids[n_vt:]])
-            docs = np.concatenate([doc_t, doc_f + n_t, doc_p + 2 * n_t])
             vocab = enc.dictionary
+            del enc
+            n_vt, n_f = len(vocab_t), len(tok_f)
+            joint_t = all_ids[:n_vt]  # joint id of each response vocabulary entry
+            ids_f, ids_p = all_ids[n_vt : n_vt + n_f], all_ids[n_vt + n_f :]
             content_v = ~_isin(vocab, load_lexicon("stopwords")) & (
                 pc.utf8_length(vocab).to_numpy(zero_copy_only=False) >= 2
             )
             # Response words that no prompt uses cannot count in an overlap with a prompt: drop them
             # (fewer entries to sort; the prompt matrix, whose row sizes are the denominators, is whole).
+            # Decided per vocabulary entry, then one pass over the response tokens.
             in_prompts = np.zeros(len(vocab), dtype=bool)
-            n_resp = len(doc_t) + len(doc_f)
-            in_prompts[vocab_ids[n_resp:]] = True
-            content = content_v[vocab_ids]
-            content[:n_resp] &= in_prompts[vocab_ids[:n_resp]]
-            vocab_ids, docs = vocab_ids[content], docs[content]
+            in_prompts[ids_p] = True
+            keep_v = content_v & in_prompts
+            keep_t = keep_v[joint_t][ids_t]
+            keep_f, keep_p = keep_v[ids_f], content_v[ids_p]
+            vocab_ids = np.concatenate([joint_t[ids_t[keep_t]], ids_f[keep_f], ids_p[keep_p]])
+            docs = np.concatenate([doc_t[keep_t], doc_f[keep_f] + n_t, doc_p[keep_p] + 2 * n_t])
+            del keep_t, keep_f, keep_p
             n_v = len(vocab) or 1
             m = sparse.csr_matrix(
                 (np.ones(len(docs), dtype=np.float32), (docs, vocab_ids)), shape=(2 * n_t + n_p, n_v)
