@@ -8,9 +8,8 @@ import time
 import pytest
 
 from icai_core.audit import AuditConfig
-from icai_core.data import load_pairs
+from tests.support.app_data import loaded_file
 from tests.test_app_common import (
-    DATA,
     _principia_home,  # noqa: F401  (autouse: PRINCIPIA_HOME -> tmp)
     assert_ok,
     demo_app,
@@ -18,18 +17,12 @@ from tests.test_app_common import (
     new_app,
     wait_for,
 )
-from ui.common import LoadedDataset, pairs_hash
 
 pytestmark = needs_data
 
 
-def _loaded(name: str) -> LoadedDataset:
-    pairs = load_pairs(DATA / name).pairs
-    return LoadedDataset(name=name, pairs=pairs, hash=pairs_hash(pairs), source="upload")
-
-
 def test_principles_page_runs_the_audit_in_the_background():
-    at = new_app(dataset=_loaded("prd_lfqa_expert.csv"), use_embeddings=False)
+    at = new_app(dataset=loaded_file("prd_lfqa_expert.csv"), use_embeddings=False)
     at.switch_page("pages/principles.py").run()
     assert_ok(at)
     assert "Run offline audit" in at.info[0].value
@@ -55,7 +48,7 @@ def test_principles_page_runs_the_audit_in_the_background():
 
 
 def test_cancel_stops_a_running_audit():
-    at = new_app(dataset=_loaded("hh_rlhf_harmless_test.csv"), use_embeddings=True)
+    at = new_app(dataset=loaded_file("hh_rlhf_harmless_test.csv"), use_embeddings=True)
     at.switch_page("pages/principles.py").run()
     at.button(key="run_audit").click().run()
     job = at.session_state["audit_job"]
@@ -142,7 +135,7 @@ def test_rebuild_is_cached_and_fast(demo):
 
 
 def test_constitution_page_without_audit_points_to_principles():
-    at = new_app(dataset=_loaded("icai_synthetic_mixed.csv"))
+    at = new_app(dataset=loaded_file("icai_synthetic_mixed.csv"))
     at.switch_page("pages/constitution.py").run()
     assert_ok(at)
     assert "run the offline audit" in at.info[0].value

@@ -4,14 +4,13 @@ compare bundled datasets (AlpacaEval GPT-4 judge vs Chatbot Arena users); heatma
 from __future__ import annotations
 
 from icai_core.data import bundled_datasets, load_demo
+from tests.support.app_data import audited_app, loaded
 from tests.test_app_common import (
     _principia_home,  # noqa: F401  (autouse: PRINCIPIA_HOME -> tmp)
     assert_ok,
     needs_data,
-    new_app,
     wait_for,
 )
-from ui.common import LoadedDataset, pairs_hash
 from ui.compare_ui import split_columns
 
 pytestmark = needs_data
@@ -20,12 +19,7 @@ ARENA = "arena_llama3_70b_human_sample"
 
 
 def _app_with_audit(name: str):
-    res = load_demo(name)
-    ds = LoadedDataset(name=name, pairs=res.pairs, hash=pairs_hash(res.pairs), source="bundled")
-    at = new_app(dataset=ds, use_embeddings=False, show_map=False)
-    at.switch_page("pages/principles.py").run()
-    at.button(key="run_audit").click().run()
-    return wait_for(at, "audit")
+    return audited_app(loaded(load_demo(name).pairs, name, source="bundled"))
 
 
 def test_split_columns_offer_metadata_with_2_to_30_values():
@@ -70,11 +64,7 @@ def test_compare_annotators_within_a_dataset():
 def test_compare_two_bundled_datasets():
     assert {HUMAN_VS_GPT4, ARENA} <= set(bundled_datasets())
     demo = load_demo()
-    ds = LoadedDataset(name="alpacaeval1_gpt4_judge_sample", pairs=demo.pairs, hash=pairs_hash(demo.pairs))
-    at = new_app(dataset=ds, use_embeddings=False, show_map=False)
-    at.switch_page("pages/principles.py").run()
-    at.button(key="run_audit").click().run()
-    wait_for(at, "audit")
+    at = audited_app(loaded(demo.pairs, "alpacaeval1_gpt4_judge_sample"))
     at.switch_page("pages/compare.py").run()
     at.radio(key="cmp_mode").set_value("datasets").run()
     assert_ok(at)

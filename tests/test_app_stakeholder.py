@@ -302,12 +302,12 @@ def test_gallery_click_loads_audits_and_the_report_has_its_data_card():
 
 def test_hostile_names_reach_the_data_page_only_escaped():
     from icai_core.data import load_pairs
-    from ui.common import LoadedDataset, pairs_hash
+    from tests.support.app_data import loaded
 
     evil = "![x](http://127.0.0.2/p.png) :red[alert] [link](http://127.0.0.2/)"
     pairs = load_pairs(DATA / "icai_synthetic_mixed.csv").pairs.copy()
     pairs["annotator"] = [evil if i % 2 else "rater <b>2</b>" for i in range(len(pairs))]
-    ds = LoadedDataset(name=evil + ".csv", pairs=pairs, hash=pairs_hash(pairs))
+    ds = loaded(pairs, evil + ".csv")
     at = new_app(dataset=ds)
     at.switch_page("pages/data.py").run()
     assert_ok(at)

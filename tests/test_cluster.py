@@ -26,8 +26,8 @@ from icai_core.cluster import (
 from icai_core.embed import Embedder
 from icai_core.jobs import Cancelled, CancelToken
 from tests.conftest import SHARED_DATA, SHARED_DATA_MISSING_REASON
+from tests.support.embedding import MAX_SEQ_LENGTH, embedder_fixture, needs_data, small_embedder  # noqa: F401
 
-needs_data = pytest.mark.skipif(SHARED_DATA is None, reason=SHARED_DATA_MISSING_REASON)
 N_PER_SOURCE = 40
 
 
@@ -47,11 +47,6 @@ def two_sources() -> tuple[list[str], np.ndarray]:
     coding = [t for t in dict.fromkeys(coding) if t not in harmless][:N_PER_SOURCE]
     assert len(harmless) == len(coding) == N_PER_SOURCE
     return harmless + coding, np.array([0] * N_PER_SOURCE + [1] * N_PER_SOURCE)
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    return Embedder(max_seq_length=64)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +88,7 @@ def test_clusters_separate_the_two_sources(result, two_sources):
 
 @needs_data
 def test_same_input_gives_same_labels_and_coordinates(result, two_sources):
-    again = cluster_principles(two_sources[0], embedder=Embedder(max_seq_length=64))
+    again = cluster_principles(two_sources[0], embedder=small_embedder())
     np.testing.assert_array_equal(again.input_cluster, result.input_cluster)
     np.testing.assert_array_equal(again.points[["x", "y"]].to_numpy(), result.points[["x", "y"]].to_numpy())
     assert again.representatives == result.representatives
@@ -158,7 +153,7 @@ def test_duplicates_are_embedded_once_and_counted_as_support(two_sources, vector
             seen.extend(batch)
             return super().embed(batch, progress, cancel)
 
-    res = cluster_principles(proposals, embedder=CountingEmbedder(max_seq_length=64))
+    res = cluster_principles(proposals, embedder=CountingEmbedder(max_seq_length=MAX_SEQ_LENGTH))
     assert len(seen) == len(texts) == len(res.points)
     assert res.points["support"].sum() == len(proposals)
     p0 = res.input_point[0]
@@ -190,7 +185,7 @@ def test_progress_stages_and_cancel(two_sources, vectors):
     messages: list[str] = []
     cluster_principles(
         two_sources[0][:20],
-        embedder=Embedder(max_seq_length=64),
+        embedder=small_embedder(),
         config=ClusterConfig(method="umap_hdbscan"),
         progress=lambda d, t, m: messages.append(m),
     )
@@ -311,7 +306,7 @@ def test_small_sets_use_deterministic_agglomerative_clustering():
 
     from icai_core.judges import PRINCIPLES
 
-    emb = Embedder(max_seq_length=64)
+    emb = small_embedder()
     texts = [p.text for p in PRINCIPLES]
     res = cluster_principles(texts, embedder=emb)
     assert res.params["method"] == "agglomerative" and res.params["layout"] == "pca"
@@ -323,7 +318,7 @@ def test_small_sets_use_deterministic_agglomerative_clustering():
     expected = np.where(sizes[raw] >= 2, raw, -1)
     assert adjusted_rand_score(expected, res.input_cluster) == 1.0
     assert ((res.input_cluster == -1) == (expected == -1)).all()
-    again = cluster_principles(texts, embedder=Embedder(max_seq_length=64))
+    again = cluster_principles(texts, embedder=small_embedder())
     np.testing.assert_array_equal(again.input_cluster, res.input_cluster)
     np.testing.assert_array_equal(again.points[["x", "y"]].to_numpy(), res.points[["x", "y"]].to_numpy())
     aris = []

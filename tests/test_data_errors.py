@@ -51,33 +51,28 @@ def test_str_is_one_sentence_with_all_parts():
 # --------------------------------------------------------------------------- empty / no rows
 
 
-def test_empty_file(tmp_path):
-    path = tmp_path / "empty.csv"
-    path.write_bytes(b"")
+@pytest.mark.parametrize(("name", "content", "expected"), [
+    ("empty.csv", b"", "empty.csv: the file is empty (0 bytes). "
+                       "Choose a file that contains a header row and at least one pair."),
+    ("blank.csv", b"\n\n  \n", "blank.csv: the file contains only blank space, no header and no rows. "
+                               "Choose a file that contains a header row and at least one pair."),
+    ("annotations.json", b"[]", "annotations.json: the file holds an empty list: there are no records. "
+                                "Add at least one row with a prompt, two responses and a preference."),
+    ("scalar.json", b"42", "scalar.json: the JSON file holds the number 42, not a list of records. "
+                           "Save the pairs as a JSON list of objects, one object per pair."),
+])
+def test_file_without_pairs(tmp_path, name, content, expected):
+    path = tmp_path / name
+    path.write_bytes(content)
     err = error_of(path)
-    assert str(err) == ("empty.csv: the file is empty (0 bytes). "
-                        "Choose a file that contains a header row and at least one pair.")
+    assert str(err) == expected
     assert err.row is None and err.column is None
-
-
-def test_whitespace_only_file(tmp_path):
-    path = tmp_path / "blank.csv"
-    path.write_bytes(b"\n\n  \n")
-    assert str(error_of(path)) == ("blank.csv: the file contains only blank space, no header and no rows. "
-                                   "Choose a file that contains a header row and at least one pair.")
 
 
 def test_header_only(aligned, tmp_path):
     path = tmp_path / "header_only.csv"
     aligned.head(0).to_csv(path, index=False)
     assert str(error_of(path)) == ("header_only.csv: the file has column names but no data rows. "
-                                   "Add at least one row with a prompt, two responses and a preference.")
-
-
-def test_json_empty_list(tmp_path):
-    path = tmp_path / "annotations.json"
-    path.write_text("[]")
-    assert str(error_of(path)) == ("annotations.json: the file holds an empty list: there are no records. "
                                    "Add at least one row with a prompt, two responses and a preference.")
 
 
@@ -186,32 +181,20 @@ def test_prompt_and_both_texts_empty(aligned, tmp_path):
                         "its texts: a pair needs a prompt or at least one response.")
 
 
-def test_json_text_cell_is_an_object(aligned, tmp_path):
+@pytest.mark.parametrize(("ext", "pos", "column", "value", "expected"), [
+    ("json", 2, "text_a", "object", f"pairs.json, row 3, column 'text_a': expected text but found a JSON object. "
+                                    f"{TEXT_HINT}"),
+    ("json", 3, "text_b", 42, f"pairs.json, row 4, column 'text_b': expected text but found the number 42. {TEXT_HINT}"),
+    ("jsonl", 3, "text_b", None, "pairs.jsonl, row 4, column 'text_b': expected text but the cell is empty (null). "
+                                 "Put the text in a string; use an empty string \"\" if the model produced nothing."),
+])
+def test_json_text_cell_that_is_not_text(aligned, tmp_path, ext, pos, column, value, expected):
     recs = aligned.to_dict(orient="records")
-    recs[2]["text_a"] = {"content": recs[2]["text_a"]}
-    path = tmp_path / "pairs.json"
-    path.write_text(json.dumps(recs), encoding="utf-8")
-    assert str(error_of(path)) == (
-        f"pairs.json, row 3, column 'text_a': expected text but found a JSON object. {TEXT_HINT}")
-
-
-def test_json_text_cell_is_a_number(aligned, tmp_path):
-    recs = aligned.to_dict(orient="records")
-    recs[3]["text_b"] = 42
-    path = tmp_path / "pairs.json"
-    path.write_text(json.dumps(recs), encoding="utf-8")
-    assert str(error_of(path)) == f"pairs.json, row 4, column 'text_b': expected text but found the number 42. {TEXT_HINT}"
-
-
-def test_json_text_cell_is_null(aligned, tmp_path):
-    recs = aligned.to_dict(orient="records")
-    recs[3]["text_b"] = None
-    path = tmp_path / "pairs.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in recs), encoding="utf-8")
-    assert str(error_of(path)) == (
-        "pairs.jsonl, row 4, column 'text_b': expected text but the cell is empty (null). Put the text in a "
-        "string; use an empty string \"\" if the model produced nothing."
-    )
+    recs[pos][column] = {"content": recs[pos][column]} if value == "object" else value
+    path = tmp_path / f"pairs.{ext}"
+    text = json.dumps(recs) if ext == "json" else "\n".join(json.dumps(r) for r in recs)
+    path.write_text(text, encoding="utf-8")
+    assert str(error_of(path)) == expected
 
 
 def test_json_record_without_a_field(aligned, tmp_path):
@@ -312,31 +295,22 @@ def test_unclosed_quote(aligned, tmp_path):
         "inside the quotes. Add the missing closing double quote. " + QUOTING)
 
 
-def test_stray_quote(aligned, tmp_path):
-    path = tmp_path / "stray.csv"
-    text = aligned.to_csv(index=False).replace("icai-aligned-05-rule,", 'icai-aligned-05-rule,"', 1)
-    path.write_text(text, encoding="utf-8")
-    assert str(error_of(path)) == (
-        "stray.csv, row 6: a closing double quote in this row (line 7) is followed by other text instead of a "
-        "separator. " + QUOTING)
-
-
-def test_ragged_row_too_many_fields(aligned, tmp_path):
-    path = tmp_path / "wide.csv"
-    path.write_text(aligned.to_csv(index=False).replace("icai-aligned-05-rule,", "icai-aligned-05-rule,x,", 1),
-                    encoding="utf-8")
-    assert str(error_of(path)) == (
-        "wide.csv, row 6: this row (line 7) has 15 fields but the header has 14 columns (an unquoted separator or "
-        "a stray quote?). " + QUOTING)
-
-
-def test_ragged_row_too_few_fields(aligned, tmp_path):
-    path = tmp_path / "narrow.csv"
-    text = aligned.to_csv(index=False).replace("icai-aligned-05-rule,icai-aligned-05,", "icai-aligned-05-rule,", 1)
-    path.write_text(text, encoding="utf-8")
-    assert str(error_of(path)) == (
-        "narrow.csv, row 6: this row (line 7) has 13 fields but the header has 14 columns (a missing field or a "
-        "stray quote?). " + QUOTING)
+@pytest.mark.parametrize(("name", "old", "new", "expected"), [
+    ("stray.csv", "icai-aligned-05-rule,", 'icai-aligned-05-rule,"',
+     "stray.csv, row 6: a closing double quote in this row (line 7) is followed by other text instead of a "
+     "separator. "),
+    ("wide.csv", "icai-aligned-05-rule,", "icai-aligned-05-rule,x,",
+     "wide.csv, row 6: this row (line 7) has 15 fields but the header has 14 columns (an unquoted separator or "
+     "a stray quote?). "),
+    ("narrow.csv", "icai-aligned-05-rule,icai-aligned-05,", "icai-aligned-05-rule,",
+     "narrow.csv, row 6: this row (line 7) has 13 fields but the header has 14 columns (a missing field or a "
+     "stray quote?). "),
+])
+def test_one_bad_csv_row_is_named(aligned, tmp_path, name, old, new, expected):
+    # row 6 of the real file (line 7) gets a stray quote, an extra field or loses one
+    path = tmp_path / name
+    path.write_text(aligned.to_csv(index=False).replace(old, new, 1), encoding="utf-8")
+    assert str(error_of(path)) == expected + QUOTING
 
 
 # --------------------------------------------------------------------------- malformed JSON / JSONL / Parquet
@@ -349,13 +323,6 @@ def test_malformed_json(aligned, tmp_path):
     assert str(error_of(path)) == (
         "broken.json: the file is not valid JSON: Expecting ':' delimiter at line 7, column 12. Fix the JSON at "
         "that position (a missing comma, bracket or quote is typical) or export the data again.")
-
-
-def test_json_top_level_is_not_a_list(tmp_path):
-    path = tmp_path / "scalar.json"
-    path.write_text("42")
-    assert str(error_of(path)) == ("scalar.json: the JSON file holds the number 42, not a list of records. "
-                                   "Save the pairs as a JSON list of objects, one object per pair.")
 
 
 def test_json_record_is_not_an_object(aligned, tmp_path):

@@ -167,12 +167,16 @@ def _same_table(a: pd.DataFrame, b: pd.DataFrame) -> None:
         assert a[col].astype(str).tolist() == b[col].astype(str).tolist(), col
 
 
-def test_tsv_round_trip(vicuna, tmp_path):
+@pytest.mark.parametrize(("file_type", "write"), [
+    ("tsv", lambda ref, path: ref.to_csv(path, sep="\t", index=False)),  # CSV quoting: multi-line texts
+    ("jsonl", lambda ref, path: ref.to_json(path, orient="records", lines=True, force_ascii=False)),
+])
+def test_pandas_tsv_and_jsonl_round_trip(vicuna, tmp_path, file_type, write):
     ref, expected = vicuna
-    path = tmp_path / "vicuna.tsv"
-    ref.to_csv(path, sep="\t", index=False)
+    path = tmp_path / f"vicuna.{file_type}"
+    write(ref, path)
     res = load_pairs(path)
-    assert res.report.file_type == "tsv"
+    assert res.report.file_type == file_type
     _same_table(res.pairs, expected)
 
 
@@ -183,15 +187,6 @@ def test_semicolon_csv_is_detected(vicuna, tmp_path):
     res = load_pairs(path)
     _same_table(res.pairs, expected)
     assert "the file separates columns with ';', not commas; read it that way" in res.report.warnings
-
-
-def test_jsonl_round_trip(vicuna, tmp_path):
-    ref, expected = vicuna
-    path = tmp_path / "vicuna.jsonl"
-    ref.to_json(path, orient="records", lines=True, force_ascii=False)
-    res = load_pairs(path)
-    assert res.report.file_type == "jsonl"
-    _same_table(res.pairs, expected)
 
 
 def test_json_records_and_columns_round_trip(vicuna, tmp_path):

@@ -23,19 +23,12 @@ from icai_core.discover import (
     length_covariate,
     log_odds_keywords,
 )
-from icai_core.embed import Embedder
 from icai_core.jobs import Cancelled, CancelToken
 from icai_core.judges import compute_votes
 from tests.conftest import SHARED_DATA, SHARED_DATA_MISSING_REASON
+from tests.support.embedding import embedder_fixture, needs_data  # noqa: F401
 
-needs_data = pytest.mark.skipif(SHARED_DATA is None, reason=SHARED_DATA_MISSING_REASON)
 N_ROWS = 200
-
-
-@pytest.fixture(scope="module")
-def embedder(tmp_path_factory) -> Embedder:
-    home = tmp_path_factory.mktemp("principia_home")
-    return Embedder(cache_path=home / "embeddings.sqlite", batch_size=128, max_seq_length=64)
 
 
 def _sample(name: str, n: int = N_ROWS) -> pd.DataFrame:

@@ -28,29 +28,13 @@ import pandas as pd
 import pytest
 
 from icai_core.cli import main
+from tests.support.hostile import COLS, LIVE, is_number, offline_env_fixture, rows_fixture  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
-COLS = ["id", "prompt", "text_a", "text_b", "preferred_text"]
-LIVE = ("=", "+", "-", "@", "\t", "\r")  # what the issue forbids at the start of an exported cell
 # hostile metadata, by class: formula prefixes, lone CR before a formula, CRLF, LF, Unicode line and
 # paragraph separators, NEL, vertical tab / form feed, a bare sign
 HOSTILE = ["rater1\r=cmd|' /C calc'!A0", "=HYPERLINK(\"http://x\")", "+1", "-2+3", "@SUM(A1)", "\tx",
            "a\r\nb", "c\nd", "\r=z", "u\u2028=v", "p\u2029q", "nel\x85=x", "vt\x0bff\x0c", "-", "+cmd"]
-
-
-@pytest.fixture(scope="module")
-def rows(shared_data) -> pd.DataFrame:
-    """30 real rows (ICAI synthetic 'aligned' set)."""
-    return pd.read_csv(shared_data / "icai_synthetic_aligned.csv", dtype=str, keep_default_na=False)
-
-
-@pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv("PRINCIPIA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.delenv("PRINCIPIA_API_KEY", raising=False)
 
 
 def cli(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -76,14 +60,6 @@ def neutralised(value: str) -> str:
     """The issue's rule, computed here: a text cell starting like a formula (or with a line break)
     gets one leading single quote."""
     return "'" + value if value.startswith(LIVE + ("\n",)) else value
-
-
-def is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
 
 
 def check_csv(path: Path) -> pd.DataFrame:

@@ -23,24 +23,10 @@ import pytest
 from icai_core.cli import main
 from icai_core.data import DataError, load_pairs
 from icai_core.redteam import PromptSetError, load_prompts
+from tests.support.hostile import COLS, LIVE, offline_env_fixture, rows_fixture  # noqa: F401
 from ui import intake as I
 
-COLS = ["id", "prompt", "text_a", "text_b", "preferred_text"]
 API_WORDS = ("fmt=", "ColumnMapping", "load_pairs(", "ties=", "max_bytes")
-LIVE = ("=", "+", "-", "@", "\t", "\r")
-
-
-@pytest.fixture(scope="module")
-def rows(shared_data) -> pd.DataFrame:
-    """30 real rows (ICAI synthetic 'aligned' set)."""
-    return pd.read_csv(shared_data / "icai_synthetic_aligned.csv", dtype=str, keep_default_na=False)
-
-
-@pytest.fixture(autouse=True)
-def _home(tmp_path, monkeypatch):
-    monkeypatch.setenv("PRINCIPIA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
 
 def audit(path, tmp_path, capsys) -> tuple[int, str, str]:

@@ -17,8 +17,8 @@ import pytest
 
 from icai_core import report as R
 from icai_core import safecsv
+from tests.support.hostile import LIVE, is_number
 
-LIVE = ("=", "+", "-", "@", "\t", "\r")
 HOSTILE = [
     "rater1\r=cmd|' /C calc'!A0",  # the bypass: a lone CR, then a formula
     "=HYPERLINK(\"http://x\")",
@@ -49,14 +49,6 @@ def hostile_frame() -> pd.DataFrame:
         "strength": [-0.5 + i / 10 if i != 3 else np.nan for i in range(n)],
         "flag": [bool(i % 2) for i in range(n)],
     })
-
-
-def is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
 
 
 def assert_safe(raw: bytes, frame: pd.DataFrame) -> None:

@@ -28,7 +28,8 @@ __all__ = ["FILE_TYPES", "SUPPORTED_FILE_TYPES", "EXTENSIONS", "UPLOAD_EXTENSION
 # file type -> (description, extensions). Everything else about file types is derived from this.
 FILE_TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "csv": ("comma-separated values (.csv), UTF-8, RFC-4180 quoting; ';' separators are detected", (".csv",)),
-    "tsv": ("tab-separated values (.tsv, .tab), UTF-8", (".tsv", ".tab")),
+    "tsv": ("tab-separated values (.tsv, .tab), UTF-8, no quoting: fields as written; CSV-style quoting is "
+            "detected", (".tsv", ".tab")),
     "json": ("JSON (.json): a list of records, or an object of equally long columns", (".json",)),
     "jsonl": ("JSON Lines (.jsonl, .ndjson): one JSON object per line", (".jsonl", ".ndjson")),
     "parquet": ("Apache Parquet (.parquet, .pq)", (".parquet", ".pq")),
