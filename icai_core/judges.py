@@ -988,10 +988,11 @@ class _Measure:
     def _f_is_step_by_step(self):
         # "Step 1 ... Step 2", or "step-by-step", or a numbered list of 3+ items with sequencing
         # words ("then", "next", "finally"); a numbered list alone (e.g. of resources) is not steps.
+        # The sequencing words are looked for only where they can matter (3+ numbered items).
         numbered = self.count_lines(_NUMBERED_ITEM)
         steps = self.count(_STEP_MENTION)
         announced = self.contains(_STEP_BY_STEP) > 0
-        sequenced = (numbered >= 3) & (self.contains(_SEQUENCE_WORD) > 0)
+        sequenced = self.only(numbered >= 3, self.low, lambda t: t.str.contains(_SEQUENCE_WORD)) > 0
         return ((steps >= 2) | announced | sequenced).astype(np.float64)
 
     def _f_hedge_rate(self):
@@ -1013,7 +1014,7 @@ class _Measure:
         return self.phrases("disclaimer")
 
     def _f_asks_question(self):
-        has_q = _literal_any(self.low, "?")
+        has_q = _literal_any(self.low, ("?",))
         out = np.zeros(len(self.raw), dtype=np.float64)
         if has_q.any():
             sub = self.low[has_q]
@@ -1028,7 +1029,7 @@ class _Measure:
         return self.phrases("politeness", count=True)
 
     def _f_n_exclamations(self):
-        return _literal_count(self.norm, "!\uff01")  # = count("[!\uff01]")
+        return _literal_count(self.norm, ("!", "\uff01"))  # = count("[!\uff01]")
 
     def _f_has_emoji(self):
         return self.contains(_EMOJI_CLASS, lower=False)

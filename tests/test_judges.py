@@ -646,9 +646,9 @@ def _hostile_literal_texts(seed: int, n: int) -> list[str]:
 @pytest.mark.parametrize(
     "kernel,regex,kind",
     [
-        (lambda t: judges._literal_count(t, "!\uff01"), "[!\uff01]", "count"),
+        (lambda t: judges._literal_count(t, ("!", "\uff01")), "[!\uff01]", "count"),
         (lambda t: judges._literal_any(t, ("```", "~~~")), "```|~~~", "contains"),
-        (lambda t: judges._literal_any(t, "?"), "\\?", "contains"),
+        (lambda t: judges._literal_any(t, ("?",)), "\\?", "contains"),
     ],
     ids=["exclamations", "code-fence", "question-mark"],
 )
