@@ -313,7 +313,9 @@ def _tsv_records(text: str) -> tuple[list[list[str]], list[int]]:
     """Verbatim TSV: non-blank lines split at every tab, and each one's line number."""
     records: list[list[str]] = []
     lines: list[int] = []
-    for n, line in enumerate(_EOL.split(text), start=1):
+    if "\r" in text:  # CRLF and lone CR end a line, as for pyarrow and the csv module
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    for n, line in enumerate(text.split("\n"), start=1):
         if line:
             records.append(line.split("\t"))
             lines.append(n)
