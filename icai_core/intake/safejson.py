@@ -209,6 +209,32 @@ def _short(text: str, n: int = 40) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
+def _locate(text: str, found, row: int | None, column: str | None, base_line: int,
+            records: bool) -> tuple[str, int | None, str | None]:
+    """(" (at line L, column C)" or "", row, column) of a `_scan` result; a given row / column wins."""
+    if found is None:
+        return "", row, column
+    offset, kinds, index, keys = found
+    line, col = _line_col(text, offset, base_line)
+    wr, wc = _where(kinds, index, keys, records)
+    return (f" (at line {line}, column {col})", row if row is not None else wr,
+            column if column is not None else wc)
+
+
+# what a hook refused -> (message, hint); {value} is the refused text, {at} its position
+_REFUSALS = {
+    "key": ("the key {value!r} appears twice in one JSON object{at}; JSON readers disagree on which of the two "
+            "values counts, so neither is taken",
+            "Keep one of the two (remove or rename the other), so that every key in an object is unique"),
+    "constant": ("{value}{at} is not a JSON value: JSON has no NaN or Infinity (Python's json.dumps writes them "
+                 "for a missing or infinite number)",
+                 "Write null for a missing value, or write the value as text in double quotes (Python: "
+                 "json.dumps(..., allow_nan=False) finds them)"),
+    "overflow": ("the number {value}{at} is too large to be read as a number (it would become infinity)",
+                 "Correct the number, or write it as text in double quotes"),
+}
+
+
 def _refusal(bad: _Refused, text: str, file: str, row: int | None, column: str | None, base_line: int,
              records: bool) -> DataError:
     """The DataError for what a hook refused, located by a scan of `text` (error path only)."""
@@ -218,30 +244,9 @@ def _refusal(bad: _Refused, text: str, file: str, row: int | None, column: str |
         found = _scan(text, lambda tok, depth: tok in _CONSTANTS)
     else:
         found = _scan(text, lambda tok, depth: _is_overflow(tok))
-    at, r, c = "", row, column
-    if found is not None:
-        offset, kinds, index, keys = found
-        line, col = _line_col(text, offset, base_line)
-        at = f" (at line {line}, column {col})"
-        wr, wc = _where(kinds, index, keys, records)
-        r = row if row is not None else wr
-        c = column if column is not None else wc
-    if bad.kind == "key":
-        return DataError(file, r, c,
-                         f"the key {_short(bad.value)!r} appears twice in one JSON object{at}; JSON readers "
-                         "disagree on which of the two values counts, so neither is taken",
-                         "Keep one of the two (remove or rename the other), so that every key in an object "
-                         "is unique")
-    if bad.kind == "constant":
-        return DataError(file, r, c,
-                         f"{bad.value}{at} is not a JSON value: JSON has no NaN or Infinity (Python's "
-                         "json.dumps writes them for a missing or infinite number)",
-                         "Write null for a missing value, or write the value as text in double quotes "
-                         "(Python: json.dumps(..., allow_nan=False) finds them)")
-    return DataError(file, r, c,
-                     f"the number {_short(bad.value)}{at} is too large to be read as a number "
-                     "(it would become infinity)",
-                     "Correct the number, or write it as text in double quotes")
+    at, r, c = _locate(text, found, row, column, base_line, records)
+    message, hint = _REFUSALS[bad.kind]
+    return DataError(file, r, c, message.format(value=_short(bad.value), at=at), hint)
 
 
 def loads(text: str, file: str, *, row: int | None = None, column: str | None = None,
@@ -262,16 +267,10 @@ def loads(text: str, file: str, *, row: int | None = None, column: str | None = 
         raise _too_deep(text, file, row, column, base_line, records) from None
     except ValueError:  # int_max_str_digits, the only other ValueError json.loads raises
         found = _scan(text, lambda tok, depth: _LONG_INT.fullmatch(tok) is not None)
-        at, digits = "", "more than 4,300"
-        r, c = row, column
+        at, r, c = _locate(text, found, row, column, base_line, records)
+        digits = "more than 4,300"
         if found is not None:
-            offset, kinds, index, keys = found
-            line, col = _line_col(text, offset, base_line)
-            digits = f"{len(_TOKEN.match(text, offset).group().lstrip('-')):,}"
-            at = f" (at line {line}, column {col})"
-            wr, wc = _where(kinds, index, keys, records)
-            r = row if row is not None else wr
-            c = column if column is not None else wc
+            digits = f"{len(_TOKEN.match(text, found[0]).group().lstrip('-')):,}"
         raise DataError(file, r, c, f"a number has {digits} digits{at}: more than the 4,300 digits Python "
                         "reads as a number", "Write such a value as text, in double quotes") from None
     if isinstance(obj, (list, dict)) and _deeper_than(obj, MAX_DEPTH):
