@@ -467,6 +467,20 @@ def test_non_finite_json_number_is_refused_with_row_and_field(rows, tmp_path, ca
     assert "text in double quotes" in msg
 
 
+@pytest.mark.parametrize(("hostile", "what"), [('"score": NaN, ', "NaN (at line"),
+                                               ('"role": "user", ', "the key 'role' appears twice")])
+def test_json_inside_a_csv_cell_gets_the_same_refusals(rows, tmp_path, capsys, hostile, what):
+    df = _arena(rows)
+    df.loc[2, "conversation_b"] = df.loc[2, "conversation_b"].replace('{"role": "user", ', "{" + hostile
+                                                                      + '"role": "user", ', 1)
+    path = tmp_path / "arena_cell.csv"
+    df.to_csv(path, index=False)
+    msg = assert_refused(path, tmp_path, capsys, 3, "conversation_b", what)
+    up = I.handle_upload(path.name, path.read_bytes())
+    assert "allow_nan" not in up.error, up.error  # no advice about Python scripts for a web user
+    assert ("allow_nan=False" in msg) == ("NaN" in hostile)
+
+
 def test_huge_number_written_as_text_is_kept_exactly(rows, tmp_path):
     # the way out the message offers: the same value as a JSON string loads as written
     path = _records_file(rows, tmp_path, "json", lambda rec: re.sub(r'"id": "[^"]*"', '"id": "1e999999"', rec, count=1))

@@ -246,7 +246,8 @@ def _refusal(bad: _Refused, text: str, file: str, row: int | None, column: str |
         found = _scan(text, lambda tok, depth: _is_overflow(tok))
     at, r, c = _locate(text, found, row, column, base_line, records)
     message, hint = _REFUSALS[bad.kind]
-    return DataError(file, r, c, message.format(value=_short(bad.value), at=at), hint)
+    return DataError(file, r, c, message.format(value=_short(bad.value), at=at), hint,
+                     hint_web=hint.split(" (Python:")[0])
 
 
 def loads(text: str, file: str, *, row: int | None = None, column: str | None = None,
