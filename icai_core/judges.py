@@ -896,14 +896,16 @@ class _Measure:
         return self.only(cand, self.low, fn)
 
     def _phrase_candidates(self) -> dict[str, np.ndarray]:
-        """Per phrase lexicon, per text: False where no phrase of it can match (a necessary condition
-        from the tokens, `_phrase_pieces`: for each phrase, its least frequent piece is a token of
-        the text, or lies inside a non-ASCII token). Computed once, for all lexicons in one pass over
-        the tokens, and only when the tokens are already computed (they are in a full run: a subset
-        of judges that does not need them gets no prefilter, and the same values)."""
+        """Per phrase lexicon, per text: False where no phrase of it can match. A necessary condition
+        from the tokens (`_phrase_pieces`): a text that matches a phrase has, for each of its pieces,
+        a token equal to the piece or a non-ASCII token containing it; two pieces per phrase are
+        checked (its two least frequent ones). Computed once, for all lexicons, and only when the
+        tokens are already computed (they are in a full run: a subset of judges that does not need
+        them gets no prefilter, and the same values). Transient memory: a bool per text and piece."""
         if self._phrase_cands or "tokens" not in self._memo:
             return self._phrase_cands
         doc, ids, vocab = self._memo["tokens"]
+        n = len(self.raw)
         names = [k for k in _PHRASE_LEXICONS if _phrase_pieces(k) is not None]
         if not names or not len(ids):
             return self._phrase_cands
@@ -911,24 +913,55 @@ class _Measure:
         words = sorted({p for k in names for phrase in _phrase_pieces(k) for p in phrase})
         where = pc.index_in(pa.array(words, type=vocab.type), value_set=vocab)
         vid = dict(zip(words, pc.fill_null(where, -1).to_numpy(zero_copy_only=False).tolist(), strict=True))
-        bits = np.zeros(len(vocab), dtype=np.uint32)
+
+        def rarity(piece: str) -> int:
+            return int(freq[vid[piece]]) if vid[piece] >= 0 else 0
+
+        # A second piece only when it is not common (a common word selects little, and marking its
+        # texts costs a write per occurrence): at most 0.5% of the tokens.
+        rare = max(1, len(ids) // 200)
+
+        def pick(phrase: tuple[str, ...]) -> list[str]:
+            by_rarity = sorted(set(phrase), key=rarity)
+            return by_rarity[:2] if len(by_rarity) > 1 and rarity(by_rarity[1]) <= rare else by_rarity[:1]
+
+        checked = {name: [pick(phrase) for phrase in _phrase_pieces(name)] for name in names}
+        used = sorted({p for pairs in checked.values() for pair in pairs for p in pair})
+        row = {p: i for i, p in enumerate(used)}
+        present = np.zeros((len(used), n), dtype=bool)  # piece x text
+        # Exact tokens: one gather over the tokens.
+        exact = [p for p in used if vid[p] >= 0]
+        piece_of = np.full(len(vocab), -1, dtype=np.int32)
+        piece_of[[vid[p] for p in exact]] = [row[p] for p in exact]
+        per_token = piece_of[ids]
+        hit = np.flatnonzero(per_token >= 0)
+        present.reshape(-1)[per_token[hit].astype(np.int64) * n + doc[hit]] = True
+        del per_token, hit
+        # Non-ASCII tokens that contain a piece (a letter glued to the phrase's first or last word).
         non_ascii = np.flatnonzero(~pc.string_is_ascii(vocab).to_numpy(zero_copy_only=False))
-        non_ascii_vocab = vocab.take(pa.array(non_ascii))
-        for k, name in enumerate(names):
-            chosen = {min(phrase, key=lambda p: freq[vid[p]] if vid[p] >= 0 else 0) for phrase in _phrase_pieces(name)}
-            bits[[vid[p] for p in chosen if vid[p] >= 0]] |= np.uint32(1 << k)
-            if len(non_ascii):
-                inside = pc.match_substring_regex(non_ascii_vocab, "|".join(sorted(chosen)))
-                bits[non_ascii[inside.to_numpy(zero_copy_only=False)]] |= np.uint32(1 << k)
-        per_token = bits[ids]
-        hit = np.flatnonzero(per_token)
-        per_doc = np.zeros(len(self.raw), dtype=np.uint32)
-        if len(hit):
-            d, b = doc[hit], per_token[hit]
-            first = np.flatnonzero(np.diff(d, prepend=-1))  # tokens are in text order
-            per_doc[d[first]] = np.bitwise_or.reduceat(b, first)
-        self._phrase_cands = {name: (per_doc & np.uint32(1 << k)) > 0 for k, name in enumerate(names)}
-        return self._phrase_cands
+        if len(non_ascii):  # first those that contain any piece (one regex), then piece by piece
+            any_piece = pc.match_substring_regex(vocab.take(pa.array(non_ascii)), "|".join(used))
+            non_ascii = non_ascii[any_piece.to_numpy(zero_copy_only=False)]
+        if len(non_ascii):
+            non_ascii_vocab = vocab.take(pa.array(non_ascii))
+            is_na = np.zeros(len(vocab), dtype=bool)
+            is_na[non_ascii] = True
+            na_tok = np.flatnonzero(is_na[ids])
+            na_doc, na_ids = doc[na_tok], ids[na_tok]
+            del is_na, na_tok
+            for p in used:
+                inside = non_ascii[pc.match_substring(non_ascii_vocab, p).to_numpy(zero_copy_only=False)]
+                if len(inside):
+                    present[row[p], na_doc[np.isin(na_ids, inside)]] = True
+        out = {}
+        for name in names:
+            cand = np.zeros(n, dtype=bool)
+            for pair in checked[name]:
+                both = present[row[pair[0]]]
+                cand |= both if len(pair) == 1 else both & present[row[pair[1]]]
+            out[name] = cand
+        self._phrase_cands = out
+        return out
 
     def contains(self, pat: str, lower: bool = True, regex: bool = True) -> np.ndarray:
         s = self.low if lower else self.norm
