@@ -69,9 +69,13 @@ def _cpu_s(children: bool = True) -> float:
 
 
 class _TreeRSS:
-    """Current and peak RSS of this process plus all its children, sampled every 0.1 s (psutil)."""
+    """Current and peak RSS of this process plus all its children, sampled every 0.1 s (psutil).
 
-    def __init__(self, interval: float = 0.1):
+    The process tree is re-listed once a second, not at every sample: `children(recursive=True)`
+    scans all of /proc and cost 4.6 ms CPU a sample (4.6% of a core at 10 samples a second, taken
+    from the cores the audit runs on), against 0.15 ms for reading the RSS of a known list."""
+
+    def __init__(self, interval: float = 0.1, rescan_s: float = 1.0):
         import threading
 
         import psutil
@@ -80,12 +84,21 @@ class _TreeRSS:
         self.peak = 0.0
         self._stop = threading.Event()
         self._interval = interval
+        self._rescan_s = rescan_s
+        self._procs = [self._proc]
+        self._scanned = 0.0
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
     def now_mb(self) -> float:
+        if time.monotonic() - self._scanned >= self._rescan_s:
+            try:
+                self._procs = [self._proc, *self._proc.children(recursive=True)]
+            except Exception:  # a child that exited while listing: keep the previous list
+                pass
+            self._scanned = time.monotonic()
         total = 0
-        for p in [self._proc, *self._proc.children(recursive=True)]:
+        for p in self._procs:
             try:
                 total += p.memory_info().rss
             except Exception:  # a worker that just exited

@@ -29,10 +29,17 @@ in-memory voter does per distinct pair. `chunk_counts` (the pooled unit of work 
 engines map over shards) does not track pair keys: its `pair_keys` is None, and merging with None
 gives None ("not tracked").
 
-**Both cores.** `chunked_principle_stats(..., workers=N)` sends chunks to N spawned processes
+**Both cores.** `chunked_principle_stats(..., workers=N)` judges in N spawned processes
 (`concurrent.futures.ProcessPoolExecutor`, "spawn" context: no forked copies of the parent's heap
-or threads) with at most N + 1 chunks in flight, so memory is about (N + 1) chunks, not the file.
-Results are merged in chunk order, so they are identical to one process. A cancel sets a shared
+or threads). On a Parquet source whose row groups are at most 8 chunks long (the usual layout of
+files written in batches) **each worker reads its own rows**: the parent plans work units from the
+file metadata (runs of whole chunks, long first and single chunks at the end, so the workers finish
+together), sends only their row ranges, and merges the returned counts. No text crosses a process
+boundary: before, the parent read, converted and pickled every chunk (~33 CPU-us per pair, on the
+same two cores as the judges) and held up to N + 1 chunks (the parent peaked at ~600 MB; now
+~185 MB). Other sources (CSV, a DataFrame, Parquet with larger row groups, where a unit would
+decode rows it drops) are read here and sent chunk by chunk, at most N + 1 in flight. Either way
+results are merged in chunk order, so they are identical to one process. A cancel sets a shared
 event that the judges in every worker check before each principle.
 
     from icai_core.chunked import chunked_principle_stats
@@ -589,7 +596,10 @@ def _read_rows(layout: _Layout, start: int, stop: int, chunk_rows: int) -> Itera
                 continue
             skip, left = max(0, start - first), stop - max(start, first)
             reader = pq.ParquetFile(f, pre_buffer=False)
-            for batch in reader.iter_batches(batch_size=chunk_rows, row_groups=wanted, columns=list(layout.columns)):
+            # use_threads=False: the workers already keep every core busy (9.2 against 10.2 CPU-us per
+            # pair of decoding, measured with Arrow's threads).
+            for batch in reader.iter_batches(batch_size=chunk_rows, row_groups=wanted, columns=list(layout.columns),
+                                             use_threads=False):
                 if skip >= batch.num_rows:
                     skip -= batch.num_rows
                     continue
