@@ -4,6 +4,7 @@
     .venv/bin/python bench/judges_profile.py --pairs 50000 --ref 368f04a   # before/after, same texts, same load
     .venv/bin/python bench/judges_profile.py --pairs 50000 --per-rule      # seconds per principle, in order
     .venv/bin/python bench/judges_profile.py --pairs 20000 --cprofile 25   # where the time goes
+    .venv/bin/python bench/judges_profile.py --pairs 20000 --kernels 30    # seconds per pyarrow kernel + pattern
 
 The pairs come from `bench/synth.py` (every prompt and response distinct: crossovers of real shared
 texts at sentence boundaries), written once to a Parquet file (`--data`, default in the temp folder)
@@ -79,6 +80,45 @@ def time_votes(mod, pairs) -> tuple[float, float, object]:
     return time.perf_counter() - t0, _cpu_s() - c0, votes
 
 
+def kernel_times(mod, pairs, top: int) -> list[tuple[float, int, str]]:
+    """Wall seconds of each `pyarrow.compute` function called by one `compute_votes` run, keyed by
+    function name and (for the regex and substring kernels) the first 60 characters of the pattern:
+    (seconds, calls, key), most expensive first. Nested calls (`take` inside `call_function`...) are
+    counted in both; pandas' `.str` methods reach the same functions, so they are included."""
+    import collections
+
+    import pyarrow.compute as pc
+
+    seconds: dict[str, float] = collections.defaultdict(float)
+    calls: collections.Counter = collections.Counter()
+    originals = {}
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            pattern = args[1] if len(args) > 1 and isinstance(args[1], str) else kwargs.get("pattern")
+            key = name if pattern is None else f"{name} {str(pattern)[:60]!r}"
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                seconds[key] += time.perf_counter() - t
+                calls[key] += 1
+        return wrapper
+
+    for name in dir(pc):
+        fn = getattr(pc, name)
+        if callable(fn) and name[:1].islower() and not isinstance(fn, type):
+            originals[name] = fn
+            setattr(pc, name, timed(name, fn))
+    try:
+        mod.compute_votes(pairs)
+    finally:
+        for name, fn in originals.items():
+            setattr(pc, name, fn)
+    ranked = sorted(((s, calls[k], k) for k, s in seconds.items()), reverse=True)
+    return ranked[:top]
+
+
 def per_rule(mod, pairs) -> list[tuple[str, float]]:
     """Wall seconds of each principle in the default order (factorizing the texts and shared
     intermediates are charged to the
@@ -106,6 +146,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=2, help="timed rounds of each implementation")
     ap.add_argument("--per-rule", action="store_true", help="seconds per principle (current implementation)")
     ap.add_argument("--cprofile", type=int, default=0, metavar="N", help="print the N most expensive functions")
+    ap.add_argument("--kernels", type=int, default=0, metavar="N",
+                    help="print the N most expensive pyarrow.compute calls (by function and pattern)")
     args = ap.parse_args()
 
     from icai_core import judges
@@ -120,6 +162,11 @@ def main() -> int:
         judges.compute_votes(pairs)
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(args.cprofile)
+
+    if args.kernels:
+        ranked = kernel_times(judges, pairs, args.kernels)
+        for sec, n, key in ranked:
+            print(f"{sec:7.3f} s {n:4d} x  {key}")
 
     if args.per_rule:
         for key, s in per_rule(judges, pairs):
