@@ -48,15 +48,25 @@ from icai_core.reportcard import (
 from icai_core.stats import encode_preferred, resolve_principles
 
 __all__ = [
+    "BINOMIAL",
+    "CLUSTERED",
     "SINGLE_ANNOTATOR",
     "AnnotatorEvidence",
     "audit_annotator",
     "audit_annotators",
     "agreement_summary",
     "build_summary",
+    "clustered_stats",
+    "evidence_effects",
+    "presented_stats",
 ]
 
 SINGLE_ANNOTATOR = "all"  # the key of the one entry of a file without an annotator column
+
+# Which inference made a principle table's intervals and q-values (``attrs["inference"]`` of the frames
+# `clustered_stats` / `presented_stats` return; the app's column labels and the report's headers say it).
+CLUSTERED = "clustered by prompt"
+BINOMIAL = "binomial, not clustered"
 
 
 def _pct_ci(est: ClusteredMean) -> str:
@@ -344,3 +354,84 @@ def build_summary(
     """``{"annotators": {name: evidence.to_summary()}, "agreement": [...]}``."""
     return {"annotators": {name: ev.to_summary() for name, ev in evidence.items()},
             "agreement": list(agreement or [])}
+
+
+# ---- the one significance every view shows ------------------------------------------------------------
+def clustered_stats(stats: pd.DataFrame, effects: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """`stats` with the evidence stage's numbers in place of the row-level ones, for the same audit.
+
+    Why: `stats.principle_stats` tests each principle with a binomial sign test over rows, which assumes
+    independent rows; judgements that share a prompt are not independent, so its CIs are too narrow and
+    its "significant" set too large. The evidence stage (`inference.controlled_effects`, one row per
+    principle in ``effects``) has the strength's CI clustered by prompt, its BH q-value, and the
+    length-controlled logistic effect; `summary.annotator_entry` writes exactly these (significant =
+    clustered q < alpha) into summary.json, and the app's principle table and the report (HTML table,
+    executive summary, Markdown summary) read this frame, so all of them name the same significant set.
+    Replaced: ``strength``, ``strength_ci_low/high``, ``p_value``, ``q_value``, ``significant``; added:
+    ``effect``, ``effect_ci_low/high``, ``effect_q``, ``effect_status``, ``effect_message``,
+    ``proxy_for_length``. The binomial accuracy CI columns stay (they describe the accuracy, not the
+    test). A principle the evidence has no row for keeps no clustered number (NaN, not significant),
+    never its binomial one. ``attrs["inference"]`` is `CLUSTERED`."""
+    e = effects.copy()
+    e["key"] = e["key"].astype(str)
+    e = e.drop_duplicates("key").set_index("key")
+    out = stats.copy()
+    keys = out["key"].astype(str)
+
+    def col(name: str) -> np.ndarray:
+        if name not in e.columns:
+            return np.full(len(out), np.nan)
+        return pd.to_numeric(keys.map(e[name]), errors="coerce").to_numpy(dtype=float)
+
+    out["strength"] = col("strength")
+    out["strength_ci_low"] = col("strength_ci_low")
+    out["strength_ci_high"] = col("strength_ci_high")
+    out["p_value"] = col("marginal_p")
+    out["q_value"] = col("marginal_q")
+    out["significant"] = np.nan_to_num(out["q_value"].to_numpy(dtype=float), nan=np.inf) < alpha
+    for c in ("effect", "effect_ci_low", "effect_ci_high", "effect_q"):
+        out[c] = col(c)
+    out["effect_status"] = keys.map(e["status"]).fillna("missing").to_numpy() if "status" in e else "missing"
+    out["effect_message"] = keys.map(e["message"]).fillna("").to_numpy() if "message" in e else ""
+    proxy = keys.map(e["proxy_for_length"]) if "proxy_for_length" in e else pd.Series(False, index=out.index)
+    out["proxy_for_length"] = proxy.fillna(False).astype(bool).to_numpy()
+    out.attrs["inference"] = CLUSTERED
+    return out
+
+
+def evidence_effects(audit: Any) -> tuple[pd.DataFrame | None, str]:
+    """The evidence stage's per-principle table of the presented annotator (`AnnotatorEvidence.effects`),
+    or None with the reason in words: the stage was off, failed (its note), or the run has none (saved by
+    an older version, or an object that is not a `RunResult`)."""
+    analysis = getattr(audit, "analysis", None)
+    if analysis is None:
+        return None, "this result has no evidence stage."
+    ev = getattr(analysis, "evidence", None)
+    effects = getattr(ev, "effects", None)
+    if effects is not None and len(effects) and "strength_ci_low" in effects.columns:
+        return effects, ""
+    cfg = getattr(getattr(audit, "config", None), "evidence", None)
+    if cfg is not None and not getattr(cfg, "evidence", True):
+        return None, "the evidence stage was switched off for this run."
+    failed = [n for n in getattr(analysis, "notes", []) if "could not be computed" in n]
+    if failed:
+        return None, failed[0].rstrip(".") + "."
+    if ev is not None:
+        return None, "the evidence stage produced no per-principle table."
+    return None, "this run has no evidence stage (saved before it existed, or it did not reach it)."
+
+
+def presented_stats(audit: Any) -> pd.DataFrame:
+    """The principle table every view of one audit shows (app, HTML report, Markdown summary): the
+    clustered `clustered_stats` when the run has evidence, else a copy of the row-level binomial
+    ``audit.stats`` labelled `BINOMIAL`, with ``attrs["no_evidence"]`` saying why (empty when clustered).
+    One function, so the app, the report and summary.json cannot name different significant sets."""
+    effects, why = evidence_effects(audit)
+    alpha = float(getattr(getattr(audit, "config", None), "alpha", 0.05))
+    if effects is not None:
+        out = clustered_stats(audit.stats, effects, alpha)
+    else:
+        out = audit.stats.copy()
+        out.attrs["inference"] = BINOMIAL
+    out.attrs["no_evidence"] = why
+    return out

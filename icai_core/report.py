@@ -239,6 +239,28 @@ def _principles_of(audit: Any) -> Any:
     return getattr(audit, "principles", None) if hasattr(audit, "judges") else None
 
 
+def _presented(audit: Any) -> pd.DataFrame:
+    """The principle table the report shows: `evidence.presented_stats` (the clustered numbers that
+    summary.json and the app's principle table show), or the labelled binomial stats of an object that
+    has no evidence stage. ``attrs["inference"]`` says which."""
+    from icai_core.evidence import presented_stats
+
+    return presented_stats(audit)
+
+
+def _inference_note(stats: pd.DataFrame) -> str:
+    """One sentence saying which test made the table's intervals and q-values (plain text)."""
+    from icai_core.evidence import CLUSTERED
+
+    if stats.attrs.get("inference") == CLUSTERED:
+        return ("95% CIs and q-values are clustered by prompt (judgements of one prompt are not independent), "
+                "as in summary.json; significant = Benjamini-Hochberg q < alpha.")
+    why = stats.attrs.get("no_evidence") or ""
+    return ("95% CIs and q-values are binomial, NOT clustered by prompt: they treat judgements that share a "
+            "prompt as independent, so intervals may be too narrow and the significant set too large"
+            + (f" (no clustered evidence: {why.rstrip('.')})" if why else "") + ".")
+
+
 def _entry(audit: Any) -> dict:
     """`summary.annotator_entry` of the presented annotator ({} for objects that are not a RunResult):
     the evidence other modules add (controlled effects, proxies for length, the cross-validated
@@ -276,6 +298,8 @@ def markdown_summary(
     counts = pairs["preferred"].value_counts()
     n_pairs = _n_distinct(audit)
     who = _who(audit)
+    stats = _presented(audit)
+    tag = stats.attrs.get("inference", "")
     lines = [
         f"# Principia audit: {_md_escape(audit.dataset_name)}",
         "",
@@ -287,12 +311,12 @@ def markdown_summary(
         "## What this annotator rewards",
         "",
         f"Top {top} principles by strength over all labelled pairs. {F.SIGN_RULE} "
-        "✔ = significant after Benjamini-Hochberg.",
+        f"{_md_escape(_inference_note(stats))} ✔ = significant after Benjamini-Hochberg.",
         "",
-        "| principle (rewarded wording) | strength [95% CI] | relevance | accuracy | sig. |",
+        f"| principle (rewarded wording) | strength [95% CI, {tag}] | relevance | accuracy | sig. ({tag}) |",
         "|---|---|---|---|---|",
     ]
-    for _, r in top_principles(audit.stats, top, _principles_of(audit)).iterrows():
+    for _, r in top_principles(stats, top, _principles_of(audit)).iterrows():
         lines.append(
             f"| {_md_escape(r['wording'])} | {_fmt_signed(r['reward'])} "
             f"[{_fmt_signed(r['reward_ci_low'])}, {_fmt_signed(r['reward_ci_high'])}] | "
@@ -501,8 +525,10 @@ def _executive_summary(audit: Any, entry: dict, rv: pd.DataFrame, constitution: 
     by_key = {p.get("key"): p for p in entry.get("principles", []) or []}
     sig = rv[rv.get("significant", pd.Series(False, index=rv.index)).astype(bool)] if len(rv) else rv
     found = "".join(_finding(r, by_key.get(r["key"])) for _, r in sig.head(3).iterrows())
+    tag = rv.attrs.get("inference", "")
     found = (f"<ol>{found}</ol>" if found else
-             "<p>No principle is significant for this annotator after Benjamini-Hochberg correction.</p>")
+             "<p>No principle is significant for this annotator after Benjamini-Hochberg correction"
+             f"{f' ({_e(tag)})' if tag else ''}.</p>")
     # reconstruction verdict: the cross-validated one when it exists, else the held-out comparison
     verdict = (entry.get("reconstruction") or {}).get("verdict")
     table = getattr(reconstruction, "table", None)
@@ -549,7 +575,7 @@ def _executive_summary(audit: Any, entry: dict, rv: pd.DataFrame, constitution: 
     caveats.append(LIMITS)
     return (
         "<section class='exec'><h2>Executive summary</h2>"
-        f"<h3>The three strongest findings</h3>{found}"
+        f"<h3>The three strongest findings</h3><p class='muted small'>{_e(_inference_note(rv))}</p>{found}"
         + (f"<h3>Reconstruction</h3><p class='verdict'>{_e(verdict)}</p>" if verdict else "")
         + card
         + "<h3>Caveats</h3><ul>" + "".join(f"<li>{c}</li>" for c in caveats) + "</ul></section>"
@@ -716,7 +742,10 @@ def html_report(
     constitution = constitution if constitution is not None else audit.constitution
     reconstruction = reconstruction if reconstruction is not None else audit.reconstruction
     principles = _principles_of(audit)
-    rv = F.rewarded_view(audit.stats, principles)
+    stats = _presented(audit)  # the clustered numbers (= summary.json, the app) or the labelled binomial ones
+    tag = stats.attrs.get("inference", "")
+    rv = F.rewarded_view(stats, principles)
+    rv.attrs.update(stats.attrs)
     entry = _entry(audit)
     pairs = audit.pairs
     n_pairs = _n_distinct(audit)
@@ -725,7 +754,7 @@ def html_report(
     texts = dict(zip(audit.stats["key"], audit.stats["text"], strict=False))
     inverse = F._inverse_texts(principles)
 
-    figs = [F.strength_bar(audit.stats, selected=selected_keys, principles=principles, top=20),
+    figs = [F.strength_bar(stats, selected=selected_keys, principles=principles, top=20),
             F.reconstruction_bar(getattr(reconstruction, "table", None)),
             F.chosen_rejected_lengths(pairs)]
     if compare is not None and getattr(compare, "strength_matrix", None) is not None:
@@ -745,16 +774,20 @@ def html_report(
     pt = pd.DataFrame({
         "principle (rewarded wording)": rv["wording"],
         "strength": rv["reward"],
-        "95% CI": [_ci_signed(a, b) for a, b in zip(rv["reward_ci_low"], rv["reward_ci_high"], strict=True)],
+        f"95% CI ({tag})": [_ci_signed(a, b) for a, b in zip(rv["reward_ci_low"], rv["reward_ci_high"],
+                                                             strict=True)],
         "relevance": rv["relevance"],
         "accuracy": rv.get("reward_accuracy", rv.get("accuracy")),
         "n": rv["n_relevant"],
-        "q": rv["q_value"],
+        f"q ({tag})": rv["q_value"],
+        "significant": ["yes" if bool(x) else "" for x in rv["significant"]],
     })
-    stats_html = html_table(pt, formats={"strength": "signed", "95% CI": "text", "relevance": "pct0",
-                                         "accuracy": "pct0", "n": "int", "q": "q"},
-                            widths={"strength": "s", "95% CI": "ci", "relevance": "s", "accuracy": "s", "n": "s",
-                                    "q": "s"})
+    if "proxy_for_length" in rv:
+        pt["length proxy"] = ["yes" if bool(x) else "" for x in rv["proxy_for_length"]]
+    stats_html = html_table(pt, formats={"strength": "signed", f"95% CI ({tag})": "text", "relevance": "pct0",
+                                         "accuracy": "pct0", "n": "int", f"q ({tag})": "q"},
+                            widths={"strength": "s", f"95% CI ({tag})": "ci", "relevance": "s", "accuracy": "s",
+                                    "n": "s", f"q ({tag})": "ci", "significant": "s", "length proxy": "s"})
     recon_html = ""
     recon_tbl = getattr(reconstruction, "table", None)
     if recon_tbl is not None:
@@ -806,7 +839,8 @@ def html_report(
 {const_html}
 <h2>What the annotator rewards</h2>
 <p>{_e(F.SIGN_RULE)} Relevance = share of labelled pairs where the principle picks a side; accuracy = how
-often the annotator sides with it there; q = Benjamini-Hochberg corrected p-value.</p>
+often the annotator sides with it there; q = Benjamini-Hochberg corrected p-value. {_e(_inference_note(stats))}
+{"Length proxy = significant alone but not once length is controlled." if "proxy_for_length" in rv else ""}</p>
 {fig_html[0]}
 {stats_html}
 <h2>How well the constitution reconstructs the annotator</h2>

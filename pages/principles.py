@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from icai_core import figures as F
+from icai_core.evidence import evidence_effects, presented_stats
 from ui import common as C
 from ui import icai_ui as IC
 from ui import widgets as W
@@ -108,25 +109,6 @@ def _audit_config():
     from icai_core.audit import AuditConfig
 
     return AuditConfig(use_embeddings=_use_embeddings(), discover=_discover_on())
-
-
-def _evidence_of(audit) -> tuple[pd.DataFrame | None, str]:
-    """The evidence stage's per-principle table of the presented annotator (`inference.controlled_effects`
-    via `AnnotatorEvidence.effects`), or None with the reason in words: the stage was off, failed (its
-    note), or the run has none (e.g. saved by an older version)."""
-    ev = getattr(audit.analysis, "evidence", None)
-    effects = getattr(ev, "effects", None)
-    if effects is not None and len(effects) and "strength_ci_low" in effects.columns:
-        return effects, ""
-    cfg = getattr(getattr(audit, "config", None), "evidence", None)
-    if cfg is not None and not getattr(cfg, "evidence", True):
-        return None, "the evidence stage was switched off for this run."
-    failed = [n for n in audit.analysis.notes if "could not be computed" in n]
-    if failed:
-        return None, failed[0].rstrip(".") + "."
-    if ev is not None:
-        return None, "the evidence stage produced no per-principle table."
-    return None, "this run has no evidence stage (saved before it existed, or it did not reach it)."
 
 
 def _n_prompts(effects: pd.DataFrame) -> str:
@@ -304,10 +286,12 @@ if audit is None:
     st.stop()
 
 # --------------------------------------------------------------------------- headline + table
-effects, no_evidence = _evidence_of(audit)
+effects, _ = evidence_effects(audit)
 alpha = float(audit.config.alpha)
-# the clustered numbers of the evidence stage, as summary.json has them; else the binomial ones, labelled
-stats = W.clustered_stats(audit.stats, effects, alpha) if effects is not None else audit.stats
+# the clustered numbers of the evidence stage, as summary.json and the report have them; else the binomial
+# ones, labelled (icai_core.evidence.presented_stats: one function for every view)
+stats = presented_stats(audit)
+no_evidence = stats.attrs.get("no_evidence", "")
 sig = stats[stats["significant"].astype(bool)]
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Distinct pairs", f"{audit.analysis.n_pairs:,}",

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from icai_core.evidence import BINOMIAL, CLUSTERED, clustered_stats  # noqa: F401 (re-exported for the pages)
 from ui import safe as S
 
 ALPHAS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.2]
@@ -61,49 +62,8 @@ def _ci(lo: pd.Series, hi: pd.Series, fmt: str) -> list[str]:
     ]
 
 
-# Column names of the principle table: the interval and the q-value say which inference made them.
-CLUSTERED = "clustered by prompt"
-BINOMIAL = "binomial, not clustered"
-
-
-def clustered_stats(stats: pd.DataFrame, effects: pd.DataFrame, alpha: float) -> pd.DataFrame:
-    """`stats` with the evidence stage's numbers in place of the row-level ones, for the same audit.
-
-    Why: `stats.principle_stats` tests each principle with a binomial sign test over rows, which assumes
-    independent rows; judgements that share a prompt are not independent, so its CIs are too narrow and
-    its "significant" set too large. The evidence stage (`inference.controlled_effects`, one row per
-    principle in ``effects``) has the strength's CI clustered by prompt, its BH q-value, and the
-    length-controlled logistic effect; `summary.annotator_entry` writes exactly these (significant =
-    clustered q < alpha) into summary.json, so the page shows them too. Replaced: ``strength``,
-    ``strength_ci_low/high``, ``p_value``, ``q_value``, ``significant``; added: ``effect``,
-    ``effect_ci_low/high``, ``effect_q``, ``effect_status``, ``effect_message``, ``proxy_for_length``.
-    A principle the evidence has no row for keeps no clustered number (NaN, not significant), never its
-    binomial one. ``attrs["inference"]`` says which inference the frame carries."""
-    e = effects.copy()
-    e["key"] = e["key"].astype(str)
-    e = e.drop_duplicates("key").set_index("key")
-    out = stats.copy()
-    keys = out["key"].astype(str)
-
-    def col(name: str) -> np.ndarray:
-        if name not in e.columns:
-            return np.full(len(out), np.nan)
-        return pd.to_numeric(keys.map(e[name]), errors="coerce").to_numpy(dtype=float)
-
-    out["strength"] = col("strength")
-    out["strength_ci_low"] = col("strength_ci_low")
-    out["strength_ci_high"] = col("strength_ci_high")
-    out["p_value"] = col("marginal_p")
-    out["q_value"] = col("marginal_q")
-    out["significant"] = np.nan_to_num(out["q_value"].to_numpy(dtype=float), nan=np.inf) < alpha
-    for c in ("effect", "effect_ci_low", "effect_ci_high", "effect_q"):
-        out[c] = col(c)
-    out["effect_status"] = keys.map(e["status"]).fillna("missing").to_numpy() if "status" in e else "missing"
-    out["effect_message"] = keys.map(e["message"]).fillna("").to_numpy() if "message" in e else ""
-    proxy = keys.map(e["proxy_for_length"]) if "proxy_for_length" in e else pd.Series(False, index=out.index)
-    out["proxy_for_length"] = proxy.fillna(False).astype(bool).to_numpy()
-    out.attrs["inference"] = CLUSTERED
-    return out
+# The principle table's inference labels and its clustered numbers live in icai_core.evidence, so the app,
+# the HTML report and the Markdown summary share one significant set (re-exported here for the pages).
 
 
 def stats_view(stats: pd.DataFrame, selected: Iterable[str] = (), principles: pd.DataFrame | None = None):
