@@ -553,6 +553,19 @@ def test_compressed_file_under_a_text_name(rows, tmp_path, capsys, kind, what):
     assert "not a data file" in msg and "NUL" not in msg
 
 
+def test_tar_gz_is_named_as_an_archive(rows, tmp_path, capsys):
+    import tarfile
+
+    data = rows.to_csv(index=False).encode()
+    path = tmp_path / "pairs.tar.gz"
+    with tarfile.open(path, "w:gz") as tf:
+        info = tarfile.TarInfo("pairs.csv")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    msg = assert_refused(path, tmp_path, capsys, None, None, "is a tar archive")
+    assert "tar -xzf" in msg and "NUL" not in msg
+
+
 def test_csv_whose_header_starts_like_bzip2_magic_loads(rows, tmp_path):
     df = rows[COLS].rename(columns={"id": "BZh9"})
     path = tmp_path / "bzh.csv"

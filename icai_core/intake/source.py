@@ -181,6 +181,8 @@ def compressed_kind(raw: bytes) -> tuple[str, str] | None:
             return what, tool
     if raw[:3] == b"BZh" and raw[3:4].isdigit() and raw[4:10] == b"1AY&SY":
         return "bzip2-compressed data", "bunzip2"
+    if raw[257:262] == b"ustar":  # POSIX tar header magic
+        return "a tar archive (a bundle of files)", "tar -xf"
     return None
 
 
@@ -194,6 +196,10 @@ def _refuse_compressed(raw: bytes, file: str, compressed: bool) -> None:
     if kind is None:
         return
     what, tool = kind
+    if compressed and tool == "tar -xf":
+        raise DataError(file, None, None, f"the content of this gzip file is {what}, not one data file",
+                        f"Unpack it (tar -xzf '{file}') and load the data file inside",
+                        hint_web="Unpack it on your computer and upload the data file inside")
     if compressed:
         inner = file[: -len(".gz")] if file.lower().endswith(".gz") else "data"
         if tool == "gunzip":
