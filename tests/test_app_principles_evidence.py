@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
@@ -192,3 +193,95 @@ def test_an_interval_end_that_rounds_to_zero_has_no_minus_sign():
     assert W._ci(pd.Series([-0.0001, -0.0012]), pd.Series([0.27, -0.0004]), "+.3f") == [
         "[+0.000, +0.270]", "[-0.001, +0.000]"]
     assert W._ci(pd.Series([-0.00001]), pd.Series([0.5]), ".1%") == ["[0.0%, 50.0%]"]
+
+
+class _Tables(HTMLParser):
+    """Every <table> of an HTML page as a list of rows (lists of cell texts, the header row first)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._row is not None and self._cell is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.tables[-1].append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_the_report_names_the_significant_set_of_summary_json_and_the_app(run):
+    """HTML table, executive summary and Markdown summary: the clustered significant set (statsmodels,
+    independently), which is summary.json's and the page's, not the larger binomial one."""
+    from icai_core.figures import rewarded_view
+    from icai_core.report import html_report, markdown_summary
+
+    ds, result = run
+    alpha = result.config.alpha
+    ref = _independent_strength(result)
+    sig = {k for k, q in ref["q"].items() if q < alpha}
+    assert 0 < len(sig) < int(result.stats["significant"].sum())  # the two inferences disagree on this file
+    doc = summary_document(result)["annotators"][result.annotator]["principles"]
+    assert {p["key"] for p in doc if p["marginal"]["significant"]} == sig
+    _, table = _page(ds, result)
+    assert set(table.loc[table["significant"], "key"]) == sig
+    wording = dict(zip(*rewarded_view(result.stats, result.principles)[["wording", "key"]].T.to_numpy(),
+                       strict=True))
+    page = html_report(result)
+    parser = _Tables()
+    parser.feed(page)
+    principle_table = next(t for t in parser.tables if t and "significant" in t[0])
+    head = principle_table[0]
+    assert "95% CI (clustered by prompt)" in head and "q (clustered by prompt)" in head
+    rows = [dict(zip(head, r, strict=True)) for r in principle_table[1:]]
+    assert len(rows) == len(result.stats)
+    assert {wording[r["principle (rewarded wording)"]] for r in rows if r["significant"] == "yes"} == sig
+    for r in rows:  # the q shown is the clustered one
+        q = ref.loc[wording[r["principle (rewarded wording)"]], "q"]
+        shown = r["q (clustered by prompt)"]
+        assert shown == ("n/a" if np.isnan(q) else "< 0.001" if q < 0.001 else f"{q:.3f}")
+    summary = page.split("<section class='exec'>")[1].split("</section>")[0]
+    findings = summary.split("<h3>The three strongest findings</h3>")[1].split("<h3>")[0]
+    assert findings.count("<li>") == min(3, len(sig))
+    assert "clustered by prompt" in findings
+    md = markdown_summary(result)
+    md_rows = [ln for ln in md.splitlines() if ln.startswith("| ") and "[" in ln and "rewarded wording" not in ln]
+    assert md_rows
+    for ln in md_rows:
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        key = wording[cells[0].replace("\\", "")]
+        assert (cells[-1] == "✔") == (key in sig), key
+    assert "sig. (clustered by prompt)" in md
+
+
+def test_the_report_labels_the_binomial_fallback(run):
+    from icai_core.report import html_report, markdown_summary
+
+    ds, result = run
+    analysis = dataclasses.replace(result.analysis, evidence=None)
+    bare = dataclasses.replace(result, analyses={result.annotator: analysis}, _cache={})
+    page = html_report(bare)
+    parser = _Tables()
+    parser.feed(page)
+    head = next(t for t in parser.tables if t and "significant" in t[0])[0]
+    assert "q (binomial, not clustered)" in head
+    n_yes = sum(r[head.index("significant")] == "yes"
+                for r in next(t for t in parser.tables if t and "significant" in t[0])[1:])
+    assert n_yes == int(result.stats["significant"].sum())
+    assert "NOT clustered by prompt" in page and "no clustered evidence" in page
+    assert "sig. (binomial, not clustered)" in markdown_summary(bare)
