@@ -13,7 +13,11 @@ import time
 import pytest
 
 from icai_core.jobs import Cancelled, check
-from tests.test_app_common import DATA, needs_data
+from tests.test_app_common import (
+    DATA,
+    _principia_home,  # noqa: F401  (autouse: PRINCIPIA_HOME -> a fresh tmp dir, so no vote comes from a cache)
+    needs_data,
+)
 from ui.jobs import BackgroundJob, shared_job
 
 
