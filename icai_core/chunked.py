@@ -280,13 +280,17 @@ def chunk_counts_by_annotator(
     arr = item_votes.to_numpy()[codes]
     cols = list(item_votes.columns)
     if "annotator" in pairs.columns:
-        ann = pairs["annotator"].astype(str).to_numpy()
-        names = list(dict.fromkeys(ann))
+        # Rows of each annotator in one stable sort (names in order of first appearance, rows ascending
+        # within each): linear in the rows whatever the number of annotators (a crowd file has thousands;
+        # one comparison of the whole column per name was rows x annotators).
+        ann_codes, uniq_names = pd.factorize(pairs["annotator"].astype(str), sort=False)
+        names = [str(x) for x in uniq_names]
+        order = np.argsort(ann_codes, kind="stable")
+        groups = np.split(order, np.cumsum(np.bincount(ann_codes, minlength=len(names)))[:-1])
     else:
-        ann, names = None, [ALL]
+        names, groups = [ALL], [np.arange(len(pairs))]
     out: dict[str, Counts] = {}
-    for name in names:
-        rows = np.arange(len(pairs)) if ann is None else np.flatnonzero(ann == name)
+    for name, rows in zip(names, groups, strict=True):
         v = pd.DataFrame(arr[rows], columns=cols)
         n_agree, n_disagree, n, n_ties = vote_counts(v, y[rows])
         out[name] = Counts(cols, n_agree, n_disagree, n, n_ties, len(rows),
