@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import StratifiedKFold
 
 from icai_core import crossval as cv
 from icai_core.data import load_pairs
@@ -36,7 +36,7 @@ def test_folds_hold_out_whole_prompts_and_length_only_recomputes(arena):
     groups = pd.factorize(pairs["prompt"])[0]
     correct = np.zeros(len(y))
     score = np.zeros(len(y))
-    for tr, te in StratifiedGroupKFold(5, shuffle=True, random_state=0).split(x, y, groups):
+    for tr, te in _by_hand_folds(y, groups, 5, 0):
         m = LogisticRegression(C=1.0, max_iter=1000).fit(x[tr], y[tr])
         correct[te] = m.predict(x[te]) == y[te]
         score[te] = m.predict_proba(x[te])[:, 1]
@@ -47,6 +47,43 @@ def test_folds_hold_out_whole_prompts_and_length_only_recomputes(arena):
     assert got["auc"] == pytest.approx(roc_auc_score(y == 1, score), abs=1e-12)
     assert res.method("majority")["accuracy"] == pytest.approx(
         (res.oof["pred_majority"] == res.oof["preferred"]).mean())
+
+
+def _by_hand_folds(y, groups, k, seed):
+    """The documented fold rule, written out: StratifiedKFold(shuffle) over the prompts, each labelled by
+    the side most of its rows chose (every label here is held by at least k prompts)."""
+    prompts = pd.unique(groups)
+    side = pd.Series(y).groupby(groups).sum().reindex(prompts).to_numpy()
+    lab = np.sign(side).astype(int)
+    assert pd.Series(lab).value_counts().min() >= k
+    for _, te_p in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(prompts)), lab):
+        te = np.isin(groups, prompts[te_p])
+        yield np.flatnonzero(~te), np.flatnonzero(te)
+
+
+def test_prompt_folds_never_share_a_prompt_and_balance_the_labels(shared_data):
+    """Every file with repeated prompts: no prompt in two folds; every fold holds a fifth of the prompts
+    (+-1) and its share of A stays near the file's (the point of stratifying; GroupKFold drifts 12 points
+    on prd_lfqa_expert)."""
+    from icai_core.inference import cluster_ids
+
+    for name in ("prd_lfqa_expert.csv", "alpacaeval1_gpt4_judge.csv"):
+        pairs = load_pairs(shared_data / name).pairs
+        y = pairs["preferred"].map({"a": 1, "b": -1}).fillna(0).to_numpy()
+        dec = y != 0
+        y, groups = y[dec].astype(int), cluster_ids(pairs)[dec]
+        for seed in range(5):
+            fold = cv.prompt_folds(y, groups, 5, seed)
+            assert set(fold) == set(range(5))
+            per_prompt = pd.Series(fold).groupby(groups).nunique()
+            assert (per_prompt == 1).all(), name
+            n_prompts = pd.Series(groups).groupby(fold).nunique()
+            g = len(per_prompt)
+            assert n_prompts.between(g // 5, -(-g // 5)).all(), (name, n_prompts.tolist())
+            share = pd.Series(y == 1).groupby(fold).mean()
+            assert (share - (y == 1).mean()).abs().max() < 0.08, (name, seed, share.tolist())
+    one = cv.prompt_folds(np.ones(12, dtype=int), np.repeat(np.arange(6), 2), 3, 0)  # one label: still whole prompts
+    assert sorted(np.bincount(one)) == [4, 4, 4] and (one[::2] == one[1::2]).all()
 
 
 def test_arena_style_only_auc_and_an_honest_verdict(arena):
