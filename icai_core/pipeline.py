@@ -89,9 +89,16 @@ class WorkProgress:
 
 
 def _duration(seconds: float) -> str:
-    if seconds < 60:
+    """A time left the user can trust to the precision it shows: seconds below 90 s, minutes with one
+    decimal below 10 min ("about 1.5 min left": 6 s steps, at most 5% rounding error; "2 min" used to
+    cover 90-149 s, up to 33%), whole minutes below an hour (at most 5%), then hours with one decimal.
+    One number and one unit, so `ui.jobs` (which withdraws a stale estimate) and the benchmarks that read
+    "about N unit left" parse every form."""
+    if seconds < 89.5:
         return f"{max(1, round(seconds))} s"
-    if seconds < 3600:
+    if seconds < 595:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 3570:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
 

@@ -34,6 +34,9 @@ EMBEDDING_KEYS = tuple(J.EMBEDDING_KEYS)  # judges that need the sentence embedd
 _SECONDS_PER_PAIR = 3.7e-4
 _SECONDS_PER_EMBEDDED_PAIR = 3.0e-2  # cold cache (an upper bound when the vectors are cached)
 _EVIDENCE_SECONDS_PER_ROW = 1.0e-3
+# The evidence's text features (list items, markdown emphasis), per distinct pair: their share of the
+# evidence stage's progress next to `evidence.step_plan` (same units: seconds per distinct pair).
+_EVIDENCE_FEATURE_SECONDS_PER_ITEM = 6.0e-5  # 1.4-1.7 s at 24,000 distinct pairs
 
 
 class MeasurableLibrary:
@@ -277,28 +280,48 @@ class Evidence:
         return n_ann * 1.0 + _EVIDENCE_SECONDS_PER_ROW * len(data.pairs)
 
     def reconstruct(self, ctx, data, result) -> None:
-        from icai_core.evidence import EVIDENCE_FEATURES, agreement_summary, audit_annotator, steps_of
+        from icai_core.evidence import (
+            EVIDENCE_FEATURES,
+            STEP_COST_PER_1000_ROWS,
+            agreement_summary,
+            audit_annotator,
+            step_plan,
+        )
         from icai_core.jobs import Cancelled
 
         progress = ctx.stage_progress(self.name)
+        names = list(result.analyses)
+        # Progress in units of measured cost (`evidence.step_plan`, per 1,000 rows of each annotator), so
+        # the fraction moves near-linearly in time: the text features first, then each annotator's pieces,
+        # then the agreement between annotators.
+        plans = {name: np.cumsum([0.0] + step_plan(len(result.all_votes.columns), self.config.folds))
+                 * len(a.rows) / 1000 for name, a in result.analyses.items()}
+        feature_cost = _EVIDENCE_FEATURE_SECONDS_PER_ITEM * data.n_items
+        agreement_cost = STEP_COST_PER_1000_ROWS["views"] * len(result.all_pairs) / 1000 if len(names) > 1 else 0.0
+        total = feature_cost + sum(p[-1] for p in plans.values()) + agreement_cost
+        scale = 1_000_000 / total if total > 0 else 1.0
+
+        def report(units: float, message: str) -> None:
+            progress(int(min(units * scale, 999_999)), 1_000_000, message)
+
         ctx.check()
-        progress(0, 1, "Evidence: text features of every distinct pair")
+        report(0.0, "Evidence: text features of every distinct pair")
         fa_i, fb_i = J.compute_features(data.items, names=EVIDENCE_FEATURES, cancel=ctx.cancel)
         fa = fa_i.iloc[data.item_of_row].set_axis(result.all_pairs.index)
         fb = fb_i.iloc[data.item_of_row].set_axis(result.all_pairs.index)
-        names = list(result.analyses)
-        per = steps_of(len(result.all_votes.columns), self.config.folds)
-        total = len(names) * per + 1
+        before = feature_cost
         for k, (name, analysis) in enumerate(result.analyses.items()):
-            done = [k * per]
+            cum = plans[name]
+            calls = [0]
 
-            def step(message: str, name=name, k=k, done=done) -> None:
+            def step(message: str, name=name, k=k, cum=cum, calls=calls, before=before) -> None:
                 # called inside the fits and the folds: cancel within one fit, a bar that moves
                 ctx.check()
                 if not message:  # a cancel check only (inside a bootstrap)
                     return
-                done[0] = min(done[0] + 1, (k + 1) * per)
-                progress(done[0], total, f"Evidence for {name} ({k + 1} of {len(names)}): {message}")
+                if not message.startswith("style control without"):  # a refit is not in the plan
+                    calls[0] = min(calls[0] + 1, len(cum) - 1)
+                report(before + cum[calls[0] - 1], f"Evidence for {name} ({k + 1} of {len(names)}): {message}")
 
             step("controlled effects")
             rows = result.all_pairs.iloc[analysis.rows]
@@ -313,7 +336,8 @@ class Evidence:
             except Exception as exc:  # never lose the run over one annotator's evidence: say why
                 analysis.notes.append(f"The evidence (controlled effects, cross-validation) could not be "
                                       f"computed for {name}: {type(exc).__name__}: {exc}")
+            before += cum[-1]
         ctx.check()
-        progress(total - 1, total, "Agreement between annotators")
+        report(before, "Agreement between annotators")
         if len(names) > 1:
             result.agreement = agreement_summary(result.all_pairs, reference=self.config.reference, alpha=self.alpha)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from icai_core.jobs import Cancelled, check
@@ -115,3 +116,18 @@ def test_the_app_audit_stops_within_2_s_of_a_cancel_during_the_evidence_stage():
 def test_cancelled_is_the_exception_the_job_maps():
     job = BackgroundJob(lambda progress, cancel: (_ for _ in ()).throw(Cancelled("x")), label="c")
     assert job.wait(2) and job.status == "cancelled"
+
+
+def test_time_left_is_shown_to_the_precision_it_claims():
+    """`pipeline._duration`: the shown number is within 5% of the estimate from 1 s to 2 h (it was up
+    to 33%: "2 min" for 90-149 s), and every form parses with the pattern `ui.jobs` reads back."""
+    from icai_core.pipeline import _duration
+    from ui.jobs import _LEFT_S, _UNIT_S
+
+    assert [_duration(s) for s in (0.2, 42, 89, 90, 100, 149, 594, 600, 3000, 5400)] == [
+        "1 s", "42 s", "89 s", "1.5 min", "1.7 min", "2.5 min", "9.9 min", "10 min", "50 min", "1.5 h"]
+    for s in np.arange(1.0, 7200.0, 0.7):
+        m = _LEFT_S.search(f"about {_duration(s)} left")
+        assert m is not None, s
+        shown = float(m.group(1)) * _UNIT_S[m.group(2)]
+        assert abs(shown - s) <= max(0.5, 0.05 * s), (s, _duration(s))

@@ -109,3 +109,38 @@ def test_votes_must_cover_the_rows(alpaca):
         ev.audit_annotator(d, votes.iloc[:10])
     assert isinstance(ev.agreement_summary(d.drop(columns=["annotator"])), list)
     assert ev.agreement_summary(pd.DataFrame(columns=["prompt", "text_a", "text_b", "preferred"])) == []
+
+
+def test_step_plan_has_one_cost_per_step_call(alpaca):
+    """`audit_annotator` calls `step` once per piece of `step_plan` (after the caller's own first call;
+    style-control refits excepted), so the progress weights line up with the pieces they measure."""
+    _, two, votes, _ = alpaca
+    rows = two[two["annotator"] == HUMAN]
+    calls = []
+    ev.audit_annotator(rows, votes, features=compute_features(rows), principles=PRINCIPLES, folds=3, n_boot=10,
+                       n_random=2, step=lambda m: calls.append(m) if m else None)
+    planned = [m for m in calls if not m.startswith("style control without")]
+    plan = ev.step_plan(votes.shape[1], 3)
+    assert len(planned) + 1 == len(plan) == ev.steps_of(votes.shape[1], 3)
+    assert planned[0].startswith("controlled effect of") and planned[votes.shape[1]].startswith("style control")
+    assert "splitting the prompts into folds" in planned[votes.shape[1] + 2]
+    assert planned[-1].startswith("reconstruction: accuracy and AUC")
+    # the costs are not all alike: the joint fit and the views outweigh one principle's fit
+    c = ev.STEP_COST_PER_1000_ROWS
+    assert c["views"] > 10 * c["principle"] and c["style_per_principle"] * votes.shape[1] > 20 * c["principle"]
+
+
+def test_the_evidence_stage_progress_rises_to_the_end(shared_data, tmp_path, monkeypatch):
+    """The offline audit's progress (permille of the whole run) never goes back, passes through the
+    evidence stage's weighted steps and ends at 1000."""
+    from icai_core.audit import AuditConfig, run_offline_audit
+
+    monkeypatch.setenv("PRINCIPIA_HOME", str(tmp_path))
+    pairs = load_pairs(shared_data / "prd_lfqa_expert.csv").pairs
+    seen = []
+    run_offline_audit(pairs, AuditConfig(use_embeddings=False), progress=lambda d, t, m="": seen.append((d, t, m)))
+    frac = [d / t for d, t, _ in seen]
+    assert all(b >= a - 1e-9 for a, b in zip(frac, frac[1:], strict=False)), frac
+    assert seen[-1][0] == seen[-1][1]
+    ev_steps = [f for f, (_, _, m) in zip(frac, seen, strict=True) if "Evidence for" in m]
+    assert len(ev_steps) >= 20 and ev_steps[0] < ev_steps[-1] < 1
