@@ -307,18 +307,19 @@ def audit_annotator(
     )
 
 
-# What each piece of `audit_annotator` costs, in seconds per 1,000 rows on the idle 2-core development
-# machine (measured 2 December 2026, 24,000 distinct pairs, 31 principles; the pieces scale with the rows,
-# the joint style-control fit also with the principles). A piece starts at one `step` call and ends at
-# the next. Only the ratios matter (`step_plan`): the caller turns them into the progress fraction.
+# What each piece of `audit_annotator` costs, in seconds per 1,000 rows on the 2-core development machine
+# (measured 2 December 2026 at 24,000 and 50,000 distinct pairs, 31 principles: per 1,000 rows, principle
+# 0.0069/0.0072, style control 0.33/0.15 in all, views 0.115/0.106, split 0.012/0.010, fold 0.017/0.010,
+# method 0.020/0.041; the bootstrap AUC grows a little faster than the rows, the joint fit slower).
+# A piece starts at one `step` call and ends at the next. Only the ratios matter (`step_plan`).
 STEP_COST_PER_1000_ROWS = {
     "start": 0.01,           # the stage's own "controlled effects" call, before the first fit
-    "principle": 0.0069,     # one principle's clustered strength + length-controlled logit (0.165 s)
-    "style_per_principle": 0.0107,  # the joint style-control model, per principle in it (8.0 s / 31)
-    "views": 0.115,          # length, list and position views, tie rate, the cross-validation set-up (2.75 s)
-    "split": 0.012,          # `crossval.prompt_folds` (0.28 s)
-    "fold": 0.017,           # one fold: selection + the logistic fits (0.41 s)
-    "method": 0.020,         # one method's clustered accuracy + bootstrap AUC (0.49 s)
+    "principle": 0.007,      # one principle's clustered strength + length-controlled logit
+    "style_per_principle": 0.008,  # the joint style-control model, per principle in it
+    "views": 0.11,           # length, list and position views, tie rate, the cross-validation set-up
+    "split": 0.011,          # `crossval.prompt_folds`
+    "fold": 0.014,           # one fold: selection + the logistic fits
+    "method": 0.030,         # one method's clustered accuracy + bootstrap AUC
 }
 
 
