@@ -307,19 +307,21 @@ def audit_annotator(
     )
 
 
-# What each piece of `audit_annotator` costs, in seconds per 1,000 rows on the 2-core development machine
-# (measured 2 December 2026 at 24,000 and 50,000 distinct pairs, 31 principles: per 1,000 rows, principle
-# 0.0069/0.0072, style control 0.33/0.15 in all, views 0.115/0.106, split 0.012/0.010, fold 0.017/0.010,
-# method 0.020/0.041; the bootstrap AUC grows a little faster than the rows, the joint fit slower).
+# What each piece of `audit_annotator` costs, in seconds per 1,000 rows (measured 2 December 2026, 31
+# principles, on the shared 2-core development machine: alone at 24,000 and 50,000 distinct pairs, and
+# inside the app at 24,000 with the browser on the same cores). Per 1,000 rows, in those four runs:
+# principle 0.0069 / 0.0072 / 0.016 / 0.012, style control per principle 0.011 / 0.005 / 0.0067 / 0.0027,
+# views 0.115 / 0.106 / 0.125, split 0.012 / 0.010, fold 0.017 / 0.010 / 0.025 / 0.042, method 0.020 /
+# 0.041 / 0.031 / 0.016: the machine's load moves each by up to 2x, so the weights are their means.
 # A piece starts at one `step` call and ends at the next. Only the ratios matter (`step_plan`).
 STEP_COST_PER_1000_ROWS = {
     "start": 0.01,           # the stage's own "controlled effects" call, before the first fit
-    "principle": 0.007,      # one principle's clustered strength + length-controlled logit
-    "style_per_principle": 0.008,  # the joint style-control model, per principle in it
+    "principle": 0.010,      # one principle's clustered strength + length-controlled logit
+    "style_per_principle": 0.006,  # the joint style-control model, per principle in it
     "views": 0.11,           # length, list and position views, tie rate, the cross-validation set-up
     "split": 0.011,          # `crossval.prompt_folds`
-    "fold": 0.014,           # one fold: selection + the logistic fits
-    "method": 0.030,         # one method's clustered accuracy + bootstrap AUC
+    "fold": 0.02,            # one fold: selection + the logistic fits
+    "method": 0.027,         # one method's clustered accuracy + bootstrap AUC
 }
 
 
@@ -327,8 +329,8 @@ def step_plan(n_principles: int, folds: int) -> list[float]:
     """The relative cost of the piece that begins at each `step` call of one `audit_annotator` run (plus
     the caller's first call, "start"), in call order: so that the progress fraction after call i,
     ``sum(plan[:i]) / sum(plan)``, is near-linear in time. Why not one unit per call: the calls are
-    very unequal (the style-control fit costs ~50 principle fits, the views ~17), and a bar that moves
-    per call predicted the time left 70% too short (measured in the app at 24k pairs). The style
+    very unequal (the style-control fit costs ~20 principle fits, the views ~11), and a bar that moves
+    per call predicted the time left up to 77% too short (measured in the app at 24k pairs). The style
     control's refits after a separating principle (``"style control without ..."``) are not in the plan:
     the caller does not advance on them."""
     from icai_core.crossval import METHOD_DESCRIPTIONS
