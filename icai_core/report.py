@@ -36,6 +36,7 @@ __all__ = [
     "votes_csv",
     "write_csv",
     "stats_csv",
+    "stats_export",
     "constitution_json",
     "markdown_summary",
     "html_report",
@@ -109,7 +110,28 @@ def write_csv(df: pd.DataFrame, path) -> None:
 
 
 def stats_csv(stats: pd.DataFrame) -> bytes:
-    return safe_csv(stats)
+    """`stats` as CSV; a frame that says which inference made it (``attrs["inference"]``) gets an
+    ``inference`` column, so the file cannot be read as the other one."""
+    out = stats.copy()
+    if stats.attrs.get("inference"):
+        out["inference"] = stats.attrs["inference"]
+    return safe_csv(out)
+
+
+def stats_export(audit: Any) -> pd.DataFrame:
+    """The principle statistics a download carries: the table the app and the report show
+    (`evidence.presented_stats`: clustered CIs, p, q and significance when the run has evidence) and,
+    beside clustered numbers, the row-level binomial ones as ``binomial_*`` columns (labelled, for
+    comparison; never the significance a view shows)."""
+    from icai_core.evidence import CLUSTERED
+
+    out = _presented(audit)
+    if out.attrs.get("inference") == CLUSTERED:
+        b = audit.stats.set_index("key")
+        for c in ("strength_ci_low", "strength_ci_high", "p_value", "q_value", "significant"):
+            if c in b.columns:
+                out[f"binomial_{c}"] = out["key"].map(b[c]).to_numpy()
+    return out
 
 
 # --------------------------------------------------------------------------- constitution

@@ -103,10 +103,12 @@ with c2:
     )
 
     st.markdown("##### Principle statistics (CSV)")
-    st.caption("relevance, accuracy, strength with 95% CIs, p- and q-values for every principle.")
+    st.caption("relevance, accuracy, strength with 95% CIs, p- and q-values for every principle: the numbers "
+               "the report and the Principles page show (column *inference*: clustered by prompt when the run has "
+               "evidence, with the row-level binomial ones beside them as *binomial_…*).")
     st.download_button(
         "Statistics CSV",
-        data=R.stats_csv(audit.stats),
+        data=R.stats_csv(R.stats_export(audit)),
         file_name=f"{base}-stats.csv",
         mime=R.MIME["csv"],
         icon=":material/table_chart:",

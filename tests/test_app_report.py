@@ -93,6 +93,14 @@ def test_every_download_serves_the_right_data(media):
     assert {f"vote_{k}" for k in audit.votes.columns} <= set(votes.columns)
     stats = pd.read_csv(io.BytesIO(files["dl_stats"]))
     assert list(stats["key"]) == list(audit.stats["key"])
+    # the CSV's significance is the one summary.json (and the report, the Principles page) shows, labelled
+    from icai_core.summary import annotator_entry
+
+    entry = annotator_entry(audit)
+    assert set(stats.loc[stats["significant"].astype(bool), "key"]) == {
+        p["key"] for p in entry["principles"] if p["marginal"]["significant"]}
+    assert stats["inference"].nunique() == 1 and stats["inference"].iloc[0] in (
+        "clustered by prompt", "binomial, not clustered")
 
     # with texts: formula-looking cells are neutralised
     at.checkbox(key="rep_votes_text").check().run()
