@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from icai_core import figures as F
+from icai_core.evidence import presented_stats
 from ui import common as C
 from ui import widgets as W
 
@@ -146,14 +147,17 @@ st.dataframe(
 st.subheader("All principles")
 st.caption(
     "Statistics over all labelled pairs (the constitution itself is selected on the training split). "
-    "Solid bars are in the constitution. " + F.SIGN_RULE
+    "Solid bars are in the constitution. " + F.SIGN_RULE + " CIs, q-values and *significant* are those of "
+    "the Principles page and the report (clustered by prompt when the evidence stage ran); the "
+    "constitution's own selection used the binomial q of its training split."
 )
+all_stats = presented_stats(audit)
 tab_chart, tab_table = st.tabs(["Strength chart", "Table"])
 with tab_chart:
-    st.plotly_chart(F.strength_bar(audit.stats, selected=constitution.keys, principles=audit.principles),
+    st.plotly_chart(F.strength_bar(all_stats, selected=constitution.keys, principles=audit.principles),
                     key="strength_chart")
 with tab_table:
-    W.stats_table(audit.stats, constitution.keys, audit.principles)
+    W.stats_table(all_stats, constitution.keys, audit.principles)
 
 # --------------------------------------------------------------------------- example browser
 st.subheader("Example browser")

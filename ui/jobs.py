@@ -20,8 +20,8 @@ log = logging.getLogger("principia.app")
 # After this long without a progress report, `BackgroundJob.message` says how long the current step has
 # run. Why: the time left ("about 12 s left") is computed by the pipeline when it reports progress, and
 # one step can run for a long time without a report (measured: 25 s in the app on 24k pairs, the
-# cross-validation's prompt-grouped split); the page kept showing the estimate of 25 s before as if it
-# were current. 10 s: longer than the page's 2 s poll and than the gap between reports of a normal step.
+# cross-validation's prompt-grouped split before `crossval.prompt_folds` replaced it); the page kept
+# showing the estimate of 25 s before as if it were current. 10 s: longer than the page's 2 s poll and than the gap between reports of a normal step.
 STALL_NOTE_S = 10.0
 _TIME_LEFT = re.compile(r"\s+—\s+about [^—]* left\s*$")
 _LEFT_S = re.compile(r"about (\d+(?:\.\d+)?) (s|min|h) left\s*$")
