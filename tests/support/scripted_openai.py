@@ -84,6 +84,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+class _Truncated(Exception):
+    """A request body shorter than its Content-Length: the client was killed while sending it. Such a
+    request is not recorded (it never reached the API), so call counts are those of whole requests."""
+
+
 @dataclass(frozen=True)
 class Reply:
     """A scripted answer with its finish_reason ("stop", "length", ...)."""
@@ -258,6 +263,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if len(raw) < length:  # the client died mid-request (a killed `icai run`): not a call
+            raise _Truncated
         try:
             return json.loads(raw.decode() or "null")
         except ValueError:
@@ -276,7 +283,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         srv = self.server.scripted
-        body = self._read_body()
+        try:
+            body = self._read_body()
+        except _Truncated:
+            self.close_connection = True
+            return
         path = self.path.rstrip("/")
         is_chat = path.endswith("/chat/completions")
         rec = srv._record("POST", self.path, body, self.headers, chat=is_chat)
