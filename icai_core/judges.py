@@ -547,6 +547,18 @@ def _utf8_word_flags(buf: np.ndarray, word: np.ndarray) -> None:
         word[lead[more] + k] = flags[more]
 
 
+def _large_utf8(texts: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array:
+    """`texts` as one contiguous large_string Arrow array with missing texts empty: the layout the
+    byte-level kernels (`_tokenize`, `_utf8_buffer`) read their offsets and bytes from."""
+    arr = texts if isinstance(texts, pa.Array | pa.ChunkedArray) else pa.array(texts)
+    arr = arr.cast(pa.large_string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if arr.null_count:
+        arr = pc.fill_null(arr, "")
+    return arr
+
+
 def _tokenize(texts: pd.Series | pa.Array) -> tuple[np.ndarray, pa.Array]:
     """Word tokens of every text: (doc id per token, tokens as an Arrow string array).
 
@@ -556,12 +568,7 @@ def _tokenize(texts: pd.Series | pa.Array) -> tuple[np.ndarray, pa.Array]:
     kept identical by a golden test), but done on the UTF-8 bytes with numpy: the regex split built
     a list array of every token and was the most expensive step of all the judges.
     """
-    arr = texts if isinstance(texts, pa.Array | pa.ChunkedArray) else pa.array(texts)
-    arr = arr.cast(pa.large_string())
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if arr.null_count:
-        arr = pc.fill_null(arr, "")
+    arr = _large_utf8(texts)
     n = len(arr)
     no_tokens = (np.zeros(0, dtype=np.int32), pa.array([], type=pa.string()))
     if n == 0:
@@ -630,12 +637,7 @@ def _tokenize(texts: pd.Series | pa.Array) -> tuple[np.ndarray, pa.Array]:
 def _utf8_buffer(texts: pd.Series | pa.Array | pa.ChunkedArray) -> tuple[int, np.ndarray, np.ndarray]:
     """(number of texts, UTF-8 bytes of all texts end to end, int64 offsets of each text in them):
     a view of the Arrow buffers (a missing text is empty), no copy of the text when it is one chunk."""
-    arr = texts if isinstance(texts, pa.Array | pa.ChunkedArray) else pa.array(texts)
-    arr = arr.cast(pa.large_string())
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if arr.null_count:
-        arr = pc.fill_null(arr, "")
+    arr = _large_utf8(texts)
     n = len(arr)
     if n == 0:
         return 0, np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=np.int64)
