@@ -104,7 +104,11 @@ def _annotator_block(result: RunResult, top: int) -> str:
         "",
         f"Principles {who} rewards or penalises (top {top} by |strength|, all labelled pairs):",
     ]
-    s = result.stats.copy()
+    from icai_core.evidence import CLUSTERED, presented_stats
+
+    s = presented_stats(result)  # the numbers of the report and summary.json (clustered by prompt)
+    clustered = s.attrs.get("inference") == CLUSTERED
+    why = s.attrs.get("no_evidence", "")
     s = s.reindex(s["strength"].abs().sort_values(ascending=False).index).head(top)
     for _, r in s.iterrows():
         flag = "*" if r["significant"] else " "
@@ -115,7 +119,10 @@ def _annotator_block(result: RunResult, top: int) -> str:
         ci = ("[CI needs 2+ pairs]" if pd.isna(r["strength_ci_low"]) else
               f"[{r['strength_ci_low']:+.3f}, {r['strength_ci_high']:+.3f}]")
         lines.append(f" {flag} {r['strength']:+.3f} {ci}  acc {acc}  rel {r['relevance']:5.1%}  {r['text']}")
-    lines += ["   (* = significant after Benjamini-Hochberg correction)", "",
+    lines += [("   (* = significant after Benjamini-Hochberg correction; CIs and q-values clustered by prompt, "
+               "as in the report and summary.json)") if clustered else
+              ("   (* = significant after Benjamini-Hochberg correction; binomial CIs, NOT clustered by prompt"
+               + (f": {why}" if why else "") + ")"), "",
               "Constitution (selected on the training split):"]
     text = result.constitution.text()
     lines += ["  " + ln for ln in text.splitlines()] if text.strip() else ["  (no principle passed the thresholds)"]

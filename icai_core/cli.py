@@ -111,7 +111,10 @@ def write_audit_outputs(result, out: Path) -> None:
 
     names = result.annotator_names
     views = [result.view(n) for n in names]
-    stats = pd.concat([v.stats.assign(annotator=v.annotator) for v in views], ignore_index=True)
+    # the table the app and the report show (clustered by prompt when the evidence stage ran;
+    # binomial_* beside it), so no output of one run names a different significant set
+    presented = {v.annotator: report.stats_export(v) for v in views}
+    stats = pd.concat([t.assign(annotator=name) for name, t in presented.items()], ignore_index=True)
     report.write_csv(stats, out / "principle_stats.csv")
     first = views[0]
     (out / "principle_stats.json").write_text(json.dumps(
@@ -122,8 +125,8 @@ def write_audit_outputs(result, out: Path) -> None:
             "n_rows": len(result.all_pairs),
             "annotators": names,
             "config": result.config.to_dict(),
-            "principles": json.loads(first.stats.to_json(orient="records")),
-            "by_annotator": {v.annotator: json.loads(v.stats.to_json(orient="records")) for v in views},
+            "principles": json.loads(presented[first.annotator].to_json(orient="records")),
+            "by_annotator": {name: json.loads(t.to_json(orient="records")) for name, t in presented.items()},
         },
         indent=2,
     ))

@@ -402,7 +402,8 @@ def clustered_stats(stats: pd.DataFrame, effects: pd.DataFrame, alpha: float) ->
     length-controlled logistic effect; `summary.annotator_entry` writes exactly these (significant =
     clustered q < alpha) into summary.json, and the app's principle table and the report (HTML table,
     executive summary, Markdown summary) read this frame, so all of them name the same significant set.
-    Replaced: ``strength``, ``strength_ci_low/high``, ``p_value``, ``q_value``, ``significant``; added:
+    Replaced: ``strength``, ``strength_ci_low/high``, ``p_value``, ``q_value``, ``significant``,
+    ``direction``; added:
     ``effect``, ``effect_ci_low/high``, ``effect_q``, ``effect_status``, ``effect_message``,
     ``proxy_for_length``. The binomial accuracy CI columns stay (they describe the accuracy, not the
     test). A principle the evidence has no row for keeps no clustered number (NaN, not significant),
@@ -424,6 +425,10 @@ def clustered_stats(stats: pd.DataFrame, effects: pd.DataFrame, alpha: float) ->
     out["p_value"] = col("marginal_p")
     out["q_value"] = col("marginal_q")
     out["significant"] = np.nan_to_num(out["q_value"].to_numpy(dtype=float), nan=np.inf) < alpha
+    if "direction" in out:  # "rewards" / "penalises" / "no evidence" follows the significance shown
+        from icai_core.stats import direction_of
+
+        out["direction"] = direction_of(out["significant"].to_numpy(), out["strength"].to_numpy(dtype=float))
     for c in ("effect", "effect_ci_low", "effect_ci_high", "effect_q"):
         out[c] = col(c)
     out["effect_status"] = keys.map(e["status"]).fillna("missing").to_numpy() if "status" in e else "missing"

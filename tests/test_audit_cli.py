@@ -114,3 +114,27 @@ def test_cli_bad_input_gives_clear_error_and_exit_2(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "icai_core.cli", "audit", str(tmp_path / "nope.csv")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+def test_cli_outputs_name_the_clustered_significant_set_of_summary_json(shared_data, tmp_path, capsys):
+    """The printed table, principle_stats.csv and .json of `icai audit` use the same significance as
+    summary.json (clustered by prompt), not the row-level binomial one: on prd_lfqa_expert (260
+    judgements of 140 prompts) the binomial test also calls more_quotes and asks_question significant."""
+    out = tmp_path / "out"
+    rc = main(["audit", str(shared_data / "prd_lfqa_expert.csv"), "--out", str(out), "--no-embeddings",
+               "--no-cache"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "CIs and q-values clustered by prompt" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    (entry,) = summary["annotators"].values()
+    want = {p["key"] for p in entry["principles"] if p["marginal"]["significant"]}
+    stats = pd.read_csv(out / "principle_stats.csv")
+    assert set(stats.loc[stats["significant"], "key"]) == want
+    assert set(stats.loc[stats["binomial_significant"], "key"]) > want  # the difference is real here
+    # the direction words follow the significance shown
+    assert set(stats.loc[stats["direction"] != "no evidence", "key"]) == want
+    doc = json.loads((out / "principle_stats.json").read_text())
+    assert {p["key"] for p in doc["principles"] if p["significant"]} == want
+    starred = {ln for ln in printed.splitlines() if ln.startswith(" * ")}
+    assert len(starred) == len(want)
