@@ -285,3 +285,18 @@ def test_the_report_labels_the_binomial_fallback(run):
     assert n_yes == int(result.stats["significant"].sum())
     assert "NOT clustered by prompt" in page and "no clustered evidence" in page
     assert "sig. (binomial, not clustered)" in markdown_summary(bare)
+
+
+def test_home_headline_counts_the_clustered_significant_set(run):
+    """Home's "Significant principles" is the count of the Principles page and summary.json, not the
+    row-level binomial one (on this file 2 against 4)."""
+    ds, result = run
+    at = new_app(dataset=ds, audit=result, show_map=False)
+    at.run()
+    assert_ok(at)
+    doc = summary_document(result)["annotators"][result.annotator]["principles"]
+    sig = {p["key"] for p in doc if p["marginal"]["significant"]}
+    tested = int(result.stats["strength"].notna().sum())
+    metric = next(m for m in at.metric if m.label == "Significant principles")
+    assert metric.value == f"{len(sig)} of {tested} tested"
+    assert len(sig) < int(result.stats["significant"].sum())

@@ -92,16 +92,22 @@ def _demo_section() -> None:
 
 
 def _headline(audit) -> None:
+    from icai_core.evidence import CLUSTERED, presented_stats
     from icai_core.figures import rewarded_view
 
-    stats = audit.stats.dropna(subset=["strength"])
+    shown = presented_stats(audit)  # the significance of the Principles page, the report and summary.json
+    clustered = shown.attrs.get("inference") == CLUSTERED
+    stats = shown.dropna(subset=["strength"])
     sig = stats[stats["significant"].astype(bool)] if "significant" in stats else stats
     top = rewarded_view(sig, getattr(audit, "principles", None)).head(5)
     recon = audit.reconstruction.table.set_index("method")
     who = S.md(C.annotator_label(audit.annotator, audit))
     st.success(f"Audit of **{S.md(audit.dataset_name)}** ready — {who}.")
     m1, m2, m3 = st.columns(3)
-    m1.metric("Significant principles", f"{len(sig)} of {len(stats)} tested")
+    m1.metric("Significant principles", f"{len(sig)} of {len(stats)} tested",
+              help=("Benjamini-Hochberg q < α with CIs clustered by prompt, as on the Principles page and in "
+                    "the report." if clustered else
+                    "Binomial test, NOT clustered by prompt: " + shown.attrs.get("no_evidence", "")))
     m2.metric("Constitution size", len(audit.constitution))
     if "logistic_regression" in recon.index:
         base = recon["agreement"].get("majority_class")
