@@ -262,8 +262,9 @@ def _audit_in_memory(args: argparse.Namespace, ws, out: Path, pairs, config, cli
 
 
 _STREAM_CONTAINS = [
-    "principle_stats.csv / principle_stats.json: the principle stats (same columns as the in-memory audit), "
-    "per annotator and pooled as --annotators chooses",
+    "principle_stats.csv / principle_stats.json: the principle stats per annotator and pooled as "
+    "--annotators chooses, with row-level binomial CIs and significance (NOT clustered by prompt; the "
+    "in-memory audit's files carry the clustered ones, with the binomial ones as binomial_* columns)",
     "per annotator: rows judged, distinct pairs (by content: prompt + both responses), decided and tied rows",
 ]
 _STREAM_LACKS = [
