@@ -563,6 +563,14 @@ class Embedder:
         if self._db is not None:
             self._mem.clear()
 
+    def release_model(self) -> None:
+        """Drop this embedder's model session and the process's cached sessions (`release_backends`),
+        when it loaded one: the stages after the votes do not need the model, and a later `embed` loads
+        and verifies it again."""
+        if self._backend is not None:
+            self._backend = None
+            release_backends()
+
     def _store(self, items: dict[str, np.ndarray]) -> None:
         self._mem.update(items)
         if self._db is not None and len(self._mem) > self.MEMO_LIMIT:  # oldest first (insertion order)

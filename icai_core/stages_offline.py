@@ -163,12 +163,8 @@ def compute_votes_cached(
     try:
         votes = J.compute_votes(pairs, principles, embedder=embedder, progress=progress, cancel=cancel)
     finally:
-        if embedder is not None and embedder._backend is not None:
-            # the model session is not needed by the stages after the votes: free its memory first
-            from icai_core.embed import release_backends
-
-            embedder._backend = None
-            release_backends()
+        if embedder is not None:  # the stages after the votes do not need the model: free its memory first
+            embedder.release_model()
     if path is not None:
         _write_atomic(path, votes)
     return votes
