@@ -24,22 +24,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+from tests.support.browser import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    goto_page,
+    start_streamlit,
+    stop_streamlit,
+    wait_idle,
+)
+
 LEFT = re.compile(r"about (\d+(?:\.\d+)?) (s|min|h) left")
 UNIT_S = {"s": 1.0, "min": 60.0, "h": 3600.0}
 
@@ -48,44 +51,6 @@ def parse_left(text: str) -> float | None:
     """Seconds of the "about X left" part of a progress text (None when the text has none)."""
     m = LEFT.search(text or "")
     return float(m.group(1)) * UNIT_S[m.group(2)] if m else None
-
-
-def serve(port: int, home: Path) -> subprocess.Popen:
-    env = {**os.environ, "PRINCIPIA_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    log = open(home / "streamlit.log", "w")  # noqa: SIM115 - lives as long as the server
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("streamlit exited: " + (home / "streamlit.log").read_text()[-2000:])
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.5)
-    proc.terminate()
-    raise SystemExit("streamlit did not start within 90 s")
-
-
-def _idle(page, timeout: float = 120.0) -> None:
-    page.wait_for_timeout(300)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if page.locator('[data-testid="stStatusWidget"]').count() == 0:
-            page.wait_for_timeout(300)
-            if page.locator('[data-testid="stStatusWidget"]').count() == 0:
-                return
-        page.wait_for_timeout(250)
-
-
-def _goto(page, title: str) -> None:
-    page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).first.click()
-    page.get_by_role("heading", name=title).first.wait_for()
-    _idle(page)
 
 
 def _read_progress(page) -> tuple[str, float | None]:
@@ -109,26 +74,26 @@ def measure(file: Path, port: int, every: float, home: Path, timeout_s: float, s
         n_rows = pq.ParquetFile(file).metadata.num_rows
     except Exception:  # a CSV or another format: the count is read from the page
         pass
-    proc = serve(port, home)
+    proc = start_streamlit(home, port, timeout_s=90)
     samples: list[dict] = []
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
             page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
             page.set_default_timeout(180_000)
             page.goto(f"http://127.0.0.1:{port}")
             page.get_by_role("heading", name="Principia").first.wait_for()
-            _idle(page)
-            _goto(page, "Data")
+            wait_idle(page, 120)
+            goto_page(page, "Data")
             t0 = time.perf_counter()
             page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(file))
             page.get_by_text(f"Loaded: {file.name}").wait_for(timeout=600_000)
             upload_s = time.perf_counter() - t0
-            _goto(page, "Principles")
+            goto_page(page, "Principles")
             toggle = page.get_by_role("switch", name="Use sentence embeddings")
             if toggle.is_checked():
                 page.locator("label").filter(has=toggle).first.click()
-                _idle(page)
+                wait_idle(page, 120)
             page.get_by_role("button", name="Run offline audit").click()
             t_click = time.perf_counter()
             done_heading = page.get_by_role("heading", name="Principle table")
@@ -155,11 +120,7 @@ def measure(file: Path, port: int, every: float, home: Path, timeout_s: float, s
             total_s = time.perf_counter() - t_click
             browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_streamlit(proc, 15)
     rows = []
     for s in samples:
         actual = total_s - s["t_s"]

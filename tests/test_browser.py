@@ -11,31 +11,29 @@ from __future__ import annotations
 import contextlib
 import html
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.support.browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    REPO,
+    AppDidNotStart,
+    free_port,
+    goto_page,
+    start_streamlit,
+    stop_streamlit,
+    wait_idle,
+)
+
 SHOTS = REPO / "test-artifacts" / "screenshots"
 # PRINCIPIA_DATA_DIR, else the shared data beside the clone (CI layout: ../shared/data), else inside it
 _CANDIDATES = [os.environ.get("PRINCIPIA_DATA_DIR", ""), REPO.parent / "shared" / "data", REPO / "shared" / "data"]
 DATA = next((Path(p) for p in _CANDIDATES if p and (Path(p) / "alpacaeval_human_vs_gpt4.csv").exists()), None)
 UPLOAD = DATA / "alpacaeval_human_vs_gpt4.csv" if DATA else None
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 pytestmark = [
     pytest.mark.browser,
@@ -47,68 +45,19 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serve_app(home: Path):
     """`streamlit run app.py` on a free 127.0.0.1 port with PRINCIPIA_HOME=home; yields the URL and
     stops the server afterwards (also used by tests/test_browser_map.py, which reads the run store)."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PRINCIPIA_HOME": str(home),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
-    }
-    log = open(home / "streamlit.log", "w")  # noqa: SIM115 - closed in the finally block
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    port = free_port()
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.3)
-            if proc.poll() is not None:
-                break
-        else:  # pragma: no cover - diagnostic
-            pytest.fail("streamlit did not start: " + (home / "streamlit.log").read_text()[-2000:])
-        if proc.poll() is not None:
-            pytest.fail("streamlit exited: " + (home / "streamlit.log").read_text()[-2000:])
-        yield url
+        proc = start_streamlit(home, port)
+    except AppDidNotStart as exc:  # pragma: no cover - diagnostic
+        pytest.fail(str(exc))
+    try:
+        yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()
-        log.close()
+        stop_streamlit(proc)
 
 
 @pytest.fixture(scope="module")
@@ -135,24 +84,6 @@ _REQUESTS: list[str] = []  # every URL the browser asked for during this module 
 LOCAL = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "file:", "about:")
 
 
-def _idle(page, timeout: float = 90.0) -> None:
-    """Wait until Streamlit has finished the current script run (no 'running' status widget)."""
-    page.wait_for_timeout(300)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if page.locator('[data-testid="stStatusWidget"]').count() == 0:
-            page.wait_for_timeout(300)
-            if page.locator('[data-testid="stStatusWidget"]').count() == 0:
-                return
-        page.wait_for_timeout(250)
-
-
-def _goto_page(page, title: str) -> None:
-    page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).first.click()
-    page.get_by_role("heading", name=title).first.wait_for()
-    _idle(page)
-
-
 def _shot(page, name: str) -> Path:
     """Screenshot of the whole page: Streamlit scrolls inside its main section, so the viewport is
     stretched to the content height for the shot."""
@@ -173,25 +104,25 @@ def _shot(page, name: str) -> Path:
 def test_upload_audit_report_in_a_real_browser(page, app_url, tmp_path):
     page.goto(app_url)
     page.get_by_role("heading", name="Principia").first.wait_for()
-    _idle(page)
+    wait_idle(page)
     assert page.get_by_text("Which principles does your annotator really reward?").count() == 1
     _shot(page, "01_home")
 
     # Data: upload a real shared CSV through the browser's file input
-    _goto_page(page, "Data")
+    goto_page(page, "Data")
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(UPLOAD))
     page.get_by_text(f"Loaded: {UPLOAD.name}").wait_for(timeout=60_000)
-    _idle(page)
+    wait_idle(page)
     assert page.get_by_text("principia").count() >= 1  # detected format shown
     page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
     _shot(page, "02_data")
 
     # Principles: run the offline audit (embedding judges off to keep the test quick)
-    _goto_page(page, "Principles")
+    goto_page(page, "Principles")
     toggle = page.get_by_role("switch", name="Use sentence embeddings")
     if toggle.is_checked():
         page.locator("label").filter(has=toggle).first.click()
-        _idle(page)
+        wait_idle(page)
     assert not toggle.is_checked()
     page.get_by_role("button", name="Run offline audit").click()
     page.get_by_role("heading", name="Principle table").wait_for(timeout=120_000)
@@ -200,11 +131,11 @@ def test_upload_audit_report_in_a_real_browser(page, app_url, tmp_path):
     assert page.locator(".js-plotly-plot .bars, .js-plotly-plot .barlayer").count() >= 1
     page.get_by_text("Principle map").first.wait_for()
     page.locator('[data-testid="stPlotlyChart"]').nth(2).wait_for(timeout=120_000)  # the UMAP map
-    _idle(page, 120)
+    wait_idle(page, 120)
     _shot(page, "03_principles")
 
     # Constitution: the constitution text, used below to check the report
-    _goto_page(page, "Constitution & reconstruction")
+    goto_page(page, "Constitution & reconstruction")
     code = page.locator('[data-testid="stCode"] code').first
     code.wait_for()
     constitution_text = code.inner_text().strip()
@@ -212,14 +143,14 @@ def test_upload_audit_report_in_a_real_browser(page, app_url, tmp_path):
     _shot(page, "04_constitution")
 
     # Compare: split by annotator (human majority vs 8 GPT-4 runs)
-    _goto_page(page, "Compare annotators")
+    goto_page(page, "Compare annotators")
     page.get_by_role("heading", name="Principle strength by annotator").wait_for(timeout=60_000)
     page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
-    _idle(page)
+    wait_idle(page)
     _shot(page, "05_compare")
 
     # Report: download the HTML report and check it holds the constitution
-    _goto_page(page, "Report")
+    goto_page(page, "Report")
     with page.expect_download(timeout=120_000) as dl:
         page.get_by_role("button", name="HTML report").click()
     target = tmp_path / "report.html"
@@ -240,13 +171,13 @@ def test_upload_audit_report_in_a_real_browser(page, app_url, tmp_path):
     offline.screenshot(path=str(SHOTS / "08_html_report.png"), full_page=True)
     offline.close()
 
-    _goto_page(page, "Red-team (IterAlign)")
+    goto_page(page, "Red-team (IterAlign)")
     _shot(page, "07_redteam")
 
     # Home now summarises the audit of the uploaded data
     page.locator('[data-testid="stSidebarNav"] a').filter(has_text="Home").first.click()
     page.get_by_text("Most rewarded").wait_for()
-    _idle(page)
+    wait_idle(page)
     _shot(page, "09_home_after_audit")
 
 
@@ -256,7 +187,7 @@ def test_reload_keeps_the_run_and_a_copied_link_opens_it_in_a_fresh_browser(page
     assert "run=" in page.url, page.url
     page.reload()
     page.get_by_role("heading", name="Principia").first.wait_for()
-    _idle(page)
+    wait_idle(page)
     sidebar = page.locator('[data-testid="stSidebar"]')
     sidebar.get_by_text(UPLOAD.name).first.wait_for(timeout=30_000)
     sidebar.get_by_text("Run ready").first.wait_for(timeout=30_000)
@@ -271,13 +202,13 @@ def test_reload_keeps_the_run_and_a_copied_link_opens_it_in_a_fresh_browser(page
     other.set_default_timeout(60_000)
     other.goto(link)
     other.get_by_role("heading", name="Principia").first.wait_for()
-    _idle(other)
+    wait_idle(other)
     other.locator('[data-testid="stSidebar"]').get_by_text(UPLOAD.name).first.wait_for(timeout=30_000)
     other.get_by_text("Most rewarded").wait_for()
     # the same run on another page too: the Constitution page shows the same first rule
     other.locator('[data-testid="stSidebarNav"] a').filter(has_text="Constitution").first.click()
     other.locator('[data-testid="stCode"] code').first.wait_for()
-    _idle(other)
+    wait_idle(other)
     assert other.locator('[data-testid="stCode"] code').first.inner_text().startswith("1. Select the response that")
     _shot(other, "11_shared_link_constitution")
     fresh.close()
@@ -298,23 +229,23 @@ def test_every_gallery_dataset_loads_audits_and_downloads_its_report(page, app_u
     assert len(cards) >= 10
     page.goto(app_url)
     page.get_by_role("heading", name="Dataset gallery").first.wait_for()
-    _idle(page)
+    wait_idle(page)
     _shot(page, "12_home_gallery")
     for i, card in enumerate(cards):
         page.goto(app_url)
         page.get_by_role("heading", name="Dataset gallery").first.wait_for()
-        _idle(page)
+        wait_idle(page)
         page.locator(f".st-key-gallery_{card.name} button").click()
         try:
             page.get_by_text("Most rewarded").wait_for(timeout=300_000)
         except Exception:
             _shot(page, f"fail_gallery_{card.name}")
             raise
-        _idle(page)
+        wait_idle(page)
         page.locator('[data-testid="stSidebar"]').get_by_text(card.name).first.wait_for()
         if i == 0:
             _shot(page, "13_home_gallery_audited")
-        _goto_page(page, "Report")
+        goto_page(page, "Report")
         with page.expect_download(timeout=120_000) as dl:
             page.get_by_role("button", name="HTML report").click()
         target = tmp_path / f"{card.name}.html"

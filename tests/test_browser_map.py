@@ -25,15 +25,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, REPO, goto_page, wait_idle
 from tests.test_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     DATA,
     LOCAL,
-    REPO,
     SHOTS,
-    _goto_page,
-    _idle,
     _shot,
     serve_app,
 )
@@ -87,22 +83,22 @@ def test_uploaded_file_principle_map_has_labelled_points_with_signed_hover(page,
     url, home = app
     page.goto(url)
     page.get_by_role("heading", name="Principia").first.wait_for()
-    _idle(page)
+    wait_idle(page)
 
-    _goto_page(page, "Data")
+    goto_page(page, "Data")
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(UPLOAD))
     page.get_by_text(f"Loaded: {UPLOAD.name}").wait_for(timeout=60_000)
-    _idle(page)
+    wait_idle(page)
 
-    _goto_page(page, "Principles")
+    goto_page(page, "Principles")
     emb = page.get_by_role("switch", name="Use sentence embeddings")
     if emb.is_checked():
         page.locator("label").filter(has=emb).first.click()
-        _idle(page)
+        wait_idle(page)
     disc = page.get_by_role("switch", name="Discover directions in the data")
     if not disc.is_checked():
         page.locator("label").filter(has=disc).first.click()
-        _idle(page)
+        wait_idle(page)
     assert disc.is_checked() and not emb.is_checked()
     t0 = time.time()
     page.get_by_role("button", name="Run offline audit").click()
@@ -115,7 +111,7 @@ def test_uploaded_file_principle_map_has_labelled_points_with_signed_hover(page,
     page.get_by_text("discovery on").first.wait_for()
     page.get_by_role("heading", name="Discovered directions").wait_for()
     page.locator(_MAP + " .textpoint text").first.wait_for(timeout=300_000)
-    _idle(page, 120)
+    wait_idle(page, 120)
 
     run_id = re.search(r"[?&]run=([^&]+)", page.url).group(1)
     run = _saved_run(home, run_id)
@@ -193,18 +189,18 @@ def test_uploaded_file_principle_map_has_labelled_points_with_signed_hover(page,
     gguf = bundled_gguf()
     page.locator('[data-testid="stSidebarNav"] a').filter(has_text="Home").first.click()
     page.get_by_role("heading", name="Engine").first.wait_for()
-    _idle(page)
+    wait_idle(page)
     page.get_by_text("Local model (GGUF, llama.cpp on this machine, no key)").click()
-    _idle(page)
+    wait_idle(page)
     if gguf is not None:
         page.get_by_text("will be served by llama.cpp on 127.0.0.1 when an ICAI run starts").wait_for()
         assert page.get_by_text(gguf.name).count() >= 1
     page.get_by_role("spinbutton", name="Threads").wait_for()
     assert page.get_by_role("spinbutton", name="Threads").input_value() == "1"
     _shot(page, "22_home_local_engine")
-    _goto_page(page, "Principles")
+    goto_page(page, "Principles")
     page.get_by_text("ICAI with the local model").first.wait_for()
-    _idle(page)
+    wait_idle(page)
     _shot(page, "23_principles_local_engine")
     outside = sorted({u for u in _REQUESTS if not u.startswith(LOCAL)})
     assert _REQUESTS and not outside, outside  # the map page too fetches nothing from outside this machine

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_browser import CHROMIUM, REPO, UPLOAD, _goto_page, _idle, _shot, app_url, page  # noqa: F401
+from tests.support.browser import CHROMIUM, REPO, goto_page, wait_idle
+from tests.test_browser import UPLOAD, _shot, app_url, page  # noqa: F401
 
 N_PAIRS = int(os.environ.get("PRINCIPIA_SCALE_PAIRS", "24000"))  # e.g. 100000 for a manual measurement
 CANCEL_LIMIT_S = 2.0
@@ -47,8 +48,8 @@ def big_upload(tmp_path_factory):
 def test_large_upload_progress_with_time_left_and_cancel_within_2_s(page, app_url, big_upload):  # noqa: F811
     page.goto(app_url)
     page.get_by_role("heading", name="Principia").first.wait_for()
-    _idle(page)
-    _goto_page(page, "Data")
+    wait_idle(page)
+    goto_page(page, "Data")
     t_up = time.perf_counter()
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(big_upload))
     page.get_by_text(f"Loaded: {big_upload.name}").wait_for(timeout=120_000)
@@ -58,12 +59,12 @@ def test_large_upload_progress_with_time_left_and_cancel_within_2_s(page, app_ur
 
     # switch page at once, whatever the Data page's background statistics are doing
     t_sw = time.perf_counter()
-    _goto_page(page, "Principles")
+    goto_page(page, "Principles")
     switch_s = time.perf_counter() - t_sw
     toggle = page.get_by_role("switch", name="Use sentence embeddings")
     if toggle.is_checked():
         page.locator("label").filter(has=toggle).first.click()
-        _idle(page)
+        wait_idle(page)
     assert not toggle.is_checked()
 
     t_run = time.perf_counter()
@@ -94,7 +95,7 @@ def test_large_upload_progress_with_time_left_and_cancel_within_2_s(page, app_ur
     assert page.get_by_role("button", name="Run offline audit").is_enabled()
 
     # the page is still usable: another page opens and shows the loaded dataset's numbers
-    _goto_page(page, "Data")
+    goto_page(page, "Data")
     page.get_by_text(f"Loaded: {big_upload.name}").wait_for(timeout=30_000)
     page.locator('[data-testid="stMetric"]').filter(has_text="Distinct pairs").filter(
         has_text=f"{N_PAIRS:,}").first.wait_for(timeout=120_000)
