@@ -351,6 +351,89 @@ def _starts_a_field_with_quote(raw: bytes) -> bool:
     return bool(np.isin(arr[q[q > 0] - 1], np.array([0x09, 0x0A, 0x0D], dtype=np.uint8)).any())
 
 
+# R's write.table(sep = "\t"): every string in double quotes, a quote inside one written \" (its
+# default qmethod = "escape"; "double" writes ""), backslashes left as they are, missing values as a
+# bare NA, and with its default row.names = TRUE a header with no name for the row-name column.
+_R_QUOTED = {True: re.compile(r'"((?:\\"|[^"])*)"'), False: re.compile(r'"((?:""|[^"])*)"')}
+_R_BARE = re.compile(r'[^\t\r\n"]*')
+
+
+def _r_records(text: str, escape: bool) -> tuple[list[list[str | None]], list[tuple[int, int]]] | None:
+    """The records of a TSV file as R's write.table writes it (None where a field is a bare NA), and
+    the (first, last) line of each; None when the text is not in that form (a quote where a field
+    must end, or a quote left open)."""
+    quoted_re, unq = _R_QUOTED[escape], ('\\"' if escape else '""')
+    records: list[list[str | None]] = []
+    spans: list[tuple[int, int]] = []
+    rec: list[str | None] = []
+    pos, n, line, first_line = 0, len(text), 1, 1
+    while True:
+        if text.startswith('"', pos):
+            m = quoted_re.match(text, pos)
+            if m is None:
+                return None
+            body = m.group(1)
+            line += body.count("\n") + body.count("\r") - body.count("\r\n")
+            rec.append(body.replace(unq, '"'))
+        else:
+            m = _R_BARE.match(text, pos)
+            rec.append(None if m.group() == "NA" else m.group())
+        pos = m.end()
+        if pos >= n or text[pos] in "\r\n":
+            if rec != [""]:  # a blank line is no record
+                records.append(rec)
+                spans.append((first_line, line))
+            rec = []
+            if pos >= n:
+                return records, spans
+            pos += 2 if text.startswith("\r\n", pos) else 1
+            line += 1
+            first_line = line
+            if pos >= n:
+                return records, spans
+        elif text[pos] == "\t":
+            pos += 1
+        else:
+            return None
+
+
+def _parse_r_table(text: str, file: str) -> Table | None:
+    """A TSV file written by R's write.table (see `_R_QUOTED`), read as R's read.table reads it, with
+    what was done said in the warnings; None when the file is not in that form."""
+    if not text.startswith('"'):
+        return None  # write.table quotes the column names too
+    # A quote inside a field is \" (qmethod = "escape") or "" ("double"); \" in the text may also be a
+    # backslash before a doubled quote, so "escape" is tried first and "double" when it does not parse.
+    parsed = None
+    for escape in (True, False) if '\\"' in text else (False,):
+        parsed = _r_records(text, escape)
+        if parsed is not None and len(parsed[0]) >= 2:
+            break
+    if parsed is None or len(parsed[0]) < 2:
+        return None
+    records, spans = parsed
+    header, data = records[0], records[1:]
+    if any(h is None for h in header):
+        return None
+    what = ["column names and text in double quotes",
+            'a quote inside a field written as \\" (read as ")' if escape else 'a quote inside a field written as "" (read as ")']
+    row_names = bool(data) and all(len(r) == len(header) + 1 for r in data)
+    if row_names:
+        name = next(c for c in ("row_names", "row_names_1", "row_names_2") if c not in header)
+        header = [name, *header]
+        what.append(f"a first column of row names without a column name (called '{name}' here)")
+    n_na = sum(v is None for r in data for v in r)
+    if n_na:
+        what.append(f"{n_na:,} missing value{'s' if n_na != 1 else ''} written as a bare NA (read as missing)")
+    table = _records_table([header, *data], file, [], lambda pos: spans[pos + 1] if pos + 1 < len(spans) else None,
+                           ragged_kind=("a tab inside an unquoted field", "a missing field"),
+                           hint=TSV_HINT)
+    table.warnings.append("the file is laid out as R's write.table writes TSV (" + "; ".join(what) + "), so it was "
+                          "read the way R's read.table reads it; if that is wrong, save it with "
+                          "write.table(..., quote = FALSE, row.names = FALSE) or as CSV with write.csv")
+    return table
+
+
 def _parse_tsv(raw: bytes, text: str, file: str) -> Table:
     """A TSV file is read verbatim (IANA: no quoting), so a field such as `"quoted"` or `12" map`
     loads exactly as written. The one exception is a file evidently written with CSV quoting, as
@@ -371,7 +454,10 @@ def _parse_tsv(raw: bytes, text: str, file: str) -> Table:
         quoted = _parse_quoted(raw, text, file, "\t", [])
     except DataError:
         quoted = None
-    if quoted is None:
+    if quoted is None:  # not CSV quoting: R's write.table quoting, else verbatim (or its failure)
+        r_table = _parse_r_table(text, file) if verbatim is None or verbatim.columns[0].startswith('"') else None
+        if r_table is not None:
+            return r_table
         if verbatim is None:
             raise failure
         return verbatim
