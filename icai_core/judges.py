@@ -787,7 +787,10 @@ def _extract(texts: pd.Series, pattern: str, polars_texts=None) -> dict[str, pd.
 
 def _after_last(texts: pd.Series, sep: str) -> pd.Series:
     """The part of each text after the last occurrence of the literal `sep` (the whole text without one)."""
-    lists = pc.split_pattern(pa.array(texts), sep, max_splits=1, reverse=True)
+    arr = pa.array(texts)
+    if isinstance(arr, pa.ChunkedArray):  # a Series built by concatenation has several chunks
+        arr = arr.combine_chunks()
+    lists = pc.split_pattern(arr, sep, max_splits=1, reverse=True)
     last = pc.take(lists.values, pa.array(lists.offsets.to_numpy()[1:] - 1))
     return pd.Series(last.to_pandas(types_mapper=lambda _t: _STR_DTYPE), dtype="str")
 

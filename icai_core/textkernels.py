@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 import re._constants as _sre
 import re._parser as _sre_parse
+import warnings
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -105,7 +106,9 @@ def polars_hazards(pattern: str, kind: str) -> list[str]:
             if op in unescaped:
                 found.append(f"character class with {op!r} (a set operation in Rust's syntax)")
     try:
-        parsed = _sre_parse.parse(_python_spelling(pattern))
+        with warnings.catch_warnings():  # Python warns about "[[", "&&"... (reported above)
+            warnings.simplefilter("ignore", FutureWarning)
+            parsed = _sre_parse.parse(_python_spelling(pattern))
     except re.error as exc:
         return [*found, f"not a valid pattern ({exc})"]
     if parsed.state.flags & ~_sre.SRE_FLAG_UNICODE:
