@@ -38,6 +38,7 @@ ROUTED = (
     + [("count_prefilter", p) for p in sorted(ALLOW.count_prefilter)]
 )
 _NAMES = {v: k for k, v in vars(judges).items() if k[:1] == "_" and k[1:].replace("_", "").isupper() and isinstance(v, str)}
+_NAMES.update({judges._phrase_pattern(k): f"phrase_{k}" for k in judges._PHRASE_LEXICONS})
 
 
 def _name(kind_pattern) -> str:
