@@ -363,3 +363,22 @@ def test_the_polars_copy_is_freed_with_its_memo():
     m.release([])
     gc.collect()
     assert len(m._polars) == 0
+
+
+@needs_data
+def test_judges_without_polars_give_the_same_votes_and_features(monkeypatch):
+    # Without polars installed every kernel runs on pyarrow (the reference engine): same votes and features.
+    frames = [pd.read_csv(DATA / f, keep_default_na=False).iloc[:400][["prompt", "text_a", "text_b"]]
+              for f in ("arena_llama3_70b_human.csv", "hh_rlhf_harmless_test.csv", "alpacaeval1_gpt4_judge.csv")]
+    pairs = pd.concat(frames, ignore_index=True)
+    with_polars = judges.compute_votes(pairs)
+    fa, fb = judges.compute_features(pairs)
+    monkeypatch.setattr(textkernels, "polars_available", lambda: False)
+    m = judges._Measure(pairs)
+    m.text("n_sentences")
+    assert len(m._polars) == 0  # really without polars
+    pd.testing.assert_frame_equal(judges.compute_votes(pairs), with_polars)
+    ga, gb = judges.compute_features(pairs)
+    pd.testing.assert_frame_equal(ga, fa)
+    pd.testing.assert_frame_equal(gb, fb)
+    assert (with_polars != 0).to_numpy().sum() > 1_000
