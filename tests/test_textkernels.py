@@ -382,3 +382,16 @@ def test_judges_without_polars_give_the_same_votes_and_features(monkeypatch):
     pd.testing.assert_frame_equal(ga, fa)
     pd.testing.assert_frame_equal(gb, fb)
     assert (with_polars != 0).to_numpy().sum() > 1_000
+
+
+def test_end_anchor_spelled_as_pandas_hands_it_to_pyarrow():
+    # pandas rewrites an unescaped `\Z` to RE2's `\z` (an escaped backslash before "Z" stays literal);
+    # polars gets the same string, and `\z` means end of text in Rust's regex too.
+    assert textkernels.re2_spelling(r"a(?:x|\Z)") == r"a(?:x|\z)"
+    assert textkernels.re2_spelling(r"a\\Z") == r"a\\Z"
+    assert textkernels.re2_spelling(r"a\\\Z") == r"a\\\z"
+    texts = pd.Series(["ab", "a", "a\n", "xa", ""], dtype="str")
+    want = texts.str.count(r"a(?:b|\Z)").to_numpy(dtype=np.float64)
+    np.testing.assert_array_equal(want, [1, 1, 0, 1, 0])
+    np.testing.assert_array_equal(textkernels.count(texts, r"a(?:b|\Z)", textkernels.AllowList.of(count=[r"a(?:b|\Z)"])),
+                                  want)
