@@ -4,7 +4,7 @@
     .venv/bin/python bench/judges_profile.py --pairs 50000 --ref 368f04a   # before/after, same texts, same load
     .venv/bin/python bench/judges_profile.py --pairs 50000 --per-rule      # seconds per principle, in order
     .venv/bin/python bench/judges_profile.py --pairs 20000 --cprofile 25   # where the time goes
-    .venv/bin/python bench/judges_profile.py --pairs 20000 --kernels 30    # seconds per pyarrow kernel + pattern
+    .venv/bin/python bench/judges_profile.py --pairs 20000 --kernels 30    # seconds per kernel (pyarrow / polars) + pattern
 
 The pairs come from `bench/synth.py` (every prompt and response distinct: crossovers of real shared
 texts at sentence boundaries), written once to a Parquet file (`--data`, default in the temp folder)
@@ -110,11 +110,30 @@ def kernel_times(mod, pairs, top: int) -> list[tuple[float, int, str]]:
         if callable(fn) and name[:1].islower() and not isinstance(fn, type):
             originals[name] = fn
             setattr(pc, name, timed(name, fn))
+    # The text kernels (icai_core.textkernels), by engine: "polars" calls are not pyarrow.compute calls;
+    # "pyarrow" ones also appear above under their pyarrow function.
+    tk = getattr(mod, "textkernels", None)
+    tk_originals = {}
+    if tk is not None:
+        allow = mod._on_polars()
+        for kind in ("count", "contains", "extract"):
+            fn = getattr(tk, kind)
+
+            def engine_timed(texts, pattern, *a, _fn=fn, _kind=kind, **k):
+                engine = "polars" if pattern in getattr(allow, _kind) else "pyarrow"
+                if _kind == "count" and pattern in allow.count_prefilter:
+                    engine = "polars contains + pyarrow count"
+                return timed(f"textkernels.{_kind} [{engine}]", _fn)(texts, pattern, *a, **k)
+
+            tk_originals[kind] = fn
+            setattr(tk, kind, engine_timed)
     try:
         mod.compute_votes(pairs)
     finally:
         for name, fn in originals.items():
             setattr(pc, name, fn)
+        for name, fn in tk_originals.items():
+            setattr(tk, name, fn)
     ranked = sorted(((s, calls[k], k) for k, s in seconds.items()), reverse=True)
     return ranked[:top]
 

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import sparse
 
+from icai_core import textkernels
 from icai_core.jobs import CancelToken, Progress, check
 from icai_core.judge import Judge
 
@@ -252,6 +253,24 @@ _APPROX_WORDS = (
 )
 _JSON_LIKE = r"\{[^}]*\"[^\"\n]*\"[ \t]*:|```json"
 _STARTS_YESNO = r"^[ \t\r\n*\"'>]*(?:yes|no)(?:[^a-z]|\Z)"
+
+
+@cache
+def _on_polars() -> textkernels.AllowList:
+    """The patterns whose kernels run on polars (identical to pyarrow: see `icai_core.textkernels` for
+    what is allowed and `tests/test_textkernels.py` for the proof on every pattern listed here). Every
+    `contains` is here (polars also subsets texts without copying their bytes); the counts with "^"
+    (the phrase tries, first person) stay on pyarrow, whose count differs there; `_STEP_MENTION` is
+    counted by pyarrow on the few texts where polars finds a match."""
+    return textkernels.AllowList.of(
+        count=(_SENTENCE, _NUMBER, _BOLD, _PARAGRAPH_BREAK, _LIST_ITEM, _NUMBERED_ITEM, _HEADER, _TABLE_RULE,
+               _NONEMPTY_LINE),
+        contains=(_STEP_BY_STEP, _SEQUENCE_WORD, _YOU_QUESTION, _ENDS_WITH_QUESTION, _EMOJI_CLASS,
+                  _LINK_OR_CITATION, _JSON_LIKE, _STARTS_YESNO, _REQ_LIST, _REQ_TABLE, _REQ_JSON, _REQ_YESNO,
+                  _REQ_ONE_SENTENCE, *(_phrase_pattern(name) for name in _PHRASE_LEXICONS)),
+        extract=(_FIRST_SENTENCE, _UPPER_WORDS, _APPROX_WORDS),
+        count_prefilter=(_STEP_MENTION,),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -760,19 +779,20 @@ def _isin(tokens: pa.Array, words: Iterable[str]) -> np.ndarray:
     return pc.is_in(tokens, value_set=pa.array(sorted(words), type=tokens.type)).to_numpy(zero_copy_only=False)
 
 
-def _extract(texts: pd.Series, pattern: str) -> dict[str, pd.Series]:
-    """Named groups of the first match of an RE2 `pattern` in each text ("" where none), via pyarrow."""
-    found = pc.extract_regex(pa.array(texts), pattern)
-    out = {}
-    for i in range(found.type.num_fields):
-        field = pc.fill_null(pc.struct_field(found, [i]), "")
-        out[found.type.field(i).name] = pd.Series(field.to_pandas(types_mapper=lambda _t: _STR_DTYPE), dtype="str")
-    return out
+def _extract(texts: pd.Series, pattern: str, polars_texts=None) -> dict[str, pd.Series]:
+    """Named groups of the first match of an RE2 `pattern` in each text ("" where none), as pyarrow's
+    `extract_regex` gives them (on polars when the pattern is allow-listed: `textkernels.extract`)."""
+    found = textkernels.extract(texts, pattern, _on_polars(), polars_texts=polars_texts)
+    return {name: pd.Series(col.to_pandas(types_mapper=lambda _t: _STR_DTYPE), dtype="str")
+            for name, col in found.items()}
 
 
 def _after_last(texts: pd.Series, sep: str) -> pd.Series:
     """The part of each text after the last occurrence of the literal `sep` (the whole text without one)."""
-    lists = pc.split_pattern(pa.array(texts), sep, max_splits=1, reverse=True)
+    arr = pa.array(texts)
+    if isinstance(arr, pa.ChunkedArray):  # a Series built by concatenation has several chunks
+        arr = arr.combine_chunks()
+    lists = pc.split_pattern(arr, sep, max_splits=1, reverse=True)
     last = pc.take(lists.values, pa.array(lists.offsets.to_numpy()[1:] - 1))
     return pd.Series(last.to_pandas(types_mapper=lambda _t: _STR_DTYPE), dtype="str")
 
@@ -806,6 +826,7 @@ class _Measure:
         self._memo: dict[str, object] = {}
         self._line_counts: dict[str, np.ndarray] = {}
         self._phrase_cands: dict[str, np.ndarray] = {}  # per text, a bool per phrase lexicon (tiny)
+        self._polars = textkernels.PolarsCache()  # polars copies of the text memos, freed with them
 
     # ---- shared intermediate results -----------------------------------------------------
     def _get(self, name: str, fn):
@@ -860,14 +881,27 @@ class _Measure:
         """"\n" + text, so that line-start patterns can start with "\n"."""
         return self._get("lines", lambda: "\n" + self.norm)
 
-    def count(self, pat: str, lower: bool = True) -> np.ndarray:
-        s = self.low if lower else self.norm
-        return s.str.count(pat).to_numpy(dtype=np.float64)
+    def _texts(self, on: str) -> tuple[pd.Series, object]:
+        """The text memo `on` ("low", "norm", "lines", "prompt_low") and its polars copy (None when
+        polars is not installed): the copy is made once per memo and freed with it."""
+        s = getattr(self, on)
+        return s, (self._polars.get(on, s) if textkernels.polars_available() else None)
+
+    def count(self, pat: str, on: str = "low", where: np.ndarray | None = None) -> np.ndarray:
+        """Per text (float64), matches of `pat` in the memo `on`, as pyarrow counts them; 0 where `where`
+        is False (computed on the texts where it is True only)."""
+        s, pl_s = self._texts(on)
+        return textkernels.count(s, pat, _on_polars(), polars_texts=pl_s, where=where)
+
+    def contains(self, pat: str, on: str = "low", where: np.ndarray | None = None) -> np.ndarray:
+        """Per text (float64 1.0/0.0), does `pat` match in the memo `on`; 0 where `where` is False."""
+        s, pl_s = self._texts(on)
+        return textkernels.contains(s, pat, _on_polars(), polars_texts=pl_s, where=where).astype(np.float64)
 
     def count_lines(self, pat: str) -> np.ndarray:
         # Kept per pattern: numbered items are counted for both step_by_step and more_numbers.
         if pat not in self._line_counts:
-            self._line_counts[pat] = self.lines.str.count(pat).to_numpy(dtype=np.float64)
+            self._line_counts[pat] = self.count(pat, on="lines")
         return self._line_counts[pat]
 
     def paired_with(self, prompt_mask: np.ndarray) -> np.ndarray:
@@ -878,24 +912,15 @@ class _Measure:
         out[self.ib[sel]] = True
         return out
 
-    @staticmethod
-    def only(mask: np.ndarray, texts: pd.Series, fn) -> np.ndarray:
-        """`fn(texts)` as float64, computed on the texts where `mask` is True only (0 elsewhere)."""
-        out = np.zeros(len(texts), dtype=np.float64)
-        if mask.any():
-            out[mask] = fn(texts[mask]).to_numpy(dtype=np.float64)
-        return out
-
     def phrases(self, name: str, count: bool = False) -> np.ndarray:
         """Per text, matches (`count`) or presence (1.0/0.0) of `_phrase_pattern(name)` in the lowercased
         text, as `count`/`contains` give them; the regex runs only on the texts that have the tokens
         a match needs (`_phrase_candidates`), when the tokens are at hand."""
         pat = _phrase_pattern(name)
-        fn = (lambda t: t.str.count(pat)) if count else (lambda t: t.str.contains(pat))
         cand = self._phrase_candidates().get(name)
-        if cand is None or cand.mean() > 0.9:  # not worth a copy of the candidate texts
-            return fn(self.low).to_numpy(dtype=np.float64)
-        return self.only(cand, self.low, fn)
+        if cand is not None and cand.mean() > 0.9:  # not worth a copy of the candidate texts
+            cand = None
+        return self.count(pat, where=cand) if count else self.contains(pat, where=cand)
 
     def _phrase_candidates(self) -> dict[str, np.ndarray]:
         """Per phrase lexicon, per text: False where no phrase of it can match. A necessary condition
@@ -965,10 +990,6 @@ class _Measure:
         self._phrase_cands = out
         return out
 
-    def contains(self, pat: str, lower: bool = True, regex: bool = True) -> np.ndarray:
-        s = self.low if lower else self.norm
-        return s.str.contains(pat, regex=regex).to_numpy(dtype=np.float64)
-
     @property
     def tokens(self) -> tuple[np.ndarray, np.ndarray, pa.Array]:
         """(doc id per token, vocabulary id per token, vocabulary) of the lowercased unique response
@@ -1001,18 +1022,18 @@ class _Measure:
         return np.bincount(doc, minlength=len(self.raw)).astype(np.float64)
 
     def _f_n_sentences(self):
-        return self.count(_SENTENCE, lower=False)
+        return self.count(_SENTENCE, on="norm")
 
     def _f_n_paragraphs(self):
         stripped = self.norm.str.strip()
-        breaks = stripped.str.count(_PARAGRAPH_BREAK).to_numpy(dtype=np.float64)
+        breaks = textkernels.count(stripped, _PARAGRAPH_BREAK, _on_polars())
         return breaks + (stripped.str.len().to_numpy() > 0)
 
     def _f_n_list_items(self):
         return self.count_lines(_LIST_ITEM)
 
     def _f_n_markdown_emphasis(self):
-        return self.count_lines(_HEADER) + self.count(_BOLD, lower=False)
+        return self.count_lines(_HEADER) + self.count(_BOLD, on="norm")
 
     def _f_has_table(self):
         return (self.count_lines(_TABLE_RULE) > 0).astype(np.float64)
@@ -1027,7 +1048,7 @@ class _Measure:
         numbered = self.count_lines(_NUMBERED_ITEM)
         steps = self.count(_STEP_MENTION)
         announced = self.contains(_STEP_BY_STEP) > 0
-        sequenced = self.only(numbered >= 3, self.low, lambda t: t.str.contains(_SEQUENCE_WORD)) > 0
+        sequenced = self.contains(_SEQUENCE_WORD, where=numbered >= 3) > 0
         return ((steps >= 2) | announced | sequenced).astype(np.float64)
 
     def _f_hedge_rate(self):
@@ -1050,12 +1071,7 @@ class _Measure:
 
     def _f_asks_question(self):
         has_q = _literal_any(self.low, ("?",))
-        out = np.zeros(len(self.raw), dtype=np.float64)
-        if has_q.any():
-            sub = self.low[has_q]
-            hit = sub.str.contains(_YOU_QUESTION) | sub.str.contains(_ENDS_WITH_QUESTION)
-            out[has_q] = hit.to_numpy(dtype=np.float64)
-        return out
+        return np.maximum(self.contains(_YOU_QUESTION, where=has_q), self.contains(_ENDS_WITH_QUESTION, where=has_q))
 
     def _f_offers_help(self):
         return self.phrases("offer_help")
@@ -1067,13 +1083,13 @@ class _Measure:
         return _literal_count(self.norm, ("!", "\uff01"))  # = count("[!\uff01]")
 
     def _f_has_emoji(self):
-        return self.contains(_EMOJI_CLASS, lower=False)
+        return self.contains(_EMOJI_CLASS, on="norm")
 
     def _f_n_numbers(self):
-        return self.count(_NUMBER, lower=False) - self.count_lines(_NUMBERED_ITEM)
+        return self.count(_NUMBER, on="norm") - self.count_lines(_NUMBERED_ITEM)
 
     def _f_has_link_or_citation(self):
-        return self.contains(_LINK_OR_CITATION, lower=False)
+        return self.contains(_LINK_OR_CITATION, on="norm")
 
     def _f_gives_examples(self):
         return self.phrases("examples")
@@ -1095,7 +1111,7 @@ class _Measure:
 
     def _f_n_first_person(self):
         # A bare "I" only in capitals (so "i" in code or "i.e." is not counted); "i'm", "i've"... in any case.
-        return self.count(_FIRST_PERSON, lower=False)
+        return self.count(_FIRST_PERSON, on="norm")
 
     def _f_words_per_sentence(self):
         words = self.text("n_words")
@@ -1206,14 +1222,15 @@ class _Measure:
     def _p_follows_format(self):
         # The prompt's last user turn (HH-style dialogues keep the whole history in the prompt).
         last = _after_last(self.prompt_low, "human:")
-        want_list = last.str.contains(_REQ_LIST).to_numpy()
-        want_table = last.str.contains(_REQ_TABLE).to_numpy()
-        want_json = last.str.contains(_REQ_JSON).to_numpy()
-        want_yesno = last.str.contains(_REQ_YESNO).to_numpy()
-        want_one = last.str.contains(_REQ_ONE_SENTENCE).to_numpy()
-        up = _extract(last, _UPPER_WORDS)
+        allow = _on_polars()
+        pl_last = textkernels.to_polars(last) if textkernels.polars_available() else None
+        want_list, want_table, want_json, want_yesno, want_one = (
+            textkernels.contains(last, pat, allow, polars_texts=pl_last)
+            for pat in (_REQ_LIST, _REQ_TABLE, _REQ_JSON, _REQ_YESNO, _REQ_ONE_SENTENCE)
+        )
+        up = _extract(last, _UPPER_WORDS, pl_last)
         upper = pd.to_numeric(up["a"] + up["b"], errors="coerce").to_numpy(dtype=np.float64)
-        ap = _extract(last, _APPROX_WORDS)
+        ap = _extract(last, _APPROX_WORDS, pl_last)
         approx = pd.to_numeric(ap["a"] + ap["b"], errors="coerce").to_numpy(dtype=np.float64)
         approx = np.where(np.isnan(upper), approx, np.nan)
         any_request = want_list | want_table | want_json | want_yesno | want_one | ~np.isnan(upper) | ~np.isnan(approx)
@@ -1222,11 +1239,11 @@ class _Measure:
         sents = self.text("n_sentences")
         # The shape checks below matter only for responses to prompts that ask for that shape: they
         # are run on those texts alone (the others' values are never read).
-        lines = self.only(self.paired_with(want_list), self.lines, lambda t: t.str.count(_NONEMPTY_LINE))
+        lines = self.count(_NONEMPTY_LINE, on="lines", where=self.paired_with(want_list))
         list_like = (self.text("n_list_items") >= 2) | (lines >= 3)
         table = self.text("has_table") > 0
-        json_like = self.only(self.paired_with(want_json), self.norm, lambda t: t.str.contains(_JSON_LIKE)) > 0
-        yesno = self.only(self.paired_with(want_yesno), self.low, lambda t: t.str.contains(_STARTS_YESNO)) > 0
+        json_like = self.contains(_JSON_LIKE, on="norm", where=self.paired_with(want_json)) > 0
+        yesno = self.contains(_STARTS_YESNO, where=self.paired_with(want_yesno)) > 0
         nonempty = words > 0
 
         def comply(i: np.ndarray, p: np.ndarray) -> np.ndarray:
