@@ -101,7 +101,8 @@ def _string_array(buf: np.ndarray, offsets: np.ndarray) -> pa.Array:
 def tokenize(texts) -> tuple[np.ndarray, pa.Array]:
     """(doc id per token (int32), the tokens as an Arrow string array), tokens in text order."""
     n, buf, offsets = utf8_buffer(texts)
-    doc, first, last = _jit().token_spans(buf, offsets, code_point_table(buf))
+    jit = _jit()
+    doc, first, last = jit.token_spans(buf, offsets, code_point_table(buf), jit.max_tokens(len(buf), n))
     k = len(doc)
     bounds = np.empty(2 * k + 2, dtype=np.int64)  # tokens and the gaps between them, then the tokens
     bounds[0], bounds[-1] = 0, len(buf)
@@ -112,23 +113,38 @@ def tokenize(texts) -> tuple[np.ndarray, pa.Array]:
     return doc, tokens
 
 
+def _grown(a: np.ndarray, used: int, need: int) -> np.ndarray:
+    """`a` with room for `need` entries (its first `used` kept). Sized to the need at once: the part
+    never written is never touched, so it costs address space, not memory."""
+    if len(a) >= need:
+        return a
+    out = np.empty(need, dtype=a.dtype)
+    out[:used] = a[:used]
+    return out
+
+
 @dataclass
 class Vocabulary:
     """Distinct words, numbered in order of first appearance, with the hash table that finds them.
     Grows as texts are encoded (`encode`); `arrow()` gives the words as an Arrow string array."""
 
-    slots: np.ndarray  # int32 ids, -1 empty; a power of two, at most half full
+    slots: np.ndarray  # int32 ids, -1 empty; a power of two in size, at most half full
     hashes: np.ndarray  # uint64 per id
     data: np.ndarray  # uint8: the words end to end
     offsets: np.ndarray  # int64: word i is data[offsets[i]:offsets[i + 1]]
     size: int = 0
 
     @classmethod
-    def empty(cls, capacity: int = 1024) -> Vocabulary:
-        cap = 1 << max(4, int(capacity - 1).bit_length())
-        offsets = np.zeros(cap, dtype=np.int64)
-        return cls(np.full(2 * cap, -1, dtype=np.int32), np.zeros(cap, dtype=np.uint64),
-                   np.zeros(8 * cap, dtype=np.uint8), offsets)
+    def empty(cls, capacity: int = 512) -> Vocabulary:
+        n_slots = 1 << max(10, int(2 * capacity).bit_length())
+        return cls(np.full(n_slots, -1, dtype=np.int32), np.zeros(0, dtype=np.uint64),
+                   np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=np.int64))
+
+    def _reserve(self, words: int, n_bytes: int) -> None:
+        used_bytes = int(self.offsets[self.size])
+        self.hashes = _grown(self.hashes, self.size, self.size + words)
+        self.offsets = _grown(self.offsets, self.size + 1, self.size + words + 1)
+        self.data = _grown(self.data, used_bytes, used_bytes + n_bytes)
 
     @classmethod
     def of_words(cls, words: pa.Array) -> tuple[Vocabulary, np.ndarray]:
@@ -136,21 +152,23 @@ class Vocabulary:
         they are distinct."""
         vocab = cls.empty(len(words))
         n, buf, offsets = utf8_buffer(words)
-        ids, *state = _jit().insert_words(buf, offsets, vocab.slots, vocab.hashes, vocab.data, vocab.offsets, 0)
-        vocab._set(*state)
+        vocab._reserve(n, len(buf))
+        ids, vocab.slots, size = _jit().insert_words(buf, offsets, vocab.slots, vocab.hashes, vocab.data,
+                                                     vocab.offsets, vocab.size)
+        vocab.size = int(size)
         return vocab, ids
-
-    def _set(self, slots, hashes, data, offsets, size) -> None:
-        self.slots, self.hashes, self.data, self.offsets, self.size = slots, hashes, data, offsets, int(size)
 
     def encode(self, texts) -> tuple[np.ndarray, np.ndarray]:
         """(doc id, vocabulary id) per token of `texts` (int32 each), tokens in text order; new words
         are added to this vocabulary."""
         n, buf, offsets = utf8_buffer(texts)
+        jit = _jit()
         table = code_point_table(buf)
-        doc, ids, *state = _jit().encode(buf, offsets, table, self.slots, self.hashes, self.data, self.offsets,
-                                         self.size)
-        self._set(*state)
+        cap = jit.max_tokens(len(buf), n)
+        self._reserve(cap, len(buf))
+        doc, ids, self.slots, size = jit.encode(buf, offsets, table, cap, self.slots, self.hashes, self.data,
+                                                self.offsets, self.size)
+        self.size = int(size)
         return doc, ids
 
     def arrow(self) -> pa.Array:
