@@ -252,3 +252,28 @@ def masked_counts(doc, ids, masks, n_docs):
             if masks[j, v]:
                 out[j, d] += 1
     return out
+
+
+@njit(cache=True, nogil=True)
+def binary_rows(doc, ids, mask, n_docs, n_vocab):
+    """CSR (indptr, indices) of the binary n_docs x n_vocab matrix with a 1 where text d has a token of
+    vocabulary id v and mask[v]; `doc` ascending (a text's tokens are contiguous). Indices sorted
+    within each row, no duplicates (scipy's canonical format)."""
+    indptr = np.zeros(n_docs + 1, dtype=np.int64)
+    indices = np.empty(len(doc), dtype=np.int32)
+    mark = np.full(n_vocab, -1, dtype=np.int64)
+    k = 0
+    t = 0
+    n_tok = len(doc)
+    for d in range(n_docs):
+        row = k
+        while t < n_tok and doc[t] == d:
+            v = ids[t]
+            if mask[v] and mark[v] != d:
+                mark[v] = d
+                indices[k] = v
+                k += 1
+            t += 1
+        indices[row:k].sort()
+        indptr[d + 1] = k
+    return indptr, indices[:k]

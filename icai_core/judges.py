@@ -864,7 +864,7 @@ class _Measure:
     def token_count(self, vocab_mask: np.ndarray) -> np.ndarray:
         """Per text, the number of its tokens whose vocabulary entry is True in `vocab_mask`."""
         doc, ids, _ = self.tokens
-        return np.bincount(doc[vocab_mask[ids]], minlength=len(self.raw)).astype(np.float64)
+        return token_kernel.masked_counts(doc, ids, vocab_mask, len(self.raw))[0].astype(np.float64)
 
     # ---- per-text features ------------------------------------------------------------------
     def text(self, name: str) -> np.ndarray:
@@ -1033,22 +1033,17 @@ class _Measure:
                 pc.utf8_length(vocab).to_numpy(zero_copy_only=False) >= 2
             )
             # Response words that no prompt uses cannot count in an overlap with a prompt: drop them
-            # (fewer entries to sort; the prompt matrix, whose row sizes are the denominators, is whole).
-            # Decided per vocabulary entry, then one pass over the response tokens.
+            # (smaller matrices; the prompt matrix, whose row sizes are the denominators, is whole).
+            # Each matrix is one compiled pass over its tokens (rows deduplicated and sorted).
             in_prompts = np.zeros(len(vocab), dtype=bool)
             in_prompts[ids_p] = True
             keep_v = content_v & in_prompts
-            keep_t = keep_v[joint_t][ids_t]
-            keep_f, keep_p = keep_v[ids_f], content_v[ids_p]
-            vocab_ids = np.concatenate([joint_t[ids_t[keep_t]], ids_f[keep_f], ids_p[keep_p]])
-            docs = np.concatenate([doc_t[keep_t], doc_f[keep_f] + n_t, doc_p[keep_p] + 2 * n_t])
-            del keep_t, keep_f, keep_p
             n_v = len(vocab) or 1
-            m = sparse.csr_matrix(
-                (np.ones(len(docs), dtype=np.float32), (docs, vocab_ids)), shape=(2 * n_t + n_p, n_v)
-            )
-            m.data[:] = 1.0  # duplicates were summed: make it binary
-            return m[:n_t], m[n_t : 2 * n_t], m[2 * n_t :]
+            same = len(joint_t) == 0 or (joint_t == np.arange(len(joint_t))).all()  # distinct words: 0, 1, 2...
+            resp = token_kernel.binary_matrix(doc_t, ids_t if same else joint_t[ids_t], keep_v, n_t, n_v)
+            first_m = token_kernel.binary_matrix(doc_f, ids_f, keep_v, n_t, n_v)
+            prompts = token_kernel.binary_matrix(doc_p, ids_p, content_v, n_p, n_v)
+            return resp, first_m, prompts
 
         return self._get("content", make)
 

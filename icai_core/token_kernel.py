@@ -189,3 +189,17 @@ def masked_counts(doc: np.ndarray, ids: np.ndarray, masks: np.ndarray, n_docs: i
     """counts[j, d]: tokens of text d whose vocabulary entry is True in masks[j] (one pass for all)."""
     masks = np.ascontiguousarray(np.atleast_2d(masks), dtype=np.bool_)
     return _jit().masked_counts(doc, ids, masks, n_docs)
+
+
+def binary_matrix(doc: np.ndarray, ids: np.ndarray, mask: np.ndarray, n_docs: int, n_vocab: int):
+    """scipy CSR (float32) of the binary texts x vocabulary matrix: 1 where text d has a token whose
+    vocabulary entry is True in `mask` (tokens with `doc` ascending, as `encode` gives them)."""
+    from scipy import sparse
+
+    indptr, indices = _jit().binary_rows(doc, ids, np.ascontiguousarray(mask, dtype=np.bool_), n_docs, n_vocab)
+    idx_dtype = np.int32 if len(indices) < 2**31 - 1 else np.int64
+    m = sparse.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr.astype(idx_dtype)),
+                          shape=(n_docs, n_vocab))
+    m.has_sorted_indices = True
+    m.has_canonical_format = True
+    return m
