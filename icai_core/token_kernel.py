@@ -187,19 +187,19 @@ def encode(texts) -> tuple[np.ndarray, np.ndarray, pa.Array]:
 
 def masked_counts(doc: np.ndarray, ids: np.ndarray, masks: np.ndarray, n_docs: int) -> np.ndarray:
     """counts[j, d]: tokens of text d whose vocabulary entry is True in masks[j] (one pass for all)."""
-    masks = np.ascontiguousarray(np.atleast_2d(masks), dtype=np.bool_)
+    masks = np.ascontiguousarray(np.atleast_2d(masks), dtype=np.uint8)
     return _jit().masked_counts(doc, ids, masks, n_docs)
 
 
 def binary_matrix(doc: np.ndarray, ids: np.ndarray, mask: np.ndarray, n_docs: int, n_vocab: int):
     """scipy CSR (float32) of the binary texts x vocabulary matrix: 1 where text d has a token whose
-    vocabulary entry is True in `mask` (tokens with `doc` ascending, as `encode` gives them)."""
+    vocabulary entry is True in `mask` (tokens with `doc` ascending, as `encode` gives them). Each
+    row is free of duplicates but not sorted (scipy's flags say so)."""
     from scipy import sparse
 
     indptr, indices = _jit().binary_rows(doc, ids, np.ascontiguousarray(mask, dtype=np.bool_), n_docs, n_vocab)
     idx_dtype = np.int32 if len(indices) < 2**31 - 1 else np.int64
     m = sparse.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr.astype(idx_dtype)),
                           shape=(n_docs, n_vocab))
-    m.has_sorted_indices = True
-    m.has_canonical_format = True
+    m.has_sorted_indices = False
     return m

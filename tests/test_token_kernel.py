@@ -312,7 +312,12 @@ def test_binary_matrix_and_masked_counts_equal_scipy_and_numpy():
     want.data[:] = 1.0
     assert got.shape == want.shape and got.dtype == np.float32
     np.testing.assert_array_equal(got.indptr, want.indptr)
-    np.testing.assert_array_equal(got.indices, want.indices)
+    for d in range(n):  # the same set per row, no duplicates (order of first appearance, not sorted)
+        row = got.indices[got.indptr[d] : got.indptr[d + 1]]
+        assert len(set(row.tolist())) == len(row)
+        np.testing.assert_array_equal(np.sort(row), want.indices[want.indptr[d] : want.indptr[d + 1]])
+    assert not got.has_sorted_indices
+    np.testing.assert_array_equal(np.asarray(got.multiply(want).sum(axis=1)).ravel(), np.diff(want.indptr))
     np.testing.assert_array_equal(got.toarray(), want.toarray())
     assert (np.diff(got.indptr) < np.bincount(doc, minlength=n)).any()  # duplicates were there to drop
     masks = np.stack([mask, ~mask, np.ones(n_v, dtype=bool)])
