@@ -18,6 +18,7 @@ UNKNOWN, WORD, SEPARATOR = 0, 1, 2
 _APOSTROPHE = 39
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing of a key to a slot
 
 
 @njit(cache=True, nogil=True)
@@ -130,27 +131,86 @@ def token_spans(buf, offsets, table, cap):
 
 
 @njit(cache=True, nogil=True)
-def _rehash(n_slots, vhash, nv):
-    slots = np.full(n_slots, -1, dtype=np.int32)
-    mask = np.uint64(n_slots - 1)
-    for v in range(nv):
-        s = vhash[v] & mask
-        while slots[s] >= 0:
-            s = (s + np.uint64(1)) & mask
-        slots[s] = v
-    return slots
+def _key(buf, lo, hi):
+    """64-bit key of the word buf[lo:hi]: up to 8 bytes, the bytes themselves (a word has no NUL byte,
+    so the key is the word: no byte comparison needed); longer, an FNV-1a hash of its bytes and
+    length with the low byte cleared (never equal to a short word's key, whose first byte is not 0)."""
+    length = hi - lo
+    key = np.uint64(0)
+    if length <= 8:
+        for j in range(length):
+            key |= np.uint64(buf[lo + j]) << np.uint64(8 * j)
+        return key
+    key = _FNV_OFFSET ^ np.uint64(length)
+    for j in range(lo, hi):
+        key = (key ^ np.uint64(buf[j])) * _FNV_PRIME
+    return key & ~np.uint64(0xFF)
 
 
 @njit(cache=True, nogil=True)
-def encode(buf, offsets, table, cap, slots, vhash, vbytes, voff, nv):
+def _slot(key, mask):
+    return ((key * _MIX) >> np.uint64(32)) & mask
+
+
+@njit(cache=True, nogil=True)
+def _rehash(n_slots, keys, nv):
+    """A table of n_slots (a power of two) holding the nv words of `keys`."""
+    sid = np.full(n_slots, -1, dtype=np.int32)
+    skey = np.zeros(n_slots, dtype=np.uint64)
+    mask = np.uint64(n_slots - 1)
+    for v in range(nv):
+        s = _slot(keys[v], mask)
+        while sid[s] >= 0:
+            s = (s + np.uint64(1)) & mask
+        sid[s] = v
+        skey[s] = keys[v]
+    return sid, skey
+
+
+@njit(cache=True, nogil=True)
+def _probe(buf, lo, hi, key, sid, skey, vbytes, voff):
+    """(id, slot) of the word buf[lo:hi] with key `key`: id -1 and the free slot where it goes when it
+    is new. Open addressing with linear probing; a slot holds the id and the key, so a short word is
+    found without touching the vocabulary's bytes. (Scalars only: returning arrays from a helper
+    costs reference counting on every token.)"""
+    length = hi - lo
+    mask = np.uint64(len(sid) - 1)
+    s = _slot(key, mask)
+    while True:
+        v = sid[s]
+        if v < 0:
+            return -1, s
+        if skey[s] == key:
+            if length <= 8:
+                return v, s
+            o = voff[v]
+            if voff[v + 1] - o == length:
+                j = 0
+                while j < length and vbytes[o + j] == buf[lo + j]:
+                    j += 1
+                if j == length:
+                    return v, s
+        s = (s + np.uint64(1)) & mask
+
+
+@njit(cache=True, nogil=True)
+def _append(buf, lo, hi, key, keys, vbytes, voff, v):
+    """Store the word buf[lo:hi] as id v."""
+    keys[v] = key
+    o = voff[v]
+    vbytes[o : o + hi - lo] = buf[lo:hi]
+    voff[v + 1] = o + hi - lo
+
+
+@njit(cache=True, nogil=True)
+def encode(buf, offsets, table, cap, sid, skey, keys, vbytes, voff, nv):
     """Tokens (as token_spans defines them) of the texts buf[offsets[d]:offsets[d + 1]] as (doc id,
-    vocabulary id) per token; new words are appended to the vocabulary (vhash, vbytes, voff: the
+    vocabulary id) per token; new words are appended to the vocabulary (keys, vbytes, voff: the
     caller sizes them for nv + cap words and len(buf) more bytes), numbered in order of first
-    appearance after the nv already there, as Arrow's dictionary_encode numbers them. The hash table
-    `slots` (open addressing, FNV-1a, at most half full) is grown here. Returns (doc, ids, slots, nv)."""
+    appearance after the nv already there, as Arrow's dictionary_encode numbers them. The table
+    (sid, skey) is replaced when it grows past half full. Returns (doc, ids, sid, skey, nv)."""
     doc = np.empty(cap, dtype=np.int32)
     ids = np.empty(cap, dtype=np.int32)
-    mask = np.uint64(len(slots) - 1)
     k = 0
     for d in range(len(offsets) - 1):
         pos, end = offsets[d], offsets[d + 1]
@@ -165,81 +225,46 @@ def encode(buf, offsets, table, cap, slots, vhash, vbytes, voff, nv):
                 hi -= 1
             if lo >= hi:
                 continue
-            h = _FNV_OFFSET
-            for j in range(lo, hi):
-                h = (h ^ np.uint64(buf[j])) * _FNV_PRIME
-            length = hi - lo
-            s = h & mask
-            while True:
-                v = slots[s]
-                if v < 0:
-                    break
-                if vhash[v] == h and voff[v + 1] - voff[v] == length:
-                    o = voff[v]
-                    j = 0
-                    while j < length and vbytes[o + j] == buf[lo + j]:
-                        j += 1
-                    if j == length:
-                        break
-                s = (s + np.uint64(1)) & mask
-            if v < 0:  # a new word
+            key = _key(buf, lo, hi)
+            v, s = _probe(buf, lo, hi, key, sid, skey, vbytes, voff)
+            if v < 0:
                 v = nv
-                vhash[v] = h
-                o = voff[v]
-                vbytes[o : o + length] = buf[lo:hi]
-                voff[v + 1] = o + length
+                _append(buf, lo, hi, key, keys, vbytes, voff, v)
                 nv += 1
-                if 2 * nv > len(slots):
-                    slots = _rehash(2 * len(slots), vhash, nv)
-                    mask = np.uint64(len(slots) - 1)
+                if 2 * nv > len(sid):
+                    sid, skey = _rehash(2 * len(sid), keys, nv)
                 else:
-                    slots[s] = v
+                    sid[s] = v
+                    skey[s] = key
             doc[k] = d
             ids[k] = v
             k += 1
-    return doc[:k], ids[:k], slots, nv
+    return doc[:k], ids[:k], sid, skey, nv
 
 
 @njit(cache=True, nogil=True)
-def insert_words(wbytes, woffsets, slots, vhash, vbytes, voff, nv):
+def insert_words(wbytes, woffsets, sid, skey, keys, vbytes, voff, nv):
     """Add the words wbytes[woffsets[i]:woffsets[i + 1]] (each taken whole) to the vocabulary, sized
-    by the caller as for `encode`; returns (id of each word, slots, nv)."""
+    by the caller as for `encode`; returns (id of each word, sid, skey, nv)."""
     m = len(woffsets) - 1
     ids = np.empty(m, dtype=np.int32)
-    mask = np.uint64(len(slots) - 1)
     for i in range(m):
         lo, hi = woffsets[i], woffsets[i + 1]
-        h = _FNV_OFFSET
-        for j in range(lo, hi):
-            h = (h ^ np.uint64(wbytes[j])) * _FNV_PRIME
-        length = hi - lo
-        s = h & mask
-        while True:
-            v = slots[s]
-            if v < 0:
-                break
-            if vhash[v] == h and voff[v + 1] - voff[v] == length:
-                o = voff[v]
-                j = 0
-                while j < length and vbytes[o + j] == wbytes[lo + j]:
-                    j += 1
-                if j == length:
-                    break
-            s = (s + np.uint64(1)) & mask
+        key = _key(wbytes, lo, hi)
+        v, s = _probe(wbytes, lo, hi, key, sid, skey, vbytes, voff)
         if v < 0:
             v = nv
-            vhash[v] = h
-            o = voff[v]
-            vbytes[o : o + length] = wbytes[lo:hi]
-            voff[v + 1] = o + length
+            _append(wbytes, lo, hi, key, keys, vbytes, voff, v)
             nv += 1
-            if 2 * nv > len(slots):
-                slots = _rehash(2 * len(slots), vhash, nv)
-                mask = np.uint64(len(slots) - 1)
+            if 2 * nv > len(sid):
+                sid, skey = _rehash(2 * len(sid), keys, nv)
             else:
-                slots[s] = v
+                sid[s] = v
+                skey[s] = key
         ids[i] = v
-    return ids, slots, nv
+    return ids, sid, skey, nv
+
+
 @njit(cache=True, nogil=True)
 def masked_counts(doc, ids, masks, n_docs):
     """counts[j, d] = number of tokens of text d whose vocabulary entry is True in masks[j] (masks as

@@ -11,8 +11,9 @@ not Python's (their Unicode versions differ).
 Why compiled code: the numpy version walked the bytes of all texts several times (a flag per byte,
 run edges, cuts at text starts, apostrophe trimming, a gather of the token strings) and Arrow's
 `dictionary_encode` then hashed every token again; here one loop does it per byte, and the
-vocabulary (open addressing on an FNV-1a hash, byte comparison on a hash match) numbers the words in
-order of first appearance, as `dictionary_encode` does, so every id is the same as before. Numba
+vocabulary (open addressing; a word of up to 8 bytes is its own key, a longer one is hashed and
+compared byte by byte) numbers the words in order of first appearance, as `dictionary_encode`
+does, so every id is the same as before. Numba
 rather than Cython/C: it is already installed (a dependency of umap-learn), needs no compiler or
 build step for an editable or wheel install, and caches its machine code on disk. It is imported on
 the first call only (`_jit`), not when the judges are imported.
@@ -128,8 +129,9 @@ class Vocabulary:
     """Distinct words, numbered in order of first appearance, with the hash table that finds them.
     Grows as texts are encoded (`encode`); `arrow()` gives the words as an Arrow string array."""
 
-    slots: np.ndarray  # int32 ids, -1 empty; a power of two in size, at most half full
-    hashes: np.ndarray  # uint64 per id
+    slot_ids: np.ndarray  # int32 id per slot, -1 empty; a power of two in size, at most half full
+    slot_keys: np.ndarray  # uint64 key (_token_jit._key) per slot
+    keys: np.ndarray  # uint64 key per id
     data: np.ndarray  # uint8: the words end to end
     offsets: np.ndarray  # int64: word i is data[offsets[i]:offsets[i + 1]]
     size: int = 0
@@ -137,14 +139,17 @@ class Vocabulary:
     @classmethod
     def empty(cls, capacity: int = 512) -> Vocabulary:
         n_slots = 1 << max(10, int(2 * capacity).bit_length())
-        return cls(np.full(n_slots, -1, dtype=np.int32), np.zeros(0, dtype=np.uint64),
-                   np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=np.int64))
+        return cls(np.full(n_slots, -1, dtype=np.int32), np.zeros(n_slots, dtype=np.uint64),
+                   np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=np.int64))
 
     def _reserve(self, words: int, n_bytes: int) -> None:
         used_bytes = int(self.offsets[self.size])
-        self.hashes = _grown(self.hashes, self.size, self.size + words)
+        self.keys = _grown(self.keys, self.size, self.size + words)
         self.offsets = _grown(self.offsets, self.size + 1, self.size + words + 1)
         self.data = _grown(self.data, used_bytes, used_bytes + n_bytes)
+
+    def _table(self) -> tuple:
+        return self.slot_ids, self.slot_keys, self.keys, self.data, self.offsets, self.size
 
     @classmethod
     def of_words(cls, words: pa.Array) -> tuple[Vocabulary, np.ndarray]:
@@ -153,8 +158,7 @@ class Vocabulary:
         vocab = cls.empty(len(words))
         n, buf, offsets = utf8_buffer(words)
         vocab._reserve(n, len(buf))
-        ids, vocab.slots, size = _jit().insert_words(buf, offsets, vocab.slots, vocab.hashes, vocab.data,
-                                                     vocab.offsets, vocab.size)
+        ids, vocab.slot_ids, vocab.slot_keys, size = _jit().insert_words(buf, offsets, *vocab._table())
         vocab.size = int(size)
         return vocab, ids
 
@@ -165,9 +169,11 @@ class Vocabulary:
         jit = _jit()
         table = code_point_table(buf)
         cap = jit.max_tokens(len(buf), n)
+        if self.size + cap >= 2**31:
+            raise ValueError(f"{len(buf):,} bytes of text in one batch: more than the 2^31 tokens an int32 id "
+                             "can number; split the pairs into smaller chunks")
         self._reserve(cap, len(buf))
-        doc, ids, self.slots, size = jit.encode(buf, offsets, table, cap, self.slots, self.hashes, self.data,
-                                                self.offsets, self.size)
+        doc, ids, self.slot_ids, self.slot_keys, size = jit.encode(buf, offsets, table, cap, *self._table())
         self.size = int(size)
         return doc, ids
 
