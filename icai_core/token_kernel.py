@@ -21,6 +21,8 @@ the first call only (`_jit`), not when the judges are imported.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 from dataclasses import dataclass
 
@@ -39,9 +41,19 @@ _table: np.ndarray | None = None  # per code point: 0 unknown, 1 word, 2 separat
 
 
 def _jit():
-    """The compiled loops (imports numba on first use)."""
-    from icai_core import _token_jit
+    """The compiled loops (imports numba on first use). Their machine code is cached on disk beside
+    `_token_jit.py`, else in numba's user-wide cache directory; where neither is writable (a read-only
+    install under a user without a home), in a per-user folder of the temp directory, shared by all
+    processes of that user (spawned workers load it instead of compiling again)."""
+    try:
+        from icai_core import _token_jit
+    except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available for file ..."
+        if "no locator available" not in str(exc):
+            raise
+        import numba
 
+        numba.config.CACHE_DIR = os.path.join(tempfile.gettempdir(), f"principia-numba-{os.getuid()}")
+        from icai_core import _token_jit
     return _token_jit
 
 

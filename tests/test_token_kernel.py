@@ -335,3 +335,23 @@ def test_sizes_that_can_pass_two_gigabytes_are_int64():
     doc, first, last = jit.token_spans(buf, offsets, token_kernel.code_point_table(buf), jit.max_tokens(6, 2))
     assert first.dtype == last.dtype == np.int64 and first.tolist() == [0, 3, 5]
     assert jit.max_tokens(2**33, 10) == 2**32 + 6
+
+
+def test_works_where_no_cache_directory_is_writable(tmp_path):
+    # A read-only install run by a user without a home: numba finds no cache locator and would fail
+    # at import; the kernel then caches in a per-user folder of the temp directory (which the next
+    # process, e.g. a spawned worker, loads instead of compiling again).
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_LOCATOR_CLASSES="UserProvidedCacheLocator", TMPDIR=str(tmp_path),
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env.pop("NUMBA_CACHE_DIR", None)
+    code = ("import numpy as np; from icai_core import token_kernel as tk; "
+            "print(tk.masked_counts(np.array([0, 0, 1], np.int32), np.array([0, 1, 1], np.int32), "
+            "np.array([True, False]), 2).tolist())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[[1, 0]]"
+    assert list((tmp_path / f"principia-numba-{os.getuid()}").rglob("*masked_counts*.nbi"))
