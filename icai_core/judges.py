@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import sparse
 
-from icai_core import textkernels
+from icai_core import textkernels, token_kernel
 from icai_core.jobs import CancelToken, Progress, check
 from icai_core.judge import Judge
 
@@ -516,141 +516,21 @@ def _column(pairs: pd.DataFrame, name: str, required: bool = True) -> pd.Series:
     return col
 
 
-# ASCII bytes that belong to a word token (letters, digits, apostrophe); a non-ASCII character is a
-# word character when RE2 says it is not in _TOKEN_SEPARATOR (decided once per distinct character).
-_ASCII_WORD = np.zeros(256, dtype=bool)
-_ASCII_WORD[np.frombuffer(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789'", dtype=np.uint8)] = True
-_APOSTROPHE = ord("'")
-
-
-def _runs(flag: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(first, last) byte positions of the maximal runs of True in `flag`, also cut at every text
-    start in `starts` (sorted, distinct), so that no run crosses from one text into the next."""
-    dtype = np.int32 if len(flag) < 2**31 - 1 else np.int64  # half the memory for all but huge inputs
-    change = np.flatnonzero(flag[1:] != flag[:-1]).astype(dtype)
-    change += 1
-    head = np.zeros(int(flag[0]), dtype=dtype)
-    tail = np.full(int(flag[-1]), len(flag), dtype=dtype)
-    edges = np.concatenate([head, change, tail])
-    del change
-    first, last = edges[0::2], edges[1::2] - 1
-    inner = starts[starts > 0]
-    cut = inner[flag[inner] & flag[inner - 1]]
-    if len(cut):
-        first = np.insert(first, np.searchsorted(first, cut), cut)
-        last = np.insert(last, np.searchsorted(last, cut - 1), cut - 1)
-    return first, last
-
-
-def _utf8_word_flags(buf: np.ndarray, word: np.ndarray) -> None:
-    """Mark in `word` the bytes of non-ASCII characters that are word characters (letters, marks,
-    digits of any script), exactly as RE2 classifies them: each distinct code point is tested once."""
-    lead = np.flatnonzero(buf >= 0xC0)  # first byte of every multi-byte character (valid UTF-8)
-    if not len(lead):
-        return
-    b0 = buf[lead].astype(np.int32)
-    size = 2 + (b0 >= 0xE0) + (b0 >= 0xF0)
-    c1, c2, c3 = (buf[np.minimum(lead + k, len(buf) - 1)].astype(np.int32) & 0x3F for k in (1, 2, 3))
-    cp = np.where(
-        size == 2,
-        ((b0 & 0x1F) << 6) | c1,
-        np.where(size == 3, ((b0 & 0x0F) << 12) | (c1 << 6) | c2, ((b0 & 0x07) << 18) | (c1 << 12) | (c2 << 6) | c3),
-    )
-    uniq, inv = np.unique(cp, return_inverse=True)
-    chars = pa.array([chr(c) for c in uniq.tolist()], type=pa.large_string())
-    is_word = ~pc.match_substring_regex(chars, _TOKEN_SEPARATOR).to_numpy(zero_copy_only=False)
-    flags = is_word[inv]
-    word[lead] = flags
-    for k in (1, 2, 3):
-        more = size > k
-        word[lead[more] + k] = flags[more]
-
-
-def _large_utf8(texts: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array:
-    """`texts` as one contiguous large_string Arrow array with missing texts empty: the layout the
-    byte-level kernels (`_tokenize`, `_utf8_buffer`) read their offsets and bytes from."""
-    arr = texts if isinstance(texts, pa.Array | pa.ChunkedArray) else pa.array(texts)
-    arr = arr.cast(pa.large_string())
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if arr.null_count:
-        arr = pc.fill_null(arr, "")
-    return arr
+# Word tokens: one compiled pass over the UTF-8 bytes (icai_core.token_kernel, which defines a token
+# and proves it equal to the RE2 split on _TOKEN_SEPARATOR); numba is imported on the first call.
+_ASCII_WORD = token_kernel.ASCII_WORD
+_large_utf8 = token_kernel.large_utf8  # the Arrow layout the byte-level kernels read
 
 
 def _tokenize(texts: pd.Series | pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """Word tokens of every text: (doc id per token, tokens as an Arrow string array).
+    """Word tokens of every text: (doc id per token, tokens as an Arrow string array), in text order.
 
     A token is a maximal run of word characters (Unicode letters, marks, digits, apostrophes) with
-    the apostrophes at its edges trimmed; runs of apostrophes only are dropped. This is the same as
-    splitting on the RE2 pattern `_TOKEN_SEPARATOR` and trimming "'" (the previous implementation,
-    kept identical by a golden test), but done on the UTF-8 bytes with numpy: the regex split built
-    a list array of every token and was the most expensive step of all the judges.
-    """
-    arr = _large_utf8(texts)
-    n = len(arr)
-    no_tokens = (np.zeros(0, dtype=np.int32), pa.array([], type=pa.string()))
-    if n == 0:
-        return no_tokens
-    _, obuf, dbuf = arr.buffers()
-    offsets = np.frombuffer(obuf, dtype=np.int64)[arr.offset : arr.offset + n + 1]
-    lo, hi = int(offsets[0]), int(offsets[-1])
-    if hi == lo:
-        return no_tokens
-    buf = np.frombuffer(dbuf, dtype=np.uint8)[lo:hi]
-    offsets = offsets - lo
-    word = _ASCII_WORD[buf]
-    _utf8_word_flags(buf, word)
-    starts = np.unique(offsets[:-1][offsets[:-1] < len(buf)])
-    first, last = _runs(word, starts)
-    del word
-    # Trim apostrophes at the edges, on the few runs that have one (a mask over all runs is a pass
-    # over millions of them): a few steps cover real text; what is left after them (a long run of
-    # apostrophes) is trimmed in one go from the apostrophe runs.
-    edge = np.flatnonzero((buf[first] == _APOSTROPHE) | (buf[last] == _APOSTROPHE))
-    if len(edge):
-        lo, hi = first[edge], last[edge]
-        todo = np.arange(len(edge))
-        for _ in range(4):
-            lead_a = buf[lo[todo]] == _APOSTROPHE
-            trail_a = buf[hi[todo]] == _APOSTROPHE
-            moved = lead_a | trail_a
-            todo, lead_a, trail_a = todo[moved], lead_a[moved], trail_a[moved]
-            if not len(todo):
-                break
-            lo[todo] += lead_a
-            hi[todo] -= trail_a
-            todo = todo[lo[todo] <= hi[todo]]  # an emptied run is dropped below
-        else:
-            if len(todo):
-                apos = buf == _APOSTROPHE
-                a_first, a_last = _runs(apos, starts)
-                ft, lt = lo[todo], hi[todo]
-                lead_a, trail_a = apos[ft], apos[lt]
-                del apos
-                ft[lead_a] = a_last[np.searchsorted(a_first, ft[lead_a], side="right") - 1] + 1
-                lt[trail_a] = a_first[np.searchsorted(a_last, lt[trail_a])] - 1
-                lo[todo], hi[todo] = ft, lt
-        first[edge], last[edge] = lo, hi
-        empty = edge[lo > hi]
-        if len(empty):
-            keep = np.ones(len(first), dtype=bool)
-            keep[empty] = False
-            first, last = first[keep], last[keep]
-    # Tokens and the gaps between them as one string array over the same bytes; keep the tokens.
-    k = len(first)
-    small = first.dtype == np.int32  # 32-bit offsets (Arrow "string") unless the text is over 2 GB
-    bounds = np.empty(2 * k + 2, dtype=first.dtype)
-    bounds[0], bounds[-1] = 0, len(buf)
-    bounds[1:-1:2] = first
-    bounds[2:-1:2] = last + 1
-    array_type = pa.StringArray if small else pa.LargeStringArray
-    both = array_type.from_buffers(2 * k + 1, pa.py_buffer(bounds), pa.py_buffer(buf))
-    del bounds
-    tokens = both.take(pa.array(np.arange(1, 2 * k, 2, dtype=first.dtype)))
-    del both
-    doc = np.repeat(np.arange(n, dtype=first.dtype), np.diff(np.searchsorted(first, offsets)))
-    return doc, tokens
+    the apostrophes at its edges trimmed; runs of apostrophes only are dropped: the same as splitting
+    on the RE2 pattern `_TOKEN_SEPARATOR` and trimming "'" (the previous implementation, kept
+    identical by a golden test). The judges themselves use `token_kernel.Vocabulary.encode`, which
+    numbers the tokens without building their strings."""
+    return token_kernel.tokenize(texts)
 
 
 def _utf8_buffer(texts: pd.Series | pa.Array | pa.ChunkedArray) -> tuple[int, np.ndarray, np.ndarray]:
@@ -996,17 +876,15 @@ class _Measure:
         texts. Token properties (length, lexicon membership) are computed once per vocabulary entry
         and gathered per token, instead of once per token."""
 
-        def make():
-            doc, tok = _tokenize(self.low)
-            enc = pc.dictionary_encode(tok)
-            return doc, enc.indices.to_numpy().astype(np.int32, copy=False), enc.dictionary
+        def make():  # one compiled pass: the same ids as dictionary_encode of _tokenize's tokens
+            return token_kernel.encode(self.low)
 
         return self._get("tokens", make)
 
     def token_count(self, vocab_mask: np.ndarray) -> np.ndarray:
         """Per text, the number of its tokens whose vocabulary entry is True in `vocab_mask`."""
         doc, ids, _ = self.tokens
-        return np.bincount(doc[vocab_mask[ids]], minlength=len(self.raw)).astype(np.float64)
+        return token_kernel.masked_counts(doc, ids, vocab_mask, len(self.raw))[0].astype(np.float64)
 
     # ---- per-text features ------------------------------------------------------------------
     def text(self, name: str) -> np.ndarray:
@@ -1159,40 +1037,28 @@ class _Measure:
             plow = self.prompt_low.str.replace(_ROLE_LABEL, " ", regex=True)
             n_t, n_p = len(self.raw), len(self.praw)
             doc_t, ids_t, vocab_t = self.tokens
-            doc_f, tok_f = _tokenize(first)
-            doc_p, tok_p = _tokenize(plow)
-            # One vocabulary for the three token sets: the response vocabulary first, then the new
-            # words of the first sentences and prompts (ids of a dictionary follow first appearance).
-            parts = [a.cast(pa.large_string()) for a in (vocab_t, tok_f, tok_p)]
-            joint = pa.chunked_array(parts, type=pa.large_string()).combine_chunks()
-            del parts
-            enc = pc.dictionary_encode(joint)
-            all_ids = enc.indices.to_numpy().astype(np.int64)
-            vocab = enc.dictionary
-            del enc
-            n_vt, n_f = len(vocab_t), len(tok_f)
-            joint_t = all_ids[:n_vt]  # joint id of each response vocabulary entry
-            ids_f, ids_p = all_ids[n_vt : n_vt + n_f], all_ids[n_vt + n_f :]
+            # One vocabulary for the three token sets: the response vocabulary first (its ids are
+            # kept: its words are distinct), then the new words of the first sentences and prompts.
+            joint, joint_t = token_kernel.Vocabulary.of_words(vocab_t)
+            doc_f, ids_f = joint.encode(first)
+            doc_p, ids_p = joint.encode(plow)
+            vocab = joint.arrow()
+            del joint
             content_v = ~_isin(vocab, load_lexicon("stopwords")) & (
                 pc.utf8_length(vocab).to_numpy(zero_copy_only=False) >= 2
             )
             # Response words that no prompt uses cannot count in an overlap with a prompt: drop them
-            # (fewer entries to sort; the prompt matrix, whose row sizes are the denominators, is whole).
-            # Decided per vocabulary entry, then one pass over the response tokens.
+            # (smaller matrices; the prompt matrix, whose row sizes are the denominators, is whole).
+            # Each matrix is one compiled pass over its tokens (rows deduplicated and sorted).
             in_prompts = np.zeros(len(vocab), dtype=bool)
             in_prompts[ids_p] = True
             keep_v = content_v & in_prompts
-            keep_t = keep_v[joint_t][ids_t]
-            keep_f, keep_p = keep_v[ids_f], content_v[ids_p]
-            vocab_ids = np.concatenate([joint_t[ids_t[keep_t]], ids_f[keep_f], ids_p[keep_p]])
-            docs = np.concatenate([doc_t[keep_t], doc_f[keep_f] + n_t, doc_p[keep_p] + 2 * n_t])
-            del keep_t, keep_f, keep_p
             n_v = len(vocab) or 1
-            m = sparse.csr_matrix(
-                (np.ones(len(docs), dtype=np.float32), (docs, vocab_ids)), shape=(2 * n_t + n_p, n_v)
-            )
-            m.data[:] = 1.0  # duplicates were summed: make it binary
-            return m[:n_t], m[n_t : 2 * n_t], m[2 * n_t :]
+            same = len(joint_t) == 0 or (joint_t == np.arange(len(joint_t))).all()  # distinct words: 0, 1, 2...
+            resp = token_kernel.binary_matrix(doc_t, ids_t if same else joint_t[ids_t], keep_v, n_t, n_v)
+            first_m = token_kernel.binary_matrix(doc_f, ids_f, keep_v, n_t, n_v)
+            prompts = token_kernel.binary_matrix(doc_p, ids_p, content_v, n_p, n_v)
+            return resp, first_m, prompts
 
         return self._get("content", make)
 
