@@ -37,6 +37,10 @@ ROUTED = (
     + [("extract", p) for p in sorted(ALLOW.extract)]
     + [("count_prefilter", p) for p in sorted(ALLOW.count_prefilter)]
 )
+# Identical too, but left on pyarrow (no faster on polars); proven here so that routing them is a free choice.
+PROVEN_NOT_ROUTED = [("contains", judges._EMOJI_CLASS), ("contains", judges._LINK_OR_CITATION),
+                     ("contains", judges._FIRST_PERSON), ("contains", judges._STEP_MENTION)]
+PROVEN = ROUTED + PROVEN_NOT_ROUTED
 _NAMES = {v: k for k, v in vars(judges).items() if k[:1] == "_" and k[1:].replace("_", "").isupper() and isinstance(v, str)}
 _NAMES.update({judges._phrase_pattern(k): f"phrase_{k}" for k in judges._PHRASE_LEXICONS})
 
@@ -220,7 +224,7 @@ _RARE_IN_SHARED = {judges._REQ_TABLE}  # no shared prompt asks for a table in th
 
 
 @needs_data
-@pytest.mark.parametrize("kind_pattern", ROUTED, ids=_name)
+@pytest.mark.parametrize("kind_pattern", PROVEN, ids=_name)
 def test_polars_equals_pyarrow_on_every_shared_text(shared_variants, kind_pattern):
     kind, pattern = kind_pattern
     hits = 0
@@ -233,7 +237,7 @@ def test_polars_equals_pyarrow_on_every_shared_text(shared_variants, kind_patter
         assert hits > 0, "the pattern never matches a shared text: the check would be vacuous"
 
 
-@pytest.mark.parametrize("kind_pattern", ROUTED, ids=_name)
+@pytest.mark.parametrize("kind_pattern", PROVEN, ids=_name)
 def test_polars_equals_pyarrow_on_hostile_strings(kind_pattern):
     kind, pattern = kind_pattern
     texts = pd.Series(hostile_texts(pattern, 1_500, seed=len(pattern)), dtype="str")
