@@ -498,9 +498,8 @@ def _column(pairs: pd.DataFrame, name: str, required: bool = True) -> pd.Series:
     return col
 
 
-# Word tokens: one compiled pass over the UTF-8 bytes (icai_core.token_kernel, which defines a token
-# and proves it equal to the RE2 split on _TOKEN_SEPARATOR); numba is imported on the first call.
-_ASCII_WORD = token_kernel.ASCII_WORD
+# Word tokens: one compiled pass over the UTF-8 bytes (icai_core.token_kernel, which defines a token;
+# tests check it against the RE2 split on _TOKEN_SEPARATOR); numba is imported on the first call.
 _large_utf8 = token_kernel.large_utf8  # the Arrow layout the byte-level kernels read
 
 
@@ -1034,7 +1033,7 @@ class _Measure:
             )
             # Response words that no prompt uses cannot count in an overlap with a prompt: drop them
             # (smaller matrices; the prompt matrix, whose row sizes are the denominators, is whole).
-            # Each matrix is one compiled pass over its tokens (rows deduplicated and sorted).
+            # Each matrix is one compiled pass over its tokens (rows deduplicated, not sorted).
             in_prompts = np.zeros(len(vocab), dtype=bool)
             in_prompts[ids_p] = True
             keep_v = content_v & in_prompts
