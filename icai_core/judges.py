@@ -811,30 +811,27 @@ class _Measure:
         used = sorted({p for pairs in checked.values() for pair in pairs for p in pair})
         row = {p: i for i, p in enumerate(used)}
         present = np.zeros((len(used), n), dtype=bool)  # piece x text
-        # Exact tokens: one gather over the tokens.
+        # Per vocabulary entry, the pieces it stands for: the piece it equals, and for a non-ASCII
+        # entry the pieces it contains (a letter glued to the phrase's first or last word). Then one
+        # compiled pass over the tokens marks them per text.
         exact = [p for p in used if vid[p] >= 0]
-        piece_of = np.full(len(vocab), -1, dtype=np.int32)
-        piece_of[[vid[p] for p in exact]] = [row[p] for p in exact]
-        per_token = piece_of[ids]
-        hit = np.flatnonzero(per_token >= 0)
-        present.reshape(-1)[per_token[hit].astype(np.int64) * n + doc[hit]] = True
-        del per_token, hit
-        # Non-ASCII tokens that contain a piece (a letter glued to the phrase's first or last word).
+        entry = [np.array([vid[p] for p in exact], dtype=np.int64)]
+        piece = [np.array([row[p] for p in exact], dtype=np.int64)]
         non_ascii = np.flatnonzero(~pc.string_is_ascii(vocab).to_numpy(zero_copy_only=False))
         if len(non_ascii):  # first those that contain any piece (one regex), then piece by piece
             any_piece = pc.match_substring_regex(vocab.take(pa.array(non_ascii)), "|".join(used))
             non_ascii = non_ascii[any_piece.to_numpy(zero_copy_only=False)]
         if len(non_ascii):
             non_ascii_vocab = vocab.take(pa.array(non_ascii))
-            is_na = np.zeros(len(vocab), dtype=bool)
-            is_na[non_ascii] = True
-            na_tok = np.flatnonzero(is_na[ids])
-            na_doc, na_ids = doc[na_tok], ids[na_tok]
-            del is_na, na_tok
             for p in used:
                 inside = non_ascii[pc.match_substring(non_ascii_vocab, p).to_numpy(zero_copy_only=False)]
-                if len(inside):
-                    present[row[p], na_doc[np.isin(na_ids, inside)]] = True
+                entry.append(inside.astype(np.int64))
+                piece.append(np.full(len(inside), row[p], dtype=np.int64))
+        entries, pieces = np.concatenate(entry), np.concatenate(piece)
+        order = np.argsort(entries, kind="stable")
+        indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(entries, minlength=len(vocab)), out=indptr[1:])
+        token_kernel.mark_rows(doc, ids, indptr, pieces[order], present)
         out = {}
         for name in names:
             cand = np.zeros(n, dtype=bool)

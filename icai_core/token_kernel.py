@@ -238,3 +238,11 @@ def warm() -> None:
     mask = np.ones(len(vocab), dtype=bool)
     masked_counts(doc, ids, mask, 2)
     binary_matrix(doc, ids, mask, 2, len(vocab))
+    mark_rows(doc, ids, np.arange(len(vocab) + 1), np.zeros(len(vocab)), np.zeros((1, 2), dtype=bool))
+
+
+def mark_rows(doc: np.ndarray, ids: np.ndarray, indptr: np.ndarray, rows: np.ndarray, present: np.ndarray) -> None:
+    """Set present[r, d] for each token of text d and each row r its vocabulary entry v stands for
+    (rows[indptr[v]:indptr[v + 1]]): one pass over the tokens, in place."""
+    _jit().mark_rows(doc, ids, np.ascontiguousarray(indptr, dtype=np.int64),
+                     np.ascontiguousarray(rows, dtype=np.int64), present)
