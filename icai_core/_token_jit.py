@@ -299,3 +299,13 @@ def binary_rows(doc, ids, mask, n_docs, n_vocab):
     for d in range(n_docs):
         indptr[d + 1] += indptr[d]
     return indptr, indices[:k]
+
+
+@njit(cache=True, nogil=True)
+def mark_rows(doc, ids, indptr, rows, present):
+    """present[r, doc[t]] = True for every token t and every r in rows[indptr[v]:indptr[v + 1]],
+    v = ids[t] (the rows a vocabulary entry stands for)."""
+    for t in range(len(doc)):
+        v = ids[t]
+        for j in range(indptr[v], indptr[v + 1]):
+            present[rows[j], doc[t]] = True

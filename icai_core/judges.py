@@ -518,9 +518,8 @@ def _column(pairs: pd.DataFrame, name: str, required: bool = True) -> pd.Series:
     return col
 
 
-# Word tokens: one compiled pass over the UTF-8 bytes (icai_core.token_kernel, which defines a token
-# and proves it equal to the RE2 split on _TOKEN_SEPARATOR); numba is imported on the first call.
-_ASCII_WORD = token_kernel.ASCII_WORD
+# Word tokens: one compiled pass over the UTF-8 bytes (icai_core.token_kernel, which defines a token;
+# tests check it against the RE2 split on _TOKEN_SEPARATOR); numba is imported on the first call.
 _large_utf8 = token_kernel.large_utf8  # the Arrow layout the byte-level kernels read
 
 
@@ -838,30 +837,27 @@ class _Measure:
         used = sorted({p for pairs in checked.values() for pair in pairs for p in pair})
         row = {p: i for i, p in enumerate(used)}
         present = np.zeros((len(used), n), dtype=bool)  # piece x text
-        # Exact tokens: one gather over the tokens.
+        # Per vocabulary entry, the pieces it stands for: the piece it equals, and for a non-ASCII
+        # entry the pieces it contains (a letter glued to the phrase's first or last word). Then one
+        # compiled pass over the tokens marks them per text.
         exact = [p for p in used if vid[p] >= 0]
-        piece_of = np.full(len(vocab), -1, dtype=np.int32)
-        piece_of[[vid[p] for p in exact]] = [row[p] for p in exact]
-        per_token = piece_of[ids]
-        hit = np.flatnonzero(per_token >= 0)
-        present.reshape(-1)[per_token[hit].astype(np.int64) * n + doc[hit]] = True
-        del per_token, hit
-        # Non-ASCII tokens that contain a piece (a letter glued to the phrase's first or last word).
+        entry = [np.array([vid[p] for p in exact], dtype=np.int64)]
+        piece = [np.array([row[p] for p in exact], dtype=np.int64)]
         non_ascii = np.flatnonzero(~pc.string_is_ascii(vocab).to_numpy(zero_copy_only=False))
         if len(non_ascii):  # first those that contain any piece (one regex), then piece by piece
             any_piece = pc.match_substring_regex(vocab.take(pa.array(non_ascii)), "|".join(used))
             non_ascii = non_ascii[any_piece.to_numpy(zero_copy_only=False)]
         if len(non_ascii):
             non_ascii_vocab = vocab.take(pa.array(non_ascii))
-            is_na = np.zeros(len(vocab), dtype=bool)
-            is_na[non_ascii] = True
-            na_tok = np.flatnonzero(is_na[ids])
-            na_doc, na_ids = doc[na_tok], ids[na_tok]
-            del is_na, na_tok
             for p in used:
                 inside = non_ascii[pc.match_substring(non_ascii_vocab, p).to_numpy(zero_copy_only=False)]
-                if len(inside):
-                    present[row[p], na_doc[np.isin(na_ids, inside)]] = True
+                entry.append(inside.astype(np.int64))
+                piece.append(np.full(len(inside), row[p], dtype=np.int64))
+        entries, pieces = np.concatenate(entry), np.concatenate(piece)
+        order = np.argsort(entries, kind="stable")
+        indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(entries, minlength=len(vocab)), out=indptr[1:])
+        token_kernel.mark_rows(doc, ids, indptr, pieces[order], present)
         out = {}
         for name in names:
             cand = np.zeros(n, dtype=bool)
@@ -1051,7 +1047,7 @@ class _Measure:
             )
             # Response words that no prompt uses cannot count in an overlap with a prompt: drop them
             # (smaller matrices; the prompt matrix, whose row sizes are the denominators, is whole).
-            # Each matrix is one compiled pass over its tokens (rows deduplicated and sorted).
+            # Each matrix is one compiled pass over its tokens (rows deduplicated, not sorted).
             in_prompts = np.zeros(len(vocab), dtype=bool)
             in_prompts[ids_p] = True
             keep_v = content_v & in_prompts

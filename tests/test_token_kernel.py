@@ -326,6 +326,23 @@ def test_binary_matrix_and_masked_counts_equal_scipy_and_numpy():
         np.testing.assert_array_equal(counts[j], np.bincount(doc[masks[j][ids]], minlength=n))
 
 
+def test_mark_rows_equals_a_python_loop():
+    texts = pd.Series(_hostile_texts(seed=4, n=500), dtype="str")
+    doc, ids, vocab = token_kernel.encode(texts)
+    rng = np.random.default_rng(1)
+    stands_for = [sorted(set(rng.integers(0, 5, size=int(rng.integers(0, 3))).tolist())) for _ in range(len(vocab))]
+    indptr = np.concatenate([[0], np.cumsum([len(r) for r in stands_for])])
+    rows = np.array([r for rs in stands_for for r in rs], dtype=np.int64)
+    got = np.zeros((5, len(texts)), dtype=bool)
+    token_kernel.mark_rows(doc, ids, indptr, rows, got)
+    want = np.zeros_like(got)
+    for d, v in zip(doc.tolist(), ids.tolist(), strict=True):
+        for r in stands_for[v]:
+            want[r, d] = True
+    np.testing.assert_array_equal(got, want)
+    assert 0 < want.sum() < want.size
+
+
 def test_sizes_that_can_pass_two_gigabytes_are_int64():
     # Byte positions and offsets are int64 in the compiled loops (a 2 GB batch must not wrap around);
     # the bound on tokens is computed in Python integers.
@@ -345,6 +362,9 @@ def test_works_where_no_cache_directory_is_writable(tmp_path):
     import subprocess
     import sys
 
+    numba = pytest.importorskip("numba")
+    if not hasattr(numba.config, "CACHE_LOCATOR_CLASSES"):
+        pytest.skip("this numba cannot be told to use no cache locator (NUMBA_CACHE_LOCATOR_CLASSES)")
     env = dict(os.environ, NUMBA_CACHE_LOCATOR_CLASSES="UserProvidedCacheLocator", TMPDIR=str(tmp_path),
                PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     env.pop("NUMBA_CACHE_DIR", None)
