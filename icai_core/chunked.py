@@ -52,6 +52,7 @@ event that the judges in every worker check before each principle.
 from __future__ import annotations
 
 import gc
+import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -482,14 +483,24 @@ def _judge_chunk(first_row: int, chunk: pd.DataFrame, keys: list[str], embedder,
 
 
 def _worker_init(event, embed_spec, done_rows=None, done_chunks=None) -> None:
+    # One polars thread per worker: the workers already keep every core busy (polars reads this when
+    # it is imported, at the first text kernel of the first chunk).
+    os.environ.setdefault("POLARS_MAX_THREADS", "1")
     _W.clear()
     _W.update(token=_EventToken(event), embed_spec=embed_spec, embedder=None, rows=done_rows, chunks=done_chunks)
 
 
-def _worker_start(*args) -> None:
-    """The pool's initializer: `_worker_init`, then `gc.freeze()`, so the per-chunk `gc.collect()` no
-    longer walks the ~100k objects of the imported modules (63 ms a chunk measured, ~0 ms frozen)."""
+def _worker_start(warm_lock, *args) -> None:
+    """The pool's initializer: `_worker_init`; the compiled token kernels loaded one worker at a time
+    (`warm_lock`: with no on-disk cache yet, the first worker compiles them, ~13 CPU-s, and the others
+    then load its cache, ~1 s, instead of all compiling at once); then `gc.freeze()`, so the per-chunk
+    `gc.collect()` no longer walks the ~100k objects of the imported modules (63 ms a chunk
+    measured, ~0 ms frozen)."""
     _worker_init(*args)
+    from icai_core import token_kernel
+
+    with warm_lock:
+        token_kernel.warm()
     gc.freeze()
 
 
@@ -647,7 +658,7 @@ def _pool(workers: int, embed_spec, *counters):
     event = ctx.Event()
     made = [ctx.Value("q", 0) for _ in counters]
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_start,
-                               initargs=(event, embed_spec, *made))
+                               initargs=(ctx.Lock(), event, embed_spec, *made))
     return pool, event, made
 
 
