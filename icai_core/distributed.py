@@ -52,6 +52,7 @@ raises ImportError naming the extra to install.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -227,6 +228,16 @@ class _TaskToken:
         return ts is None or ts.state not in ("executing", "long-running")
 
 
+def _worker_threads() -> int:
+    """Task threads of the Dask worker this runs on (1 outside a worker)."""
+    try:
+        from distributed import get_worker
+
+        return max(1, int(get_worker().state.nthreads))
+    except (ImportError, ValueError, AttributeError, TypeError):
+        return 1
+
+
 def shard_counts(shard: Shard, keys: list[str], chunk_rows: int = 10_000,
                  embed_spec: dict | None = None) -> tuple[dict[str, Counts], int]:
     """Per-annotator Counts of one shard and the number of chunks judged (runs on a worker).
@@ -236,6 +247,9 @@ def shard_counts(shard: Shard, keys: list[str], chunk_rows: int = 10_000,
     """
     import pyarrow.parquet as pq
 
+    # polars (the judges' text kernels) is imported at the first kernel: as many threads as the worker
+    # has task threads, unless the cluster's environment says otherwise (read once, at that import).
+    os.environ.setdefault("POLARS_MAX_THREADS", str(_worker_threads()))
     fs, _ = _filesystem(shard.root)
     token = _TaskToken()
     embedder = _worker_embedder(embed_spec)
