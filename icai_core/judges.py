@@ -6,14 +6,15 @@ below the principle's documented margin). The full table of principles, their fe
 is in `docs/judges.md`.
 
 Everything is vectorised over the whole pair table: each feature is computed once per *unique*
-text (benchmark files repeat texts a lot), with pandas `.str` methods on the Arrow-backed `str`
-dtype. The regular expressions are written so that pandas can hand them to pyarrow's RE2 engine
-(no look-arounds, no `\\w`/`\\b`/`\\s`, no `$`), which is much faster than Python's `re`; where
-pandas must fall back to Python `re` the results are the same, only slower. Word tokens come
-from one numpy pass over the UTF-8 bytes of all unique texts (`_tokenize`; a regex split was the
-most expensive step), are dictionary-encoded once, and token properties (length, lexicon
-membership) are computed per vocabulary entry; set-overlap features (prompt words reused) are
-row-wise products of sparse document x vocabulary matrices.
+text (benchmark files repeat texts a lot). The regular expressions are written for pyarrow's RE2
+engine (no look-arounds, no `\\w`/`\\b`/`\\s`, no `$`); `icai_core.textkernels` runs a pattern on
+polars' engine instead where tests prove the two give the same counts (`_on_polars`: counts without
+`^`, every contains, the extracts; pyarrow's count restarts `^` after each match, polars' does not),
+and on pyarrow otherwise. Word tokens come from one compiled pass over the UTF-8 bytes of all unique
+texts that also numbers them in order of first appearance (`icai_core.token_kernel`, numba; a regex
+split, then a numpy pass and a dictionary encode, came before it), and token properties (length,
+lexicon membership) are computed per vocabulary entry; set-overlap features (prompt words reused)
+are row-wise products of sparse document x vocabulary matrices.
 
 Memory: each shared intermediate (lowercased copy, line-prefixed copy, tokens, overlap matrices)
 is freed after the last requested principle that needs it (`_NEEDS`, `_Measure.release`), and the
