@@ -29,14 +29,14 @@ EMBEDDING_KEYS = tuple(J.EMBEDDING_KEYS)  # judges that need the sentence embedd
 
 # Cost model for the progress weights and the time-left estimate (wall seconds on the idle 2-core
 # development machine). Only the ratios matter: the estimate extrapolates from the time the finished
-# work took. Measured in the app on 100,000 distinct pairs (2 December 2026, 03:57 UTC, load ~1,
-# `bench/app_time_left.py`): ~42 s of votes and ~32 s of evidence (after `crossval.prompt_folds`
-# replaced the 20-30 s StratifiedGroupKFold split; the earlier 1.0e-3 per row made the time left
-# 2-2.5x too long for most of the run). The cold embedding judge ~14 ms per distinct text (~2.5 texts
-# per distinct pair).
-_SECONDS_PER_PAIR = 4.2e-4
+# work took. Measured in the app on 100,000 distinct pairs (`bench/app_time_left.py`, load ~1): on
+# 2 December 2026 07:00 UTC, after the judges' polars kernels and compiled tokeniser, ~35 s of votes
+# and ~38 s of evidence (03:57 UTC: 42 s and 32 s; the older weights then made the time left 30-60%
+# short during the evidence). The cold embedding judge ~14 ms per distinct text (~2.5 texts per
+# distinct pair).
+_SECONDS_PER_PAIR = 3.5e-4
 _SECONDS_PER_EMBEDDED_PAIR = 3.0e-2  # cold cache (an upper bound when the vectors are cached)
-_EVIDENCE_SECONDS_PER_ROW = 3.2e-4
+_EVIDENCE_SECONDS_PER_ROW = 3.8e-4
 # The evidence's text features (list items, markdown emphasis), per distinct pair: their share of the
 # evidence stage's progress next to `evidence.step_plan` (same units: seconds per distinct pair).
 _EVIDENCE_FEATURE_SECONDS_PER_ITEM = 6.0e-5  # 1.4-1.7 s at 24,000 distinct pairs
