@@ -535,18 +535,7 @@ def _tokenize(texts: pd.Series | pa.Array) -> tuple[np.ndarray, pa.Array]:
     return token_kernel.tokenize(texts)
 
 
-def _utf8_buffer(texts: pd.Series | pa.Array | pa.ChunkedArray) -> tuple[int, np.ndarray, np.ndarray]:
-    """(number of texts, UTF-8 bytes of all texts end to end, int64 offsets of each text in them):
-    a view of the Arrow buffers (a missing text is empty), no copy of the text when it is one chunk."""
-    arr = _large_utf8(texts)
-    n = len(arr)
-    if n == 0:
-        return 0, np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=np.int64)
-    _, obuf, dbuf = arr.buffers()
-    offsets = np.frombuffer(obuf, dtype=np.int64)[arr.offset : arr.offset + n + 1]
-    lo, hi = int(offsets[0]), int(offsets[-1])
-    buf = np.frombuffer(dbuf, dtype=np.uint8)[lo:hi] if hi > lo else np.zeros(0, dtype=np.uint8)
-    return n, buf, offsets - lo
+_utf8_buffer = token_kernel.utf8_buffer  # (n, UTF-8 bytes end to end, int64 offsets): views, no copy
 
 
 def _byte_runs(buf: np.ndarray, seq: bytes, lead: np.ndarray | None = None) -> np.ndarray:
