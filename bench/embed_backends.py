@@ -4,7 +4,8 @@
 
 Embeds N distinct real shared texts (longest-first sample of prompts and responses) with:
 the previous path (sentence-transformers `encode`, whole-text tokenising, torch fp32), the torch fp32
-backend (prefix tokenising, batches sorted by token count) and the ONNX Runtime backend; rounds are
+backend (prefix tokenising, batches sorted by token count), the ONNX Runtime backend and, on a CPU
+with native bf16 (avx512_bf16 / amx_bf16), the torch bf16 backend; rounds are
 interleaved so machine load hits every backend alike. Prints texts/s, CPU s, the cosine to the
 previous path, padding share, and one JSON line.
 """
@@ -54,8 +55,11 @@ def main() -> int:
         return lambda ts: embed.Embedder(max_seq_length=args.max_len, batch_size=128, backend=name).embed(ts)
 
     runs = {"sentence-transformers (previous)": old, "torch fp32": via("torch"), "onnx fp32": via("onnx")}
-    via("onnx")(["warm up"])  # export / verification outside the timing
-    via("torch")(["warm up"])
+    if embed.cpu_has_native_bf16():  # only where the CPU has it natively (never emulated)
+        runs["torch bf16"] = via("torch-bf16")
+    for name in ("onnx", "torch", "torch-bf16" if "torch bf16" in runs else None):
+        if name:
+            via(name)(["warm up"])  # export / verification outside the timing
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
     vecs = {}
     for _ in range(args.rounds):

@@ -173,6 +173,74 @@ def test_onnx_votes_match_the_fp32_torch_reference():
     assert (v_ref.to_numpy() != 0).mean() > 0.3  # the comparison covers many relevant votes
 
 
+needs_bf16 = pytest.mark.skipif(not embed.cpu_has_native_bf16(),
+                                reason="this CPU has no native bf16 instructions (bf16 is never emulated)")
+
+
+@needs_data
+@needs_bf16
+@pytest.mark.slow
+def test_bf16_votes_match_the_fp32_torch_reference():
+    """The backend `auto` picks on a CPU with avx512_bf16/amx_bf16: its own cache key, so its vectors
+    may differ slightly, but the judge's votes must stay >= 99.5% identical to fp32 on real texts.
+    1,000 pairs so that the threshold allows a few flips (250 would allow one)."""
+    pairs = _real(1000)
+    emb = embed.Embedder(max_seq_length=64, batch_size=128, backend="torch-bf16")
+    assert emb.backend.name == "torch-bf16"  # verified on load (else it would have fallen back)
+    reference = _Reference()
+    texts = list(dict.fromkeys([*pairs["prompt"], *pairs["text_a"], *pairs["text_b"]]))
+    got, ref = emb.embed(texts), reference.embed(texts)
+    cos = np.sum(got * ref, axis=1)
+    assert cos.min() > 0.99, f"min cosine {cos.min():.5f}"
+    keys = ["semantically_closer"]
+    v_new = judges.compute_votes(pairs, keys, embedder=emb).to_numpy()
+    v_ref = judges.compute_votes(pairs, keys, embedder=reference).to_numpy()
+    same = float((v_new == v_ref).mean())
+    assert same >= 0.995, f"only {same:.2%} identical votes"
+    assert (v_ref != 0).mean() > 0.3
+
+
+def _batch_independence_backends():
+    names = ["onnx", "torch"]
+    if embed.cpu_has_native_bf16():
+        names.append("torch-bf16")
+    return names
+
+
+@needs_data
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", _batch_independence_backends())
+def test_a_texts_vector_does_not_depend_on_the_texts_batched_with_it(backend):
+    """Before batch widths were padded to multiples of 16, bf16 gave a text a vector up to 2e-3 off
+    (ONNX fp32 3e-8) depending on the longest text in its batch, so a discovery run changed with the
+    batch size or with what the cache already held. torch (fp32, bf16): exact equality, bit for bit;
+    ONNX Runtime: within one float32 ulp, which its row split by batch size still leaves."""
+    df = _real(400)
+    pool = list(dict.fromkeys([*df["prompt"], *df["text_a"]]))
+    ids = embed._tokenizer().encode(pool, 64)
+    by_len: dict[int, str] = {}
+    for text, t in zip(pool, ids, strict=True):
+        by_len.setdefault(len(t), text)
+    texts = [by_len[n] for n in sorted(by_len)]
+    assert len(texts) >= 40 and min(by_len) <= 8 and max(by_len) == 64  # many widths, truncated ones too
+
+    def vectors(batch_size, order):
+        e = embed.Embedder(max_seq_length=64, batch_size=batch_size, backend=backend)  # no cache, fresh memo
+        assert e.backend.name == backend
+        out = e.embed([texts[i] for i in order])
+        return out[np.argsort(order)]
+
+    alone = vectors(1, list(range(len(texts))))  # each text at its own width
+    rng = np.random.default_rng(0)
+    for batch_size in (7, 64):  # mixed widths; one batch of width 64
+        got = vectors(batch_size, list(rng.permutation(len(texts))))
+        diff = float(np.abs(got - alone).max())
+        if backend == "onnx":  # ONNX Runtime's GEMM splits rows by the batch size: 1 ulp (6e-8) at most
+            assert diff <= 2e-7, f"batch size {batch_size}: max diff {diff:.2e}"
+        else:
+            assert np.array_equal(got, alone), f"batch size {batch_size}: max diff {diff:.2e}"
+
+
 def _fill_cache(path, texts):
     e = embed.Embedder(cache_path=path, max_seq_length=64)
     return e.embed(texts)

@@ -57,7 +57,9 @@ def setup(tmp_path_factory):
     pairs = load_pairs(SHARED_DATA / "hh_rlhf_harmless_test.csv").pairs
     pairs = pairs.sample(n=N_ROWS, random_state=0)
     pairs = pairs[~pd.Series(content_groups(pairs)).duplicated().to_numpy()].reset_index(drop=True)
-    embedder = Embedder(cache_path=cache / "embeddings.sqlite", max_seq_length=64)
+    # fp32 (ONNX, bit-identical to torch fp32 here): the six directions below were read off fp32 vectors;
+    # bf16 (auto on a CPU with avx512_bf16) moves two of them onto the same "(none stands out)" words.
+    embedder = Embedder(cache_path=cache / "embeddings.sqlite", max_seq_length=64, backend="onnx")
     found = discover(pairs, embedder=embedder, config=DiscoverConfig(n_directions=N_DIRECTIONS, seed=0))
     assert len(found.judges) >= 2, "the HH subsample should keep at least two directions"
     table = found.table.set_index("key")
@@ -246,7 +248,8 @@ def test_naming_table_without_llm_says_keywords(setup):
 
 
 @pytest.mark.slow
-def test_pipeline_carries_names_to_judges_table_and_summary(setup, tmp_path):
+def test_pipeline_carries_names_to_judges_table_and_summary(setup, tmp_path, monkeypatch):
+    monkeypatch.setenv("PRINCIPIA_EMBED_BACKEND", "onnx")  # the fixture's fp32 vectors (see `setup`)
     config = RunConfig.from_flat(discover=True, n_directions=N_DIRECTIONS, evidence=False, use_embeddings=False)
     pairs = setup["pairs"]
     n_names, n_votes = _expected_calls(setup)
