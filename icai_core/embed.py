@@ -174,6 +174,14 @@ def resolve_backend(requested: str | None = None) -> str:
     return "onnx"
 
 
+def vector_precision(backend_name: str | None = None) -> str:
+    """'bf16' or 'fp32': what the vectors of `backend_name` (default: the resolved backend) are.
+
+    fp32 backends agree to within rounding (verified on load) and share one cache key; bf16 moves
+    about 0.2% of the embedding judge's votes, so caches of votes and vectors keep them apart."""
+    return "bf16" if (backend_name or resolve_backend()) == "torch-bf16" else "fp32"
+
+
 def last_backend_name() -> str:
     """The backend that last embedded something in this process ('' if none did)."""
     return _LAST_BACKEND[-1] if _LAST_BACKEND else ""
@@ -614,10 +622,14 @@ class Embedder:
     def _cache_model_name(self) -> str:
         # The truncation length changes the vector; so does a lower precision (fp32 backends agree
         # to within rounding, verified on load, and share one key).
-        precision = getattr(self._backend, "precision", None) or (
-            "bf16" if self.backend_name == "torch-bf16" else "fp32")
+        precision = getattr(self._backend, "precision", None) or vector_precision(self.backend_name)
         tag = f"{self.model_name}@{self.max_seq_length}"
         return tag if precision == "fp32" else f"{tag}@{precision}"
+
+    @property
+    def precision(self) -> str:
+        """'bf16' or 'fp32': the precision of the vectors this embedder gives (after any fallback)."""
+        return getattr(self._backend, "precision", None) or vector_precision(self.backend_name)
 
     def embed(self, texts: Sequence[str], progress: Progress | None = None, cancel=None) -> np.ndarray:
         """Return an (n, 384) float32 array of unit vectors; duplicate texts are embedded once."""

@@ -443,10 +443,13 @@ def provenance(config: RunConfig, data_hash: str, ctx: RunContext) -> dict:
     """Engine, model, config, data hash, version and time of a run (no secrets: the key never enters)."""
     import datetime as _dt
 
-    from icai_core import __version__
+    from icai_core import __version__, embed
 
+    backend = embed.resolve_backend()  # per machine: bf16 vectors move ~0.2% of the embedding votes
     prov = {"engine": config.engine, "config": config.to_dict(), "dataset_hash": data_hash,
             "principia_version": __version__,
+            "embedding": {"model": embed.DEFAULT_MODEL, "backend": backend,
+                          "precision": embed.vector_precision(backend)},
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     if ctx.client is not None:
         cfg = ctx.client.config

@@ -94,9 +94,14 @@ def items_hash(pairs: pd.DataFrame) -> str:
     return dataset_hash(pairs)
 
 
-def _votes_cache_path(cache_dir: Path, data_hash: str, keys: list[str], use_embeddings: bool) -> Path:
+def _votes_cache_path(cache_dir: Path, data_hash: str, keys: list[str], use_embeddings: bool,
+                      precision: str = "fp32") -> Path:
+    """One file per data, judge code, judges and embedding precision: bf16 vectors (the default on a
+    CPU with native bf16) move ~0.2% of the embedding judge's votes, so a run with
+    PRINCIPIA_EMBED_BACKEND=onnx must not be served the votes of a bf16 run, nor the reverse."""
     judges_src = hashlib.sha256(Path(J.__file__).read_bytes()).hexdigest()
-    tag = hashlib.sha256(json.dumps([judges_src, keys, use_embeddings]).encode()).hexdigest()[:12]
+    parts = [judges_src, keys, use_embeddings] + ([precision] if use_embeddings and precision != "fp32" else [])
+    tag = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
     return cache_dir / "votes" / f"{data_hash}-{tag}.parquet"
 
 
@@ -145,16 +150,21 @@ def compute_votes_cached(
     if not use_embeddings:
         principles = [p for p in principles if p.key not in EMBEDDING_KEYS]
     keys = [p.key for p in principles]
+    embeds = use_embeddings and any(p.key in EMBEDDING_KEYS for p in principles)
     path = None
     if cache_dir is not None:
-        path = _votes_cache_path(Path(cache_dir), data_hash or items_hash(pairs), keys, use_embeddings)
+        from icai_core.embed import vector_precision
+
+        data_hash = data_hash or items_hash(pairs)
+        path = _votes_cache_path(Path(cache_dir), data_hash, keys, use_embeddings,
+                                 vector_precision() if embeds else "fp32")
         cached = _read_cached(path, len(pairs), keys)
         if cached is not None:
             cached.index = pairs.index
             progress(1, 1, "Votes loaded from cache")
             return cached
     embedder = None
-    if use_embeddings and any(p.key in EMBEDDING_KEYS for p in principles):
+    if embeds:
         from icai_core.embed import Embedder
 
         emb_cache = Path(cache_dir) / "embeddings.sqlite" if cache_dir is not None else None
@@ -166,6 +176,8 @@ def compute_votes_cached(
         if embedder is not None:  # the stages after the votes do not need the model: free its memory first
             embedder.release_model()
     if path is not None:
+        if embedder is not None and embedder.precision != vector_precision():  # bf16 fell back to fp32
+            path = _votes_cache_path(Path(cache_dir), data_hash, keys, use_embeddings, embedder.precision)
         _write_atomic(path, votes)
     return votes
 

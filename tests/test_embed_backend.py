@@ -296,3 +296,50 @@ def test_the_in_memory_memo_is_bounded_when_a_disk_cache_holds_the_vectors(tmp_p
     no_disk.MEMO_LIMIT = 3
     no_disk.embed(texts)
     assert len(no_disk._mem) == 10  # the only copy: never evicted
+
+
+def test_the_vote_cache_keeps_bf16_and_fp32_votes_apart(tmp_path):
+    """bf16 vectors move ~0.2% of the embedding judge's votes: a run on fp32 vectors must never be
+    served a bf16 run's votes (or the reverse); fp32 keys are unchanged, so old caches stay valid."""
+    from icai_core.stages_offline import _votes_cache_path
+
+    keys = ["semantically_closer", "longer"]
+    fp32 = _votes_cache_path(tmp_path, "h", keys, True)
+    assert _votes_cache_path(tmp_path, "h", keys, True, "fp32") == fp32
+    assert _votes_cache_path(tmp_path, "h", keys, True, "bf16") != fp32
+    # without the embedding judge the precision does not matter
+    assert _votes_cache_path(tmp_path, "h", keys, False, "bf16") == _votes_cache_path(tmp_path, "h", keys, False)
+    assert embed.vector_precision("torch-bf16") == "bf16"
+    assert {embed.vector_precision(b) for b in ("onnx", "torch", "cuda")} == {"fp32"}
+
+
+@needs_data
+def test_cached_votes_follow_the_embedding_precision(tmp_path, monkeypatch):
+    from icai_core import stages_offline
+
+    pairs = _real(40)
+    seen = []
+
+    def votes():
+        seen.clear()
+        return stages_offline.compute_votes_cached(pairs, keys=["semantically_closer"], cache_dir=tmp_path,
+                                                   progress=lambda d, t, m: seen.append(m))
+
+    monkeypatch.setenv("PRINCIPIA_EMBED_BACKEND", "onnx")
+    first = votes()
+    assert "Votes loaded from cache" not in seen
+    monkeypatch.setenv("PRINCIPIA_EMBED_BACKEND", "torch")  # fp32 too: the same votes, from the cache
+    assert votes().equals(first) and seen == ["Votes loaded from cache"]
+    monkeypatch.setattr(embed, "vector_precision", lambda name=None: "bf16")  # as on an avx512_bf16 CPU
+    votes()
+    assert "Votes loaded from cache" not in seen
+    assert len(list((tmp_path / "votes").glob("*.parquet"))) == 2
+
+
+def test_provenance_names_the_embedding_backend():
+    from icai_core.config import RunConfig
+    from icai_core.pipeline import RunContext, provenance
+
+    prov = provenance(RunConfig.from_flat(), "h", RunContext())
+    assert prov["embedding"]["backend"] == embed.resolve_backend()
+    assert prov["embedding"]["precision"] == embed.vector_precision()
