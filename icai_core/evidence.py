@@ -307,21 +307,25 @@ def audit_annotator(
     )
 
 
-# What each piece of `audit_annotator` costs, in seconds per 1,000 rows (measured 2 December 2026, 31
-# principles, on the shared 2-core development machine: alone at 24,000 and 50,000 distinct pairs, and
-# inside the app at 24,000 with the browser on the same cores). Per 1,000 rows, in those four runs:
-# principle 0.0069 / 0.0072 / 0.016 / 0.012, style control per principle 0.011 / 0.005 / 0.0067 / 0.0027,
-# views 0.115 / 0.106 / 0.125, split 0.012 / 0.010, fold 0.017 / 0.010 / 0.025 / 0.042, method 0.020 /
-# 0.041 / 0.031 / 0.016: the machine's load moves each by up to 2x, so the weights are their means.
-# A piece starts at one `step` call and ends at the next. Only the ratios matter (`step_plan`).
+# What each piece of `audit_annotator` costs, in seconds per 1,000 rows, measured 2 December 2026
+# (seventh session; 31 principles, 5 folds, alone on the idle 2-core Zen 4, at 20,000 and 100,000
+# distinct pairs: `bench/evidence_steps.py`). Per 1,000 rows, 20k / 100k: start (the controlled
+# effects' shared set-up, before the first principle's fit) 0.023 / 0.029-0.034, principle 0.0023 /
+# 0.0012, style control per principle 0.00045 / 0.00025, views 0.036 / 0.045-0.050, split 0.012 /
+# 0.0032-0.0037, fold 0.0036 / 0.0017, method 0.017 / 0.014 (from 0.0001 for the majority to 0.029
+# for the random constitutions; their mean). The earlier weights (principle 0.010, style 0.006 per
+# principle, views 0.11, measured before the per-principle fits got faster) made the bar jump through
+# the principles and then crawl through the reconstruction: in the app at 100k pairs the time left
+# read 4 s with 15 s to go. A piece starts at one `step` call and ends at the next. Only the ratios
+# matter within a stage (`step_plan`); the text features (`stages_offline`) are in the same units.
 STEP_COST_PER_1000_ROWS = {
-    "start": 0.01,           # the stage's own "controlled effects" call, before the first fit
-    "principle": 0.010,      # one principle's clustered strength + length-controlled logit
-    "style_per_principle": 0.006,  # the joint style-control model, per principle in it
-    "views": 0.11,           # length, list and position views, tie rate, the cross-validation set-up
-    "split": 0.011,          # `crossval.prompt_folds`
-    "fold": 0.02,            # one fold: selection + the logistic fits
-    "method": 0.027,         # one method's clustered accuracy + bootstrap AUC
+    "start": 0.03,            # the stage's own "controlled effects" call, before the first fit
+    "principle": 0.0015,      # one principle's clustered strength + length-controlled logit
+    "style_per_principle": 0.0003,  # the joint style-control model, per principle in it
+    "views": 0.045,           # length, list and position views, tie rate, the cross-validation set-up
+    "split": 0.004,           # `crossval.prompt_folds`
+    "fold": 0.002,            # one fold: selection + the logistic fits
+    "method": 0.015,          # one method's clustered accuracy + bootstrap AUC
 }
 
 
