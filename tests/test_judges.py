@@ -287,7 +287,10 @@ def test_principle_subset_progress_and_cancel():
         pairs, ["refuses", judges.get_principle("longer")], progress=lambda d, t, m: calls.append((d, t, m))
     )
     assert list(votes.columns) == ["refuses", "longer"]
-    assert [(d, t) for d, t, _ in calls] == [(1, 2), (2, 2)]
+    # weighted by measured cost (refuses is cheap next to longer), ending exactly at the total
+    (d1, t1, m1), (d2, t2, m2) = calls
+    assert t1 == t2 and 0 < d1 < d2 == t2 and d1 < t1 / 2
+    assert m1 == "Measured 'refuses' (1 of 2)" and m2 == "Measured 'longer' (2 of 2)"
     with pytest.raises(ValueError):
         judges.compute_votes(pairs, ["not_a_principle"])
     token = CancelToken()
@@ -513,8 +516,10 @@ def test_each_intermediate_is_built_once_and_freed_before_the_last_rule(monkeypa
 
     monkeypatch.setattr(judges._Measure, "__init__", init)
 
+    n_rules = len(keys) if keys else len([p for p in judges.PRINCIPLES if p.key not in judges.EMBEDDING_KEYS])
+
     def progress(done, total, msg):
-        if done == total - 1:
+        if msg.endswith(f"({n_rules - 1} of {n_rules})"):  # after the last but one rule
             held_at_last.append(set(measures[0]._memo))
 
     judges.compute_votes(pairs, keys, progress=progress)
@@ -553,6 +558,34 @@ def test_the_embedding_judge_runs_with_no_intermediate_held(monkeypatch):
     assert list(votes.columns) == keys
     assert _mismatches(votes[["hedges_more", "more_prompt_overlap", "more_positive"]],
                        judges.compute_votes(pairs, ["hedges_more", "more_prompt_overlap", "more_positive"])) == {}
+
+
+def test_every_principle_has_a_measured_progress_weight():
+    """A principle without a measured cost would move the bar by a guess (`_OTHER_JUDGE_SECONDS`)."""
+    assert set(judges.JUDGE_SECONDS_PER_1000_PAIRS) == {p.key for p in judges.PRINCIPLES}
+    assert all(v > 0 for v in judges.JUDGE_SECONDS_PER_1000_PAIRS.values())
+
+
+def test_progress_moves_inside_the_embedding_judge():
+    """The embedding judge is most of a cold audit's votes: its batches move the bar, which used to
+    stand still at (n-1)/n while every text was embedded; done never goes back and ends at total."""
+    pairs = _read("icai_synthetic_mixed.csv").iloc[:40]
+    calls = []
+
+    class BatchedEmbedder:
+        def embed(self, texts, progress=None, cancel=None):
+            for d in range(0, len(texts), 10):
+                progress(min(d + 10, len(texts)), len(texts), f"Embedded {min(d + 10, len(texts))} texts")
+            rng = np.random.default_rng(0)
+            v = rng.normal(size=(len(texts), 8)).astype(np.float32)
+            return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    keys = ["longer", "semantically_closer"]
+    judges.compute_votes(pairs, keys, embedder=BatchedEmbedder(), progress=lambda d, t, m: calls.append((d, t, m)))
+    done = [d / t for d, t, _ in calls]
+    inner = [d / t for d, t, m in calls if m.startswith("semantically_closer:")]
+    assert done == sorted(done) and done[-1] == 1.0
+    assert len(inner) >= 3 and inner[0] < 0.5 < inner[-1] < 1.0  # the embedding's share is moved through
 
 
 # --------------------------------------------------------------------------------------------
