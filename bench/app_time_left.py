@@ -5,7 +5,7 @@
 Writes N distinct pairs recombined from real shared texts (`bench.synth.write_parquet`, seed 1) to a
 Parquet file (or takes --file), serves `streamlit run app.py` on 127.0.0.1:--port with its own
 PRINCIPIA_HOME, and drives it with headless Debian chromium through Playwright, as the browser tests
-do: upload on the Data page, Principles page, embeddings off, "Run offline audit". Every --every
+do: upload on the Data page, Principles page, embeddings off (on with --embeddings), "Run offline audit". Every --every
 seconds it reads the progress bar's text and value (what the user sees); when the audit is done (the
 "Principle table" heading is on screen) the actual remaining time of every sample is known, and each
 sample's estimate is compared with it:
@@ -64,7 +64,8 @@ def _read_progress(page) -> tuple[str, float | None]:
     return text, (float(now) / 100.0 if now not in (None, "") else None)
 
 
-def measure(file: Path, port: int, every: float, home: Path, timeout_s: float, shots: Path | None) -> dict:
+def measure(file: Path, port: int, every: float, home: Path, timeout_s: float, shots: Path | None,
+            embeddings: bool = False) -> dict:
     from playwright.sync_api import sync_playwright
 
     n_rows = None
@@ -91,7 +92,7 @@ def measure(file: Path, port: int, every: float, home: Path, timeout_s: float, s
             upload_s = time.perf_counter() - t0
             goto_page(page, "Principles")
             toggle = page.get_by_role("switch", name="Use sentence embeddings")
-            if toggle.is_checked():
+            if toggle.is_checked() != embeddings:
                 page.locator("label").filter(has=toggle).first.click()
                 wait_idle(page, 120)
             page.get_by_role("button", name="Run offline audit").click()
@@ -145,6 +146,7 @@ def main() -> int:
     ap.add_argument("--file", type=Path, help="an existing file to upload instead of writing one")
     ap.add_argument("--every", type=float, default=5.0, help="seconds between samples")
     ap.add_argument("--port", type=int, default=8531)
+    ap.add_argument("--embeddings", action="store_true", help="with the embedding judge (cold cache)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds of audit")
     ap.add_argument("--workdir", type=Path, help="where the file, PRINCIPIA_HOME and screenshots go")
     args = ap.parse_args()
@@ -161,7 +163,7 @@ def main() -> int:
             print(f"wrote {args.pairs:,} distinct pairs to {file} in {time.perf_counter() - t:.0f} s", flush=True)
     home = work / "home"
     home.mkdir(exist_ok=True)
-    out = measure(file, args.port, args.every, home, args.timeout, work / "shots")
+    out = measure(file, args.port, args.every, home, args.timeout, work / "shots", args.embeddings)
     print(f"\n{'t (s)':>8} {'shown':>7} {'estimate (s)':>13} {'actual left (s)':>16} {'rel. error':>11}")
     for r in out["samples"]:
         est = ("unknown" if r.get("withdrawn") else "—") if r["estimate_s"] is None else f"{r['estimate_s']:.0f}"

@@ -35,7 +35,16 @@ EMBEDDING_KEYS = tuple(J.EMBEDDING_KEYS)  # judges that need the sentence embedd
 # short during the evidence). The cold embedding judge ~14 ms per distinct text (~2.5 texts per
 # distinct pair).
 _SECONDS_PER_PAIR = 3.5e-4
-_SECONDS_PER_EMBEDDED_PAIR = 3.0e-2  # cold cache (an upper bound when the vectors are cached)
+# Embedding one distinct pair (3 texts, cold cache; an upper bound when the vectors are cached): ONNX
+# fp32 on the Zen 3 of earlier sessions; bf16 measured in the app on a Zen 4 (10,000 distinct pairs,
+# 30,000 texts, 229 s with the browser on the same 2 cores: `bench/app_time_left.py --embeddings`).
+_SECONDS_PER_EMBEDDED_PAIR = {"fp32": 3.0e-2, "bf16": 2.2e-2}
+
+
+def _embedding_seconds(n_items: int) -> float:
+    from icai_core.embed import vector_precision
+
+    return _SECONDS_PER_EMBEDDED_PAIR[vector_precision()] * n_items
 _EVIDENCE_SECONDS_PER_ROW = 3.8e-4
 # The evidence's text features (list items, markdown emphasis), per distinct pair: their share of the
 # evidence stage's progress next to `evidence.step_plan` (same units: seconds per distinct pair).
@@ -76,7 +85,7 @@ class MeasurableVoter:
     def estimated_seconds(self, ctx, data) -> float:
         secs = _SECONDS_PER_PAIR * data.n_items
         if self.config.use_embeddings:
-            secs += _SECONDS_PER_EMBEDDED_PAIR * data.n_items
+            secs += _embedding_seconds(data.n_items)
         return secs
 
     def vote(self, ctx, data, judges: list[Judge]):
@@ -214,7 +223,7 @@ class DataDiscovery:
                             threshold=getattr(c, "fidelity_threshold", 0.7), seed=self.seed)
 
     def estimated_seconds(self, ctx, data) -> float:
-        secs = _SECONDS_PER_EMBEDDED_PAIR * data.n_items + 2.0
+        secs = _embedding_seconds(data.n_items) + 2.0
         if self._naming(ctx):  # ~1 s per call, run concurrently (cached calls are instant)
             nc = self.naming_config()
             calls = self.config.n_directions * (1 + nc.n_voted + nc.n_unvoted)
