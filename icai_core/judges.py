@@ -1240,7 +1240,8 @@ JUDGE_SECONDS_PER_1000_PAIRS: dict[str, float] = {
     "restates_question": 0.00123,
     "follows_requested_format": 0.00527,
     # cold cache, 3 texts per distinct pair: ~130-225 texts/s with bf16 on 2 Zen 4 cores (ONNX fp32
-    # about half); the embedder's own progress moves the bar inside this share; cached texts are skipped
+    # about half); the embedder's own progress moves the bar inside this share (cached texts are skipped,
+    # so with a warm cache the bar jumps over it)
     "semantically_closer": 20.0,
 }
 _OTHER_JUDGE_SECONDS = 0.003  # a principle added later without a measured cost
