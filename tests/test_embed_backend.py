@@ -213,8 +213,8 @@ def _batch_independence_backends():
 def test_a_texts_vector_does_not_depend_on_the_texts_batched_with_it(backend):
     """Before batch widths were padded to multiples of 16, bf16 gave a text a vector up to 2e-3 off
     (ONNX fp32 3e-8) depending on the longest text in its batch, so a discovery run changed with the
-    batch size or with what the cache already held. torch (fp32, bf16): exact equality, bit for bit;
-    ONNX Runtime: within one float32 ulp, which its row split by batch size still leaves."""
+    batch size or with what the cache already held. Measured on a Zen 4: torch (fp32, bf16) bit for
+    bit, ONNX Runtime within one float32 ulp (its row split by batch size)."""
     df = _real(400)
     pool = list(dict.fromkeys([*df["prompt"], *df["text_a"]]))
     ids = embed._tokenizer().encode(pool, 64)
@@ -235,10 +235,10 @@ def test_a_texts_vector_does_not_depend_on_the_texts_batched_with_it(backend):
     for batch_size in (7, 64):  # mixed widths; one batch of width 64
         got = vectors(batch_size, list(rng.permutation(len(texts))))
         diff = float(np.abs(got - alone).max())
-        if backend == "onnx":  # ONNX Runtime's GEMM splits rows by the batch size: 1 ulp (6e-8) at most
-            assert diff <= 2e-7, f"batch size {batch_size}: max diff {diff:.2e}"
-        else:
-            assert np.array_equal(got, alone), f"batch size {batch_size}: max diff {diff:.2e}"
+        # A few float32 ulps at most: ONNX Runtime's GEMM splits rows by the batch size (6e-8 seen), and
+        # other CPUs' kernels may too; torch was bit for bit on the Zen 4 this was written on. Far below
+        # the 1e-3 that moved clusters and discovered directions before the widths were aligned.
+        assert diff <= 2e-7, f"batch size {batch_size}: max diff {diff:.2e}"
 
 
 def _fill_cache(path, texts):
