@@ -313,7 +313,7 @@ def audit_annotator(
 # effects' shared set-up, before the first principle's fit) 0.023 / 0.029-0.034, principle 0.0023 /
 # 0.0012, style control per principle 0.00045 / 0.00025, views 0.036 / 0.045-0.050, split 0.012 /
 # 0.0032-0.0037, fold 0.0036 / 0.0017, method 0.017 / 0.014 (from 0.0001 for the majority to 0.029
-# for the random constitutions; their mean). The earlier weights (principle 0.010, style 0.006 per
+# for the random constitutions; their mean; 0.0048 since the bootstrap ranks the scores once). The earlier weights (principle 0.010, style 0.006 per
 # principle, views 0.11, measured before the per-principle fits got faster) made the bar jump through
 # the principles and then crawl through the reconstruction: in the app at 100k pairs the time left
 # read 4 s with 15 s to go. A piece starts at one `step` call and ends at the next. Only the ratios
@@ -325,7 +325,7 @@ STEP_COST_PER_1000_ROWS = {
     "views": 0.045,           # length, list and position views, tie rate, the cross-validation set-up
     "split": 0.004,           # `crossval.prompt_folds`
     "fold": 0.002,            # one fold: selection + the logistic fits
-    "method": 0.015,          # one method's clustered accuracy + bootstrap AUC
+    "method": 0.005,          # one method's clustered accuracy + bootstrap AUC
 }
 
 

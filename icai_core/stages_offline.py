@@ -39,7 +39,7 @@ _SECONDS_PER_PAIR = 3.5e-4
 # fp32 on the Zen 3 of earlier sessions; bf16 measured in the app on a Zen 4 (10,000 distinct pairs,
 # 30,000 texts, 229 s with the browser on the same 2 cores: `bench/app_time_left.py --embeddings`).
 _SECONDS_PER_EMBEDDED_PAIR = {"fp32": 3.0e-2, "bf16": 2.2e-2}
-_EVIDENCE_SECONDS_PER_ROW = 3.8e-4
+_EVIDENCE_SECONDS_PER_ROW = 3.2e-4  # 3.8e-4 before the bootstrap ranked its scores once (-19% at 100k)
 # The evidence's text features (list items, markdown emphasis), per distinct pair: their share of the
 # evidence stage's progress next to `evidence.step_plan` (same units: seconds per distinct pair).
 _EVIDENCE_FEATURE_SECONDS_PER_ITEM = 1.2e-5  # 0.16 s at 20,000 and 1.05 s at 100,000 distinct pairs (Zen 4)

@@ -125,10 +125,10 @@ def test_step_plan_has_one_cost_per_step_call(alpaca):
     assert planned[0].startswith("controlled effect of") and planned[votes.shape[1]].startswith("style control")
     assert "splitting the prompts into folds" in planned[votes.shape[1] + 2]
     assert planned[-1].startswith("reconstruction: accuracy and AUC")
-    # the costs are not all alike (measured: bench/evidence_steps.py): the shared set-up, the views and
-    # each reconstruction method outweigh one principle's fit many times
+    # the costs are not all alike (measured: bench/evidence_steps.py): the shared set-up and the views
+    # outweigh one principle's fit many times, each reconstruction method a few times
     c = ev.STEP_COST_PER_1000_ROWS
-    assert min(c["start"], c["views"]) > 10 * c["principle"] and c["method"] > 5 * c["principle"]
+    assert min(c["start"], c["views"]) > 10 * c["principle"] and c["method"] > 2 * c["principle"]
 
 
 def test_the_evidence_stage_progress_rises_to_the_end(shared_data, tmp_path, monkeypatch):
