@@ -179,14 +179,17 @@ def compute_votes_cached(
         emb_cache = Path(cache_dir) / "embeddings.sqlite" if cache_dir is not None else None
         # 32 texts per forward pass: same CPU time as 128, 128 MB less peak memory (measured)
         embedder = Embedder(cache_path=emb_cache, batch_size=32, max_seq_length=64)
+    precision = None
     try:
         votes = J.compute_votes(pairs, principles, embedder=embedder, progress=progress, cancel=cancel)
+        if embedder is not None:  # read before the model is dropped: a bf16 backend may have fallen back
+            precision = embedder.precision
     finally:
         if embedder is not None:  # the stages after the votes do not need the model: free its memory first
             embedder.release_model()
     if path is not None:
-        if embedder is not None and embedder.precision != vector_precision():  # bf16 fell back to fp32
-            path = _votes_cache_path(Path(cache_dir), data_hash, keys, use_embeddings, embedder.precision)
+        if precision is not None and precision != vector_precision():  # bf16 fell back to fp32
+            path = _votes_cache_path(Path(cache_dir), data_hash, keys, use_embeddings, precision)
         _write_atomic(path, votes)
     return votes
 

@@ -332,8 +332,9 @@ def test_cached_votes_follow_the_embedding_precision(tmp_path, monkeypatch):
     assert votes().equals(first) and seen == ["Votes loaded from cache"]
     monkeypatch.setattr(embed, "vector_precision", lambda name=None: "bf16")  # as on an avx512_bf16 CPU
     votes()
-    assert "Votes loaded from cache" not in seen
-    assert len(list((tmp_path / "votes").glob("*.parquet"))) == 2
+    assert "Votes loaded from cache" not in seen  # the fp32 votes are not served to a bf16 run
+    # (the vectors really came from the fp32 backend, so they are stored under the fp32 key again)
+    assert len(list((tmp_path / "votes").glob("*.parquet"))) == 1
 
 
 def test_provenance_names_the_embedding_backend():
@@ -343,3 +344,25 @@ def test_provenance_names_the_embedding_backend():
     prov = provenance(RunConfig.from_flat(), "h", RunContext())
     assert prov["embedding"]["backend"] == embed.resolve_backend()
     assert prov["embedding"]["precision"] == embed.vector_precision()
+
+
+@needs_data
+def test_votes_of_a_bf16_request_that_fell_back_to_fp32_are_cached_as_fp32(tmp_path, monkeypatch):
+    """Asked for bf16 on a CPU without it, the embedder falls back to torch fp32 (one warning): its
+    votes must be stored under the fp32 key, read off the backend before the model is released."""
+    from icai_core import stages_offline
+
+    monkeypatch.setenv("PRINCIPIA_EMBED_BACKEND", "torch-bf16")
+    monkeypatch.setattr(embed, "cpu_has_native_bf16", lambda cpuinfo=None: False)
+    embed.release_backends()
+    pairs = _real(30)
+    keys = ["semantically_closer"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stages_offline.compute_votes_cached(pairs, keys=keys, cache_dir=tmp_path)
+    finally:
+        embed.release_backends()  # the fp32 fallback is cached under "torch-bf16": never for later tests
+    h = stages_offline.items_hash(pairs)
+    assert stages_offline._votes_cache_path(tmp_path, h, keys, True, "fp32").exists()
+    assert not stages_offline._votes_cache_path(tmp_path, h, keys, True, "bf16").exists()
