@@ -622,7 +622,7 @@ class Embedder:
     def _cache_model_name(self) -> str:
         # The truncation length changes the vector; so does a lower precision (fp32 backends agree
         # to within rounding, verified on load, and share one key).
-        precision = getattr(self._backend, "precision", None) or vector_precision(self.backend_name)
+        precision = self.precision
         tag = f"{self.model_name}@{self.max_seq_length}"
         return tag if precision == "fp32" else f"{tag}@{precision}"
 

@@ -313,8 +313,9 @@ def audit_annotator(
 # effects' shared set-up, before the first principle's fit) 0.023 / 0.029-0.034, principle 0.0023 /
 # 0.0012, style control per principle 0.00045 / 0.00025, views 0.036 / 0.045-0.050, split 0.012 /
 # 0.0032-0.0037, fold 0.0036 / 0.0017, method 0.017 / 0.014 (from 0.0001 for the majority to 0.029
-# for the random constitutions; their mean; 0.0048 since the bootstrap ranks the scores once). The earlier weights (principle 0.010, style 0.006 per
-# principle, views 0.11, measured before the per-principle fits got faster) made the bar jump through
+# for the random constitutions; their mean; 0.0048 since the bootstrap ranks the scores once). The
+# earlier weights (principle 0.010, style 0.006 per principle, views 0.11, measured before the
+# per-principle fits got faster) made the bar jump through
 # the principles and then crawl through the reconstruction: in the app at 100k pairs the time left
 # read 4 s with 15 s to go. A piece starts at one `step` call and ends at the next. Only the ratios
 # matter within a stage (`step_plan`); the text features (`stages_offline`) are in the same units.

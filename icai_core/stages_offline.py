@@ -161,12 +161,13 @@ def compute_votes_cached(
     keys = [p.key for p in principles]
     embeds = use_embeddings and any(p.key in EMBEDDING_KEYS for p in principles)
     path = None
+    wanted = "fp32"
     if cache_dir is not None:
         from icai_core.embed import vector_precision
 
+        wanted = vector_precision() if embeds else "fp32"
         data_hash = data_hash or items_hash(pairs)
-        path = _votes_cache_path(Path(cache_dir), data_hash, keys, use_embeddings,
-                                 vector_precision() if embeds else "fp32")
+        path = _votes_cache_path(Path(cache_dir), data_hash, keys, use_embeddings, wanted)
         cached = _read_cached(path, len(pairs), keys)
         if cached is not None:
             cached.index = pairs.index
@@ -188,7 +189,7 @@ def compute_votes_cached(
         if embedder is not None:  # the stages after the votes do not need the model: free its memory first
             embedder.release_model()
     if path is not None:
-        if precision is not None and precision != vector_precision():  # bf16 fell back to fp32
+        if precision is not None and precision != wanted:  # bf16 fell back to fp32
             path = _votes_cache_path(Path(cache_dir), data_hash, keys, use_embeddings, precision)
         _write_atomic(path, votes)
     return votes
