@@ -25,6 +25,8 @@ Why the pieces below (measured figures in docs/benchmarks.md):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import itertools
 import logging
@@ -180,6 +182,31 @@ def vector_precision(backend_name: str | None = None) -> str:
     fp32 backends agree to within rounding (verified on load) and share one cache key; bf16 moves
     about 0.2% of the embedding judge's votes, so caches of votes and vectors keep them apart."""
     return "bf16" if (backend_name or resolve_backend()) == "torch-bf16" else "fp32"
+
+
+_USAGE: contextvars.ContextVar[list | None] = contextvars.ContextVar("principia_embedding_usage", default=None)
+
+
+@contextlib.contextmanager
+def recording_usage():
+    """Collect, in this thread's context, what produced the vectors embedded in it: a list of
+    {model, backend, precision} (backend 'cache' when every vector came from a cache). A run's
+    provenance is built from it, so it names the embedder that ran, and a run without vectors never
+    resolves a backend (on a machine with an NVIDIA driver that would import torch, ~400 MB)."""
+    used: list[dict] = []
+    token = _USAGE.set(used)
+    try:
+        yield used
+    finally:
+        _USAGE.reset(token)
+
+
+def note_usage(model: str, backend: str, precision: str) -> None:
+    """Record one use of an embedder in the current `recording_usage` (no-op outside one)."""
+    used = _USAGE.get()
+    entry = {"model": model, "backend": backend, "precision": precision}
+    if used is not None and entry not in used:
+        used.append(entry)
 
 
 def last_backend_name() -> str:
@@ -659,6 +686,7 @@ class Embedder:
                 if progress is not None:
                     progress(done, total, f"Embedded {done:,} of {total:,} texts")
             _LAST_BACKEND.append(backend.name)
+        note_usage(self.model_name, self._backend.name if todo else "cache", self.precision)
         return np.vstack([have[k] for k in keys]).astype(np.float32)
 
 
@@ -690,4 +718,5 @@ class RemoteEmbedder:
                 progress(min(i + len(batch), len(unique)), len(unique), f"Embedded {i + len(batch):,} texts remotely")
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
+        note_usage(self.model_name, "remote", "as served")  # the endpoint's own precision
         return np.vstack([vecs[t] for t in texts])

@@ -349,6 +349,14 @@ class Pipeline:
         dataset_hash: str | None = None,
         stage_callback: Callable[[str], None] | None = None,
     ) -> RunResult:
+        from icai_core import embed
+
+        # Which embedder produced the vectors this run used, for its provenance: recorded by the
+        # embedders themselves (a run without vectors records nothing and never resolves a backend).
+        with embed.recording_usage() as embeddings_used:
+            return self._run(pairs, ctx, dataset_name, dataset_hash, stage_callback, embeddings_used)
+
+    def _run(self, pairs, ctx, dataset_name, dataset_hash, stage_callback, embeddings_used) -> RunResult:
         from icai_core.audit import dataset_hash as _hash
 
         ctx = ctx or RunContext()
@@ -422,7 +430,7 @@ class Pipeline:
             timed(r.name, r.reconstruct, ctx, data, result)
         if ctx.client is not None:
             result.usage = ctx.client.usage.to_dict()
-        result.provenance = provenance(self.config, data.dataset_hash, ctx)
+        result.provenance = provenance(self.config, data.dataset_hash, ctx, embeddings_used)
         timings["total_s"] = time.perf_counter() - t0
         result.timings = timings
         ctx.work.complete("Audit finished" if self.kind == "offline_audit" else "Run finished")
@@ -439,17 +447,17 @@ def evidence_stages(config: RunConfig) -> list:
                      alpha=config.selection.alpha)]
 
 
-def provenance(config: RunConfig, data_hash: str, ctx: RunContext) -> dict:
-    """Engine, model, config, data hash, version and time of a run (no secrets: the key never enters)."""
+def provenance(config: RunConfig, data_hash: str, ctx: RunContext, embeddings: list[dict] | None = None) -> dict:
+    """Engine, model, config, data hash, version and time of a run (no secrets: the key never enters).
+
+    `embeddings`: what produced the run's vectors (`embed.recording_usage`): model, backend and
+    precision, since bf16 vectors move ~0.2% of the embedding votes. Empty when the run used none."""
     import datetime as _dt
 
-    from icai_core import __version__, embed
+    from icai_core import __version__
 
-    backend = embed.resolve_backend()  # per machine: bf16 vectors move ~0.2% of the embedding votes
     prov = {"engine": config.engine, "config": config.to_dict(), "dataset_hash": data_hash,
-            "principia_version": __version__,
-            "embedding": {"model": embed.DEFAULT_MODEL, "backend": backend,
-                          "precision": embed.vector_precision(backend)},
+            "principia_version": __version__, "embeddings": list(embeddings or []),
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     if ctx.client is not None:
         cfg = ctx.client.config

@@ -170,6 +170,10 @@ def compute_votes_cached(
         path = _votes_cache_path(Path(cache_dir), data_hash, keys, use_embeddings, wanted)
         cached = _read_cached(path, len(pairs), keys)
         if cached is not None:
+            if embeds:
+                from icai_core.embed import DEFAULT_MODEL, note_usage
+
+                note_usage(DEFAULT_MODEL, "cache", wanted)
             cached.index = pairs.index
             progress(1, 1, "Votes loaded from cache")
             return cached

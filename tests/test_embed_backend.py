@@ -337,13 +337,30 @@ def test_cached_votes_follow_the_embedding_precision(tmp_path, monkeypatch):
     assert len(list((tmp_path / "votes").glob("*.parquet"))) == 1
 
 
-def test_provenance_names_the_embedding_backend():
-    from icai_core.config import RunConfig
-    from icai_core.pipeline import RunContext, provenance
+@needs_data
+def test_provenance_names_the_embedder_that_ran_and_nothing_for_a_run_without_vectors(tmp_path, monkeypatch):
+    """summary.json names the model, backend and precision of the vectors a run used. A run without
+    embeddings names none, and never resolves a backend (with an NVIDIA driver that imports torch)."""
+    from icai_core.audit import AuditConfig, run_offline_audit
 
-    prov = provenance(RunConfig.from_flat(), "h", RunContext())
-    assert prov["embedding"]["backend"] == embed.resolve_backend()
-    assert prov["embedding"]["precision"] == embed.vector_precision()
+    pairs = _real(120)
+    with monkeypatch.context() as m:
+        def no_resolving(*a, **k):
+            raise AssertionError("a run without embeddings resolved the embedding backend")
+
+        m.setattr(embed, "resolve_backend", no_resolving)
+        m.setattr(embed, "vector_precision", no_resolving)
+        off = run_offline_audit(pairs, AuditConfig(use_embeddings=False, evidence=False), cache_dir=tmp_path)
+    assert off.provenance["embeddings"] == []
+
+    monkeypatch.setenv("PRINCIPIA_EMBED_BACKEND", "onnx")
+    on = run_offline_audit(pairs, AuditConfig(evidence=False), cache_dir=tmp_path)
+    assert on.provenance["embeddings"] == [{"model": embed.DEFAULT_MODEL, "backend": "onnx", "precision": "fp32"}]
+    again = run_offline_audit(pairs, AuditConfig(evidence=False), cache_dir=tmp_path)  # votes from the cache
+    assert again.provenance["embeddings"] == [{"model": embed.DEFAULT_MODEL, "backend": "cache", "precision": "fp32"}]
+    with embed.recording_usage() as outside:  # recording is per run: nothing leaks between them
+        pass
+    assert outside == []
 
 
 @needs_data
