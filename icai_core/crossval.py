@@ -271,12 +271,13 @@ checks and progress).
     ok_all = np.ones(arr_all.shape, dtype=bool) if valid is None else valid.reindex(
         index=idx, columns=votes.columns, fill_value=False).to_numpy(dtype=bool)
     arr_all = np.where(ok_all, arr_all, 0).astype(np.int8)
-    y_all = encode_preferred(pairs.loc[idx, "preferred"], idx)
-    cl_all = cluster_ids(pairs.loc[idx])
+    rows = pairs if pairs.index.equals(idx) else pairs.loc[idx]  # the same frame keeps its hashes memoised
+    y_all = encode_preferred(rows["preferred"], idx)
+    cl_all = cluster_ids(rows)
     dec = y_all != 0
     n_ties = int((~dec).sum())
     arr, ok, y, cl = arr_all[dec], ok_all[dec], y_all[dec].astype(int), cl_all[dec]
-    sty = (style if style is not None else style_covariates(pairs.loc[idx])).reindex(idx).to_numpy(float)[dec]
+    sty = (style if style is not None else style_covariates(rows)).reindex(idx).to_numpy(float)[dec]
     ld = sty[:, 0]
     n = len(y)
     g = len(np.unique(cl)) if n else 0

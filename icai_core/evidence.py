@@ -35,6 +35,7 @@ from icai_core.inference import (
     clustered_mean,
     controlled_effects,
     length_view,
+    memoised_text_hashes,
     style_control,
 )
 from icai_core.reportcard import (
@@ -232,6 +233,7 @@ def _features_for(pairs: pd.DataFrame, features: tuple[pd.DataFrame, pd.DataFram
     return compute_features(pairs, names=EVIDENCE_FEATURES)
 
 
+@memoised_text_hashes()  # its parts hash the same text columns ~24 times
 def audit_annotator(
     pairs: pd.DataFrame,
     votes: pd.DataFrame,

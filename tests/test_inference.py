@@ -223,3 +223,38 @@ def test_style_control_leaves_out_a_separating_principle_and_refits(shared_data)
     rel = (votes["apologises"].to_numpy() != 0) & (y != 0)
     assert rel.sum() == 6 and (votes["apologises"].to_numpy()[rel] * y[rel] == -1).all()
     assert "apologises" not in set(sc.table["term"]) and {"has_table", "uses_emojis"} <= set(sc.fit.dropped)
+
+
+def test_memoised_text_hashes_hash_a_column_once_and_never_confuse_two_columns(arena, monkeypatch):
+    """Inside `memoised_text_hashes`, hashing the same frame's column again reuses the digests (the
+    evidence hashes the same columns ~24 times); another column, a copy with one text changed, or a
+    call outside the block is hashed afresh, with the same values as without the memo."""
+    import hashlib
+
+    pairs, _ = arena
+    plain_a, plain_b = inf.text_hashes(pairs["text_a"]), inf.text_hashes(pairs["text_b"])
+    assert plain_a[0] == int.from_bytes(hashlib.blake2b(pairs["text_a"].iloc[0].encode(), digest_size=8).digest(),
+                                        "little")
+    hashed = []
+    real = inf._buffers_of
+    monkeypatch.setattr(inf, "_buffers_of", lambda a: hashed.append(len(a)) or real(a))
+    changed = pairs.copy()
+    changed.loc[changed.index[3], "text_a"] = changed["text_a"].iloc[3] + " (edited)"
+    with inf.memoised_text_hashes():
+        first = inf.text_hashes(pairs["text_a"])
+        first[0] = 0  # the caller's array is its own: changing it cannot reach the memo
+        again = inf.text_hashes(pairs["text_a"])
+        other = inf.text_hashes(pairs["text_b"])
+        edited = inf.text_hashes(changed["text_a"])
+        with inf.memoised_text_hashes():  # a nested block shares the memo
+            inner = inf.text_hashes(pairs["text_a"])
+    assert len(hashed) == 3  # text_a once, text_b once, the edited copy once
+    assert np.array_equal(again, plain_a) and np.array_equal(inner, plain_a) and np.array_equal(other, plain_b)
+    assert (edited != plain_a).sum() == 1 and edited[3] != plain_a[3]
+    inf.text_hashes(pairs["text_a"])  # outside: no memo
+    assert len(hashed) == 4
+    as_objects = pairs["text_a"].astype(object)  # converted afresh on each call: not pinned, not memoised
+    with inf.memoised_text_hashes():
+        assert np.array_equal(inf.text_hashes(as_objects), plain_a)
+        assert np.array_equal(inf.text_hashes(as_objects), plain_a)
+    assert len(hashed) == 6
