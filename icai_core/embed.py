@@ -6,7 +6,7 @@ pooling over the word pieces, as sentence-transformers does), so a dot product i
 
 Why the pieces below (measured figures in docs/benchmarks.md):
 
-* **Backends.** `onnx` (default on a CPU): the bundled weights exported once with `torch.onnx`,
+* **Backends.** `onnx` (default on a CPU without native bf16): the bundled weights exported once with `torch.onnx`,
   cached under `$PRINCIPIA_HOME/models/`, verified on load against torch fp32 vectors of fixed
   texts stored at export time; ~2.5x faster than torch fp32 on the same CPU with cosine 1.00000,
   so it shares the fp32 cache key. `cuda`: torch fp32 on a GPU when one is present. `torch-bf16`:
@@ -104,7 +104,10 @@ def _model_dir() -> Path:
 
 
 def load_default_model():
-    """Load (once per process) the bundled MiniLM sentence-transformers model on the CPU, offline."""
+    """Load (once per process) the bundled MiniLM sentence-transformers model on the CPU, offline.
+
+    Not what the backends run (they use `load_bert`): the tests' independent fp32 reference and the
+    benchmarks' "previous path" encode with it."""
     global _MODEL
     with _MODEL_LOCK:
         if _MODEL is not None:
@@ -120,6 +123,33 @@ def load_default_model():
         model.max_seq_length = 256  # what the model was trained with; the Embedder truncates itself
         _MODEL = model
         return _MODEL
+
+
+_BERT: list = []
+
+
+def load_bert():
+    """The bundled MiniLM transformer (a transformers `BertModel`, fp32, CPU, eval mode), loaded once
+    per process until `release_backends`.
+
+    The backends load it with transformers directly, not through sentence-transformers
+    (`load_default_model`, which the tests keep as the independent reference): the same weights and
+    the same code, so the vectors are bit for bit those of sentence-transformers' own model (mean
+    pooling and normalisation are `_pooled_module`'s), without importing sentence-transformers
+    (~1 s and ~30 MB of a cold start; docs/benchmarks.md)."""
+    with _MODEL_LOCK:
+        if _BERT:
+            return _BERT[0]
+        _offline_env()
+        model_dir = _model_dir()
+        try:
+            from transformers import BertModel
+
+            bert = BertModel.from_pretrained(str(model_dir)).eval()
+        except Exception as exc:  # pragma: no cover - install problem
+            raise EmbeddingUnavailable(f"Could not load the bundled embedding model: {exc}") from exc
+        _BERT.append(bert)
+        return bert
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,7 +282,7 @@ class _Tokenizer:
         todo = list(range(len(texts)))
         while todo:
             prefixes = [self.prefix(texts[i], budget[i]) for i in todo]
-            encs = self.tok.encode_batch(prefixes, add_special_tokens=True)
+            encs = self.tok.encode_batch_fast(prefixes, add_special_tokens=True)  # ids only, no offsets
             again = []
             for i, p, e in zip(todo, prefixes, encs, strict=True):
                 ids = e.ids
@@ -331,8 +361,7 @@ class _TorchBackend:
         import torch
 
         self.torch = torch
-        model = load_default_model()
-        bert = model[0].auto_model
+        bert = load_bert()
         if self.device != "cpu":
             torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32: same vectors, same cache key
             torch.backends.cudnn.allow_tf32 = False
@@ -397,8 +426,7 @@ def _export_onnx(path: Path, ref_path: Path, tokenizer: _Tokenizer) -> None:
     """Export the bundled weights (BERT + pooling) to ONNX once, with the torch reference vectors."""
     import torch
 
-    model = load_default_model()
-    module = _pooled_module(model[0].auto_model)
+    module = _pooled_module(load_bert())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     ids = torch.ones(2, 16, dtype=torch.long)
@@ -502,6 +530,7 @@ def release_backends() -> int:
     with _MODEL_LOCK:
         n = len(_BACKENDS)
         _BACKENDS.clear()
+        _BERT.clear()  # the torch weights (~90 MB) besides the sessions built on them
     gc.collect()
     return n
 

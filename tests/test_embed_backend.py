@@ -68,10 +68,10 @@ def test_a_10mb_text_is_never_tokenised_whole():
     big = ("The quick brown fox jumps over the lazy dog. " * 230_000)[:10_000_000]
     tok = embed._tokenizer()
     seen: list[int] = []
-    real_encode_batch = tok.tok.encode_batch
+    real_encode_batch = tok.tok.encode_batch_fast
 
     class Spy:
-        def encode_batch(self, batch, add_special_tokens=True):
+        def encode_batch_fast(self, batch, add_special_tokens=True):
             seen.extend(len(t) for t in batch)
             return real_encode_batch(batch, add_special_tokens=add_special_tokens)
 
