@@ -88,6 +88,25 @@ def test_a_10mb_text_is_never_tokenised_whole():
     assert elapsed < 1.0
 
 
+def test_the_backends_model_is_sentence_transformers_own_and_is_released():
+    """The backends load BertModel directly (no sentence-transformers import): same weights and
+    same vectors as sentence-transformers' model on the same batch; release_backends drops it."""
+    import torch
+
+    st = embed.load_default_model()
+    bert = embed.load_bert()
+    assert bert is not st[0].auto_model
+    ours, theirs = bert.state_dict(), st[0].auto_model.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    ids = embed._tokenizer().encode(list(embed._CHECK_TEXTS), 64)
+    for _, a, m in embed._batches(ids, 64):
+        with torch.inference_mode():
+            want = embed._pooled_module(st[0].auto_model)(torch.from_numpy(a), torch.from_numpy(m)).numpy()
+        assert np.array_equal(embed._TorchBackend("torch")(a, m), want)
+    embed.release_backends()
+    assert embed.load_bert() is not bert
+
+
 def test_bf16_detection_reads_cpu_flags():
     assert embed.cpu_has_native_bf16("processor : 0\nflags : fpu sse avx2 avx512f avx512_bf16\n")
     assert embed.cpu_has_native_bf16("flags\t\t: fpu amx_bf16 amx_tile\n")
