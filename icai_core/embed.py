@@ -136,7 +136,7 @@ def load_bert():
     (`load_default_model`, which the tests keep as the independent reference): the same weights and
     the same code, so the vectors are bit for bit those of sentence-transformers' own model (mean
     pooling and normalisation are `_pooled_module`'s), without importing sentence-transformers
-    (~1 s and ~30 MB of a cold start; docs/benchmarks.md)."""
+    (1.7 s and ~125 MB of a cold start on the Zen 5; docs/benchmarks.md)."""
     with _MODEL_LOCK:
         if _BERT:
             return _BERT[0]

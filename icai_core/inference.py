@@ -70,45 +70,22 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 
 
-def _large_string_array(values: Any):
-    """(array, shared): a string column as one pyarrow LargeStringArray, and whether that array shares
-    the column's own buffers (a single-chunk pyarrow-backed `str` column: the same buffers every time
-    it is read from the same frame) rather than being a converted copy."""
-    import pyarrow as pa
-
-    arr = values.array if isinstance(values, pd.Series) else values
-    shared = isinstance(getattr(arr, "dtype", None), (pd.StringDtype, pd.ArrowDtype)) and getattr(
-        arr.dtype, "storage", "pyarrow") == "pyarrow"
-    try:
-        a = pa.array(arr)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-        shared = False
-        a = pa.array(["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in arr],
-                     type=pa.large_string())
-    if isinstance(a, pa.ChunkedArray):
-        shared = shared and a.num_chunks == 1
-        a = a.combine_chunks()
-    if not pa.types.is_large_string(a.type):
-        shared = False
-        a = a.cast(pa.large_string())
-    return a, shared
-
-
-def _buffers_of(a) -> tuple[list[int], memoryview]:
-    n = len(a)
-    if n == 0:
-        return [0], memoryview(b"")
-    _, off_buf, data_buf = a.buffers()
-    off = np.frombuffer(off_buf, dtype=np.int64, count=n + 1, offset=a.offset * 8).tolist()
-    return off, (memoryview(data_buf) if data_buf is not None else memoryview(b""))
-
-
 def utf8_buffers(values: Any) -> tuple[list[int], memoryview]:
-    """(offsets, data) of a string column's UTF-8 bytes, read from its Arrow buffers: text i is
+    """(offsets, data) of a string column's UTF-8 bytes, read from its Arrow buffers
+    (`token_kernel.large_utf8_view`, the one reader of a column's bytes): text i is
     ``data[offsets[i]:offsets[i + 1]]``; missing values are empty. No Python string is built, so a
     10 MB text costs no 40 MB UCS-4 copy (pyarrow-backed `str` columns are not copied at all); the
     offsets are a Python list because slicing with Python ints is what the per-row loops do."""
-    return _buffers_of(_large_string_array(values)[0])
+    from icai_core.token_kernel import large_utf8_view
+
+    return _buffers_of(large_utf8_view(values)[0])
+
+
+def _buffers_of(a) -> tuple[list[int], memoryview]:
+    from icai_core.token_kernel import utf8_buffer
+
+    n, buf, offsets = utf8_buffer(a)
+    return offsets.tolist(), memoryview(buf)
 
 
 _HASH_MEMO: contextvars.ContextVar[dict | None] = contextvars.ContextVar("principia_text_hash_memo", default=None)
@@ -143,7 +120,9 @@ def text_hashes(values: Any) -> np.ndarray:
     Inside `memoised_text_hashes`, the hashes of buffers already hashed are returned again (a copy)."""
     import hashlib
 
-    a, shared = _large_string_array(values)
+    from icai_core.token_kernel import large_utf8_view
+
+    a, shared = large_utf8_view(values)
     memo = _HASH_MEMO.get()
     key = None
     if memo is not None and shared and len(a):  # a converted copy is new each call: pinning it would only cost memory

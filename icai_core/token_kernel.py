@@ -81,22 +81,55 @@ def code_point_table(buf: np.ndarray) -> np.ndarray:
     return table
 
 
-def large_utf8(texts) -> pa.Array:
-    """`texts` (a pandas string Series or an Arrow array) as one contiguous large_string Arrow array
-    with missing texts empty: the layout the byte-level kernels read their offsets and bytes from."""
-    arr = texts if isinstance(texts, pa.Array | pa.ChunkedArray) else pa.array(texts)
-    arr = arr.cast(pa.large_string())
+def large_utf8_view(values) -> tuple[pa.Array, bool]:
+    """(array, shared): a text column (a pandas Series or array, an Arrow array, a list) as one
+    contiguous large_string Arrow array with missing texts empty, and whether that array is the
+    column's own buffers (a single-chunk pyarrow-backed pandas `str` column with no missing value:
+    the same buffers every time it is read from the same frame) rather than a converted copy.
+
+    The one reader of a text column's UTF-8 bytes: the judges' byte kernels read it here, and so do
+    the content hashes of `icai_core.inference` (which memoise by buffer address, hence `shared`).
+    A column Arrow cannot take as one type (an object column mixing strings and numbers) is read
+    value by value with `str`, None and NaN as empty."""
+    import math
+
+    import pandas as pd
+
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        arr, shared = values, False
+    else:
+        arr = values.array if isinstance(values, pd.Series) else values
+        shared = isinstance(getattr(arr, "dtype", None), pd.StringDtype | pd.ArrowDtype) and getattr(
+            arr.dtype, "storage", "pyarrow") == "pyarrow"
+        try:
+            arr = pa.array(arr)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            shared = False
+            arr = pa.array(["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in arr],
+                           type=pa.large_string())
     if isinstance(arr, pa.ChunkedArray):
+        shared = shared and arr.num_chunks == 1
         arr = arr.combine_chunks()
+    if not pa.types.is_large_string(arr.type):
+        shared = False
+        arr = arr.cast(pa.large_string())
     if arr.null_count:
+        shared = False
         arr = pc.fill_null(arr, "")
-    return arr
+    return arr, shared
+
+
+def large_utf8(texts) -> pa.Array:
+    """`texts` as one contiguous large_string Arrow array with missing texts empty (`large_utf8_view`):
+    the layout the byte-level kernels read their offsets and bytes from."""
+    return large_utf8_view(texts)[0]
 
 
 def utf8_buffer(texts) -> tuple[int, np.ndarray, np.ndarray]:
     """(number of texts, their UTF-8 bytes end to end, int64 offsets of each text in them): views of
-    the Arrow buffers, no copy of the text when it is one chunk."""
-    arr = large_utf8(texts)
+    the Arrow buffers, no copy of the text when it is one chunk. `texts` may be an array from
+    `large_utf8` already."""
+    arr = texts if isinstance(texts, pa.LargeStringArray) and not texts.null_count else large_utf8(texts)
     n = len(arr)
     if n == 0:
         return 0, np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=np.int64)
