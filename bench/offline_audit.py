@@ -25,7 +25,8 @@ fresh child process that reads it, so wall time, CPU time and peak RSS are those
 
 The last line printed is one JSON object: pairs, distinct_texts, wall_s, cpu_s (the workers
 included), parent_cpu_s (the measured process alone: imports, reading when it reads, merging),
-peak_rss_mb, pairs_per_s, mode, embeddings, backend, workers, load_avg (1-minute load average before and after).
+peak_rss_mb, pairs_per_s, mode, embeddings, backend, workers, load_avg (1-minute load average before and after),
+probe (`bench/machine_probe.py`, run just before the measured child; `--no-probe` skips it).
 """
 
 from __future__ import annotations
@@ -210,6 +211,17 @@ def _replicated(path: Path, n: int) -> None:
     pairs.to_parquet(path)
 
 
+def _probe() -> dict | None:
+    """The machine's speed just before the measured run (`bench/machine_probe.py`, in its own
+    process so that the parent imports no torch): some machines drift by up to ~1.6x within minutes."""
+    out = subprocess.run([sys.executable, str(Path(__file__).with_name("machine_probe.py"))],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=50_000)
@@ -224,6 +236,7 @@ def main() -> int:
     ap.add_argument("--backend", default=None, help="embedding backend (PRINCIPIA_EMBED_BACKEND)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cold-export", action="store_true", help="also time the one-time ONNX export")
+    ap.add_argument("--no-probe", action="store_true", help="skip the speed probe (bench/machine_probe.py) before the run")
     ap.add_argument("--run", type=Path, help=argparse.SUPPRESS)  # internal: the measured child process
     args = ap.parse_args()
 
@@ -254,6 +267,7 @@ def main() -> int:
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         if args.backend:
             env["PRINCIPIA_EMBED_BACKEND"] = args.backend
+        probe = _probe() if not args.no_probe else None
         load_before = os.getloadavg()[0]
         # The child's stderr (per-chunk lines, warnings) passes through live; its stdout ends with the JSON.
         out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
@@ -262,7 +276,7 @@ def main() -> int:
             return out.returncode
         res = json.loads(out.stdout.strip().splitlines()[-1])
     res.update(distinct_texts=distinct, mode=mode, embeddings=args.embeddings, annotators=args.annotators,
-               load_avg=[round(load_before, 2), round(os.getloadavg()[0], 2)])
+               load_avg=[round(load_before, 2), round(os.getloadavg()[0], 2)], probe=probe)
     print(f"{'pairs':>10}{'wall s':>9}{'CPU s':>9}{'pairs/s':>10}{'peak RSS MB':>13}")
     print(f"{res['pairs']:>10,}{res['wall_s']:>9.1f}{res['cpu_s']:>9.1f}{res['pairs_per_s']:>10,.0f}"
           f"{res['peak_rss_mb']:>13,.0f}")
