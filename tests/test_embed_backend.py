@@ -107,6 +107,38 @@ def test_the_backends_model_is_sentence_transformers_own_and_is_released():
     assert embed.load_bert() is not bert
 
 
+def test_tokenising_many_texts_reports_progress_and_honours_cancel(monkeypatch):
+    """Tokenising is chunked: 100,000 pairs were ~20-40 s of one uninterruptible tokeniser call with no
+    progress before the first forward pass. A cancel seen at a chunk boundary stops before any batch."""
+    from icai_core.jobs import Cancelled, CancelToken
+
+    calls = []
+
+    class Fake:
+        name, precision = "fake", "fp32"
+
+        def __call__(self, ids, mask):
+            calls.append(ids.shape)
+            return np.ones((len(ids), embed.EMBED_DIM), dtype=np.float32) / np.sqrt(embed.EMBED_DIM)
+
+    texts = [f"text number {i} about topic {i % 7}" for i in range(50)]
+    emb = embed.Embedder(backend="onnx")
+    emb._backend = Fake()
+    monkeypatch.setattr(embed.Embedder, "TOKENISE_CHUNK", 16)
+    seen = []
+    emb.embed(texts, progress=lambda d, t, m: seen.append(m))
+    assert [m for m in seen if m.startswith("Tokenised")] == [f"Tokenised {k} of 50 texts" for k in (16, 32, 48, 50)]
+    assert sum(c[0] for c in calls) == 50
+    calls.clear()
+    token = CancelToken()
+    emb2 = embed.Embedder(backend="onnx")
+    emb2._backend = Fake()
+    with pytest.raises(Cancelled):
+        emb2.embed([t + " again" for t in texts], cancel=token,
+                   progress=lambda d, t, m: token.cancel() if m.startswith("Tokenised 16 ") else None)
+    assert calls == []
+
+
 def test_bf16_detection_reads_cpu_flags():
     assert embed.cpu_has_native_bf16("processor : 0\nflags : fpu sse avx2 avx512f avx512_bf16\n")
     assert embed.cpu_has_native_bf16("flags\t\t: fpu amx_bf16 amx_tile\n")
