@@ -669,12 +669,12 @@ class Embedder:
                         self._db.commit()
 
     # ---- embedding ------------------------------------------------------------------------------
-    TOKENISE_CHUNK = 8_192  # texts per tokeniser call: ~0.6 s on 2 cores, so Cancel is seen within that
+    TOKENISE_CHUNK = 8_192  # texts per tokeniser call: ~0.7 s on 2 cores (Zen 5), so Cancel is seen within that
 
     def _tokenise(self, texts: list[str], progress: Progress | None, cancel) -> list[list[int]]:
-        """Token ids of every text, tokenised in chunks: 100,000 pairs are ~300,000 texts and ~20 s of
-        tokenising before the first forward pass (the batches are sorted by token count over all of
-        them), which was one uninterruptible call with no progress."""
+        """Token ids of every text, tokenised in chunks: 50,000 distinct pairs are 150,000 texts and
+        ~19 s of tokenising before the first forward pass (the batches are sorted by token count over
+        all of them), which was one uninterruptible call with no progress."""
         tok, out, n = _tokenizer(), [], len(texts)
         for s in range(0, n, self.TOKENISE_CHUNK):
             check(cancel)
