@@ -76,15 +76,9 @@ def utf8_buffers(values: Any) -> tuple[list[int], memoryview]:
     ``data[offsets[i]:offsets[i + 1]]``; missing values are empty. No Python string is built, so a
     10 MB text costs no 40 MB UCS-4 copy (pyarrow-backed `str` columns are not copied at all); the
     offsets are a Python list because slicing with Python ints is what the per-row loops do."""
-    from icai_core.token_kernel import large_utf8_view
-
-    return _buffers_of(large_utf8_view(values)[0])
-
-
-def _buffers_of(a) -> tuple[list[int], memoryview]:
     from icai_core.token_kernel import utf8_buffer
 
-    n, buf, offsets = utf8_buffer(a)
+    _, buf, offsets = utf8_buffer(values)
     return offsets.tolist(), memoryview(buf)
 
 
@@ -132,7 +126,7 @@ def text_hashes(values: Any) -> np.ndarray:
                bufs[2].address if bufs[2] is not None else 0, a.offset, len(a))
         if key in memo:
             return memo[key][1].copy()
-    off, data = _buffers_of(a)
+    off, data = utf8_buffers(a)
     n = len(off) - 1
     if n == 0:
         return np.empty(0, dtype=np.uint64)

@@ -127,9 +127,8 @@ def large_utf8(texts) -> pa.Array:
 
 def utf8_buffer(texts) -> tuple[int, np.ndarray, np.ndarray]:
     """(number of texts, their UTF-8 bytes end to end, int64 offsets of each text in them): views of
-    the Arrow buffers, no copy of the text when it is one chunk. `texts` may be an array from
-    `large_utf8` already."""
-    arr = texts if isinstance(texts, pa.LargeStringArray) and not texts.null_count else large_utf8(texts)
+    the Arrow buffers, no copy of the text when it is one chunk."""
+    arr = large_utf8(texts)
     n = len(arr)
     if n == 0:
         return 0, np.zeros(0, dtype=np.uint8), np.zeros(1, dtype=np.int64)

@@ -236,8 +236,8 @@ def test_memoised_text_hashes_hash_a_column_once_and_never_confuse_two_columns(a
     assert plain_a[0] == int.from_bytes(hashlib.blake2b(pairs["text_a"].iloc[0].encode(), digest_size=8).digest(),
                                         "little")
     hashed = []
-    real = inf._buffers_of
-    monkeypatch.setattr(inf, "_buffers_of", lambda a: hashed.append(len(a)) or real(a))
+    real = inf.utf8_buffers
+    monkeypatch.setattr(inf, "utf8_buffers", lambda a: hashed.append(len(a)) or real(a))
     changed = pairs.copy()
     changed.loc[changed.index[3], "text_a"] = changed["text_a"].iloc[3] + " (edited)"
     with inf.memoised_text_hashes():
