@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from icai_core import heap
 from icai_core.jobs import check
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2 (bundled)"
@@ -106,7 +107,7 @@ def _model_dir() -> Path:
 def load_default_model():
     """Load (once per process) the bundled MiniLM sentence-transformers model on the CPU, offline.
 
-    Not what the backends run (they use `load_bert`): the tests' independent fp32 reference and the
+    Not what the backends run (they use `load_encoder`): the tests' independent fp32 reference and the
     benchmarks' "previous path" encode with it."""
     global _MODEL
     with _MODEL_LOCK:
@@ -125,31 +126,31 @@ def load_default_model():
         return _MODEL
 
 
-_BERT: list = []
+_ENCODER: list = []
 
 
-def load_bert():
-    """The bundled MiniLM transformer (a transformers `BertModel`, fp32, CPU, eval mode), loaded once
-    per process until `release_backends`.
+def load_encoder():
+    """The bundled MiniLM as the backends run it (`minilm.MiniLMEncoder`: BERT, mean pooling and
+    normalisation in plain torch; fp32 weights, CPU, eval mode), loaded once per process until
+    `release_backends`.
 
-    The backends load it with transformers directly, not through sentence-transformers
-    (`load_default_model`, which the tests keep as the independent reference): the same weights and
-    the same code, so the vectors are bit for bit those of sentence-transformers' own model (mean
-    pooling and normalisation are `_pooled_module`'s), without importing sentence-transformers
-    (1.7 s and ~125 MB of a cold start on the Zen 5; docs/benchmarks.md)."""
+    Not transformers' `BertModel` nor sentence-transformers (`load_default_model`, which the tests keep
+    as the independent reference): the same weights and the same torch calls, so the same vectors bit
+    for bit, without importing either (transformers alone is ~2.9 s and ~145 MB of a cold start on the
+    Zen 5; docs/benchmarks.md)."""
     with _MODEL_LOCK:
-        if _BERT:
-            return _BERT[0]
+        if _ENCODER:
+            return _ENCODER[0]
         _offline_env()
         model_dir = _model_dir()
         try:
-            from transformers import BertModel
+            from icai_core.minilm import MiniLMEncoder
 
-            bert = BertModel.from_pretrained(str(model_dir)).eval()
+            encoder = MiniLMEncoder.load(model_dir)
         except Exception as exc:  # pragma: no cover - install problem
             raise EmbeddingUnavailable(f"Could not load the bundled embedding model: {exc}") from exc
-        _BERT.append(bert)
-        return bert
+        _ENCODER.append(encoder)
+        return encoder
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,26 +331,6 @@ def _batches(ids: list[list[int]], batch_size: int):
 # --------------------------------------------------------------------------------------------
 
 
-def _pooled_module(bert):
-    """BERT + mean pooling + L2 normalisation as one torch module (what the ONNX graph holds)."""
-    import torch
-
-    class Pooled(torch.nn.Module):
-        def __init__(self, b):
-            super().__init__()
-            self.b = b
-
-        def forward(self, input_ids, attention_mask):
-            h = self.b(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)
-            ).last_hidden_state
-            m = attention_mask.unsqueeze(-1).to(h.dtype)
-            v = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(v.float(), p=2, dim=1)
-
-    return Pooled(bert).eval()
-
-
 @dataclass
 class _TorchBackend:
     name: str
@@ -361,14 +342,14 @@ class _TorchBackend:
         import torch
 
         self.torch = torch
-        bert = load_bert()
+        encoder = load_encoder()
         if self.device != "cpu":
             torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32: same vectors, same cache key
             torch.backends.cudnn.allow_tf32 = False
             import copy
 
-            bert = copy.deepcopy(bert).to(self.device)
-        self.module = _pooled_module(bert)
+            encoder = copy.deepcopy(encoder).to(self.device)
+        self.module = encoder
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         torch = self.torch
@@ -400,7 +381,7 @@ def _export_tag(model_dir: Path) -> str:
     with open(model_dir / "model.safetensors", "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
-    h.update(f"onnx-export-v1 ort {onnxruntime.__version__}".encode())
+    h.update(f"onnx-export-v2 ort {onnxruntime.__version__}".encode())
     return h.hexdigest()[:16]
 
 
@@ -426,7 +407,9 @@ def _export_onnx(path: Path, ref_path: Path, tokenizer: _Tokenizer) -> None:
     """Export the bundled weights (BERT + pooling) to ONNX once, with the torch reference vectors."""
     import torch
 
-    module = _pooled_module(load_bert())
+    from icai_core.minilm import MiniLMEncoder
+
+    module = MiniLMEncoder.load(_model_dir(), always_mask=True)  # a trace records one path: the masked one
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     ids = torch.ones(2, 16, dtype=torch.long)
@@ -515,6 +498,7 @@ def get_backend(name: str | None = None):
     except Exception as exc:
         _warn_once(f"fallback-{name}", f"Embedding backend '{name}' unavailable ({exc}); using torch fp32 instead.")
         backend = _BACKENDS.get("torch") or _TorchBackend("torch")
+    heap.trim()  # the verification's activations (at 256 tokens) are freed but held by the C heap
     with _MODEL_LOCK:
         _BACKENDS.setdefault(name, backend)
         return _BACKENDS[name]
@@ -530,8 +514,9 @@ def release_backends() -> int:
     with _MODEL_LOCK:
         n = len(_BACKENDS)
         _BACKENDS.clear()
-        _BERT.clear()  # the torch weights (~90 MB) besides the sessions built on them
+        _ENCODER.clear()  # the torch weights (~90 MB) besides the sessions built on them
     gc.collect()
+    heap.trim()  # what they held goes back to the system, not only to the C heap
     return n
 
 
@@ -719,9 +704,11 @@ class Embedder:
                 return self.embed(texts, progress, cancel)
             ids = self._tokenise([t for _, t in todo], progress, cancel)
             done, total = 0, len(todo)
+            trim = heap.Trimmer()  # the growing batches leave freed blocks in the C heap (icai_core.heap)
             for pos, a, m in _batches(ids, self.batch_size):
                 check(cancel)
                 vecs = np.asarray(backend(a, m), dtype=np.float32)
+                trim()
                 new = {todo[j][0]: v for j, v in zip(pos, vecs, strict=True)}
                 self._store(new)
                 have.update(new)

@@ -88,23 +88,34 @@ def test_a_10mb_text_is_never_tokenised_whole():
     assert elapsed < 1.0
 
 
-def test_the_backends_model_is_sentence_transformers_own_and_is_released():
-    """The backends load BertModel directly (no sentence-transformers import): same weights and
-    same vectors as sentence-transformers' model on the same batch; release_backends drops it."""
+@needs_data
+def test_the_backends_encoder_gives_sentence_transformers_vectors_bit_for_bit_and_is_released():
+    """The backends run `minilm.MiniLMEncoder` (plain torch, no transformers import): its weights are
+    sentence-transformers' and its vectors are those of sentence-transformers' whole model (BERT, mean
+    pooling, normalisation) bit for bit, in fp32 and in bf16 autocast, on batches with and without
+    padding; release_backends drops it."""
     import torch
 
     st = embed.load_default_model()
-    bert = embed.load_bert()
-    assert bert is not st[0].auto_model
-    ours, theirs = bert.state_dict(), st[0].auto_model.state_dict()
-    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
-    ids = embed._tokenizer().encode(list(embed._CHECK_TEXTS), 64)
-    for _, a, m in embed._batches(ids, 64):
-        with torch.inference_mode():
-            want = embed._pooled_module(st[0].auto_model)(torch.from_numpy(a), torch.from_numpy(m)).numpy()
-        assert np.array_equal(embed._TorchBackend("torch")(a, m), want)
+    enc = embed.load_encoder()
+    theirs = st[0].auto_model.state_dict()
+    ours = {k.replace("__", "."): v for k, v in enc.named_buffers()}
+    assert ours and all(torch.equal(v, theirs[k]) for k, v in ours.items())
+    assert set(theirs) - set(ours) <= {"pooler.dense.weight", "pooler.dense.bias", "embeddings.position_ids"}
+    texts = [*embed._CHECK_TEXTS, *_real(40)["text_a"]]
+    ids = embed._tokenizer().encode(texts, 64)
+    batches = list(embed._batches(ids, 8))
+    assert any(m.all() for _, _, m in batches) and any(not m.all() for _, _, m in batches)
+    for bf16 in (False, True):
+        for _, a, m in batches:
+            feats = {"input_ids": torch.from_numpy(a), "attention_mask": torch.from_numpy(m),
+                     "token_type_ids": torch.zeros_like(torch.from_numpy(a))}
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                want = st(feats)["sentence_embedding"].float()
+                got = enc(feats["input_ids"], feats["attention_mask"])
+            assert torch.equal(got, want), ("bf16" if bf16 else "fp32", a.shape)
     embed.release_backends()
-    assert embed.load_bert() is not bert
+    assert embed.load_encoder() is not enc
 
 
 def test_tokenising_many_texts_reports_progress_and_honours_cancel(monkeypatch):
