@@ -150,6 +150,37 @@ def test_tokenising_many_texts_reports_progress_and_honours_cancel(monkeypatch):
     assert calls == []
 
 
+def test_embedding_progress_counts_the_model_load_and_the_tokenising_as_work(monkeypatch):
+    """done/total is work: the load and the tokenising have their share, so the time left at the
+    first batch no longer extrapolates ~2.5 s of them from 32 texts (it said "about 2.9 min left"
+    with 35 s to go). The messages still count texts."""
+
+    class Fake:
+        name, precision = "fake", "fp32"
+
+        def __call__(self, ids, mask):
+            return np.ones((len(ids), embed.EMBED_DIM), dtype=np.float32) / np.sqrt(embed.EMBED_DIM)
+
+    monkeypatch.setattr(embed, "get_backend", lambda name=None: Fake())
+    monkeypatch.setattr(embed.Embedder, "TOKENISE_CHUNK", 16)
+    texts = [f"a text about topic {i}" for i in range(40)]
+    emb = embed.Embedder(backend="onnx")
+    seen = []
+    emb.embed(texts, progress=lambda d, t, m: seen.append((d, t, m)))
+    E = embed.Embedder
+    load, total = E.UNIT * E.LOAD_TEXTS, E.UNIT * E.LOAD_TEXTS + (E.TOKENISE_UNITS + E.UNIT) * 40
+    assert seen[0] == (0, total, "Loading the embedding model")
+    assert {t for _, t, _ in seen} == {total}
+    done = [d for d, _, _ in seen]
+    assert done == sorted(done) and done[-1] == total
+    tok = [(d, m) for d, _, m in seen if m.startswith("Tokenised")]
+    assert tok[0] == (load + 16 * E.TOKENISE_UNITS, "Tokenised 16 of 40 texts")
+    assert seen[-1][2] == "Embedded 40 of 40 texts"
+    seen.clear()  # the model is loaded now: a second call has no load share
+    emb.embed([t + " again" for t in texts], progress=lambda d, t, m: seen.append((d, t, m)))
+    assert seen[0][1] == (E.TOKENISE_UNITS + E.UNIT) * 40 and not any(m.startswith("Loading") for *_, m in seen)
+
+
 def test_bf16_detection_reads_cpu_flags():
     assert embed.cpu_has_native_bf16("processor : 0\nflags : fpu sse avx2 avx512f avx512_bf16\n")
     assert embed.cpu_has_native_bf16("flags\t\t: fpu amx_bf16 amx_tile\n")
