@@ -300,6 +300,14 @@ class _Tokenizer:
 _WIDTH_STEP = 16  # batch widths are padded to a multiple of this (see `_batches`)
 
 
+def _batch_plan(ids: list[list[int]], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The order `_batches` takes the texts in (by token count, stable) and each batch's padded width."""
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    order = np.argsort(lengths, kind="stable")
+    longest = lengths[order][np.minimum(np.arange(batch_size, len(order) + batch_size, batch_size), len(order)) - 1]
+    return order, -(-longest // _WIDTH_STEP) * _WIDTH_STEP
+
+
 def _batches(ids: list[list[int]], batch_size: int):
     """(positions, input_ids, attention_mask) batches of texts of similar token counts.
 
@@ -313,11 +321,10 @@ def _batches(ids: list[list[int]], batch_size: int):
     Padding rises from 0.6% to 7% of the positions on the shared texts, at no measurable cost in bf16
     (aligned tiles are faster) (docs/benchmarks.md).
     """
-    order = np.argsort(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), kind="stable")
-    for s in range(0, len(order), batch_size):
+    order, widths = _batch_plan(ids, batch_size)
+    for b, s in enumerate(range(0, len(order), batch_size)):
         pos = order[s : s + batch_size]
-        longest = max(len(ids[j]) for j in pos)
-        width = -(-longest // _WIDTH_STEP) * _WIDTH_STEP
+        width = int(widths[b])
         arr = np.zeros((len(pos), width), dtype=np.int64)
         mask = np.zeros((len(pos), width), dtype=np.int64)
         for r, j in enumerate(pos):
@@ -655,14 +662,15 @@ class Embedder:
 
     # ---- embedding ------------------------------------------------------------------------------
     TOKENISE_CHUNK = 8_192  # texts per tokeniser call: ~0.7 s on 2 cores (Zen 5), so Cancel is seen within that
-    # What `embed` reports is work, not texts: done/total count forward passes of one text (UNIT), with
-    # the model load and the tokenising given their measured share (cold replicated 50k audit, 12,139
-    # texts, torch bf16 on 2 Zen 5 cores: load ~1.1 s, tokenising ~1.4 s, forward passes ~29 s). They
-    # had none, so the time left at the first batch extrapolated their ~2.5 s from 32 texts: "about
+    # What `embed` reports is work, not texts: done/total count word-piece positions of the forward
+    # passes (the batches are sorted by token count, so the later texts cost more than the first ones:
+    # counting texts made the time left ~23% short all through the embedding), with the model load and
+    # the tokenising given their measured share (cold replicated 50k audit, 12,139 texts, 613,056
+    # positions, torch bf16 on 2 Zen 5 cores: load ~1.1 s, tokenising ~1.4 s, forward passes ~29.5 s).
+    # They had none, so the time left at the first batch extrapolated their ~2.5 s from 32 texts: "about
     # 2.9 min left" with 35 s to go. The messages still count texts.
-    UNIT = 100
-    LOAD_TEXTS = 450  # the load, in texts' worth of forward passes
-    TOKENISE_UNITS = 5  # tokenising one text, in UNITs (~5% of its forward pass)
+    LOAD_POSITIONS = 23_000  # the load, in positions' worth of forward passes (~21k positions/s there)
+    TOKENISE_POSITIONS = 2  # tokenising one text, in positions (~1/25 of an average text's forward pass)
 
     def _tokenise(self, texts: list[str], progress: Progress | None, cancel, base: int = 0,
                   total: int | None = None) -> list[list[int]]:
@@ -674,7 +682,7 @@ class Embedder:
             check(cancel)
             out.extend(tok.encode(texts[s : s + self.TOKENISE_CHUNK], self.max_seq_length))
             if progress is not None and n > self.TOKENISE_CHUNK:
-                progress(base + self.TOKENISE_UNITS * len(out), total or n, f"Tokenised {len(out):,} of {n:,} texts")
+                progress(base + self.TOKENISE_POSITIONS * len(out), total or n, f"Tokenised {len(out):,} of {n:,} texts")
         return out
 
     @property
@@ -709,16 +717,21 @@ class Embedder:
         todo = [(k, t) for k, t in unique.items() if k not in have]
         if todo:
             n_todo = len(todo)
-            load = self.UNIT * self.LOAD_TEXTS if self._backend is None else 0
-            tokenised = load + self.TOKENISE_UNITS * n_todo
-            units = tokenised + self.UNIT * n_todo
+            load = self.LOAD_POSITIONS if self._backend is None else 0
+            tokenised = load + self.TOKENISE_POSITIONS * n_todo
+            # Until the texts are tokenised their positions are unknown: the reports before use an
+            # upper bound (every text at the widest batch), so the bar never moves back.
+            bound = tokenised + n_todo * -(-self.max_seq_length // _WIDTH_STEP) * _WIDTH_STEP
             if progress is not None and load:
-                progress(0, units, "Loading the embedding model")
+                progress(0, bound, "Loading the embedding model")
             backend = self.backend
             if self._cache_model_name() != name:  # the backend fell back to another precision
                 return self.embed(texts, progress, cancel)
-            ids = self._tokenise([t for _, t in todo], progress, cancel, base=load, total=units)
-            done = 0
+            ids = self._tokenise([t for _, t in todo], progress, cancel, base=load, total=bound)
+            order, widths = _batch_plan(ids, self.batch_size)
+            sizes = np.diff(np.minimum(np.arange(0, len(order) + self.batch_size, self.batch_size), len(order)))
+            units = tokenised + int(np.dot(sizes, widths))
+            done = position = 0
             trim = heap.Trimmer()  # the growing batches leave freed blocks in the C heap (icai_core.heap)
             for pos, a, m in _batches(ids, self.batch_size):
                 check(cancel)
@@ -728,8 +741,9 @@ class Embedder:
                 self._store(new)
                 have.update(new)
                 done += len(pos)
+                position += a.size
                 if progress is not None:
-                    progress(tokenised + self.UNIT * done, units, f"Embedded {done:,} of {n_todo:,} texts")
+                    progress(tokenised + position, units, f"Embedded {done:,} of {n_todo:,} texts")
             _LAST_BACKEND.append(backend.name)
         note_usage(self.model_name, self._backend.name if todo else "cache", self.precision)
         return np.vstack([have[k] for k in keys]).astype(np.float32)

@@ -150,10 +150,11 @@ def test_tokenising_many_texts_reports_progress_and_honours_cancel(monkeypatch):
     assert calls == []
 
 
-def test_embedding_progress_counts_the_model_load_and_the_tokenising_as_work(monkeypatch):
-    """done/total is work: the load and the tokenising have their share, so the time left at the
-    first batch no longer extrapolates ~2.5 s of them from 32 texts (it said "about 2.9 min left"
-    with 35 s to go). The messages still count texts."""
+def test_embedding_progress_counts_positions_the_model_load_and_the_tokenising(monkeypatch):
+    """done/total is work: word-piece positions of the forward passes (the batches are sorted by
+    token count, so counting texts made the time left ~23% short all through), with the load and the
+    tokenising given their share (they had none: the time left at the first batch said "about 2.9 min"
+    with 35 s to go). The fraction never moves back; the messages still count texts."""
 
     class Fake:
         name, precision = "fake", "fp32"
@@ -163,22 +164,28 @@ def test_embedding_progress_counts_the_model_load_and_the_tokenising_as_work(mon
 
     monkeypatch.setattr(embed, "get_backend", lambda name=None: Fake())
     monkeypatch.setattr(embed.Embedder, "TOKENISE_CHUNK", 16)
-    texts = [f"a text about topic {i}" for i in range(40)]
-    emb = embed.Embedder(backend="onnx")
+    # 20 short texts and 20 long ones (64 pieces): the long half is most of the work
+    texts = [f"short text {i}" for i in range(20)] + [" ".join(f"word{i}x{j}" for j in range(80)) for i in range(20)]
+    E = embed.Embedder
+    emb = E(backend="onnx", max_seq_length=64, batch_size=8)
     seen = []
     emb.embed(texts, progress=lambda d, t, m: seen.append((d, t, m)))
-    E = embed.Embedder
-    load, total = E.UNIT * E.LOAD_TEXTS, E.UNIT * E.LOAD_TEXTS + (E.TOKENISE_UNITS + E.UNIT) * 40
-    assert seen[0] == (0, total, "Loading the embedding model")
-    assert {t for _, t, _ in seen} == {total}
-    done = [d for d, _, _ in seen]
-    assert done == sorted(done) and done[-1] == total
-    tok = [(d, m) for d, _, m in seen if m.startswith("Tokenised")]
-    assert tok[0] == (load + 16 * E.TOKENISE_UNITS, "Tokenised 16 of 40 texts")
-    assert seen[-1][2] == "Embedded 40 of 40 texts"
+    load, tok = E.LOAD_POSITIONS, E.TOKENISE_POSITIONS
+    bound = load + tok * 40 + 40 * 64
+    assert seen[0] == (0, bound, "Loading the embedding model")
+    assert [(d, t) for d, t, m in seen if m.startswith("Tokenised")][0] == (load + 16 * tok, bound)
+    frac = [d / t for d, t, _ in seen]
+    assert frac == sorted(frac) and frac[-1] == 1.0
+    embedded = [(d, t, m) for d, t, m in seen if m.startswith("Embedded")]
+    assert embedded[-1][2] == "Embedded 40 of 40 texts"
+    ids = embed._tokenizer().encode(texts, 64)
+    positions = sum(a.size for _, a, _ in embed._batches(ids, 8))
+    assert embedded[-1][1] == load + tok * 40 + positions
+    half = next((d, t) for d, t, m in embedded if m == "Embedded 24 of 40 texts")  # the short ones and one batch
+    assert (half[0] - load - tok * 40) / positions < 0.5  # texts done 60%, work done well under half
     seen.clear()  # the model is loaded now: a second call has no load share
     emb.embed([t + " again" for t in texts], progress=lambda d, t, m: seen.append((d, t, m)))
-    assert seen[0][1] == (E.TOKENISE_UNITS + E.UNIT) * 40 and not any(m.startswith("Loading") for *_, m in seen)
+    assert not any(m.startswith("Loading") for *_, m in seen) and seen[-1][0] == seen[-1][1]
 
 
 def test_bf16_detection_reads_cpu_flags():
