@@ -308,6 +308,13 @@ def _batch_plan(ids: list[list[int]], batch_size: int) -> tuple[np.ndarray, np.n
     return order, -(-longest // _WIDTH_STEP) * _WIDTH_STEP
 
 
+def _padded_positions(ids: list[list[int]], batch_size: int) -> int:
+    """How many positions (padding included) the forward passes of `_batches(ids, batch_size)` hold."""
+    order, widths = _batch_plan(ids, batch_size)
+    sizes = np.diff(np.append(np.arange(0, len(order), batch_size), len(order)))
+    return int(np.dot(sizes, widths))
+
+
 def _batches(ids: list[list[int]], batch_size: int):
     """(positions, input_ids, attention_mask) batches of texts of similar token counts.
 
@@ -728,9 +735,7 @@ class Embedder:
             if self._cache_model_name() != name:  # the backend fell back to another precision
                 return self.embed(texts, progress, cancel)
             ids = self._tokenise([t for _, t in todo], progress, cancel, base=load, total=bound)
-            order, widths = _batch_plan(ids, self.batch_size)
-            sizes = np.diff(np.minimum(np.arange(0, len(order) + self.batch_size, self.batch_size), len(order)))
-            units = tokenised + int(np.dot(sizes, widths))
+            units = tokenised + _padded_positions(ids, self.batch_size)
             done = position = 0
             trim = heap.Trimmer()  # the growing batches leave freed blocks in the C heap (icai_core.heap)
             for pos, a, m in _batches(ids, self.batch_size):
