@@ -231,12 +231,29 @@ class Vocabulary:
         return _string_array(self.data[:end].copy(), self.offsets[: self.size + 1].copy())
 
 
-def encode(texts) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+def encode(texts, chunk: int | None = None, each=None) -> tuple[np.ndarray, np.ndarray, pa.Array]:
     """(doc id per token, vocabulary id per token, vocabulary) of `texts`: the same as
-    `pc.dictionary_encode` of `tokenize(texts)`'s tokens, in one pass."""
+    `pc.dictionary_encode` of `tokenize(texts)`'s tokens, in one pass.
+
+    `chunk`: encode that many texts at a time into the one growing vocabulary (the same ids, the
+    words being numbered in order of first appearance either way), calling `each(done, n)` after
+    each chunk: 300,000 texts were ~3 s of one call (~8 s in the app) with no progress and no
+    Cancel seen."""
     vocab = Vocabulary.empty()
-    doc, ids = vocab.encode(texts)
-    return doc, ids, vocab.arrow()
+    arr = large_utf8(texts)
+    n = len(arr)
+    if not chunk or n <= chunk:
+        doc, ids = vocab.encode(arr)
+        return doc, ids, vocab.arrow()
+    docs, idss = [], []
+    for s in range(0, n, chunk):
+        doc, ids = vocab.encode(arr.slice(s, chunk))
+        doc += np.int32(s)
+        docs.append(doc)
+        idss.append(ids)
+        if each is not None:
+            each(min(s + chunk, n), n)
+    return np.concatenate(docs), np.concatenate(idss), vocab.arrow()
 
 
 def masked_counts(doc: np.ndarray, ids: np.ndarray, masks: np.ndarray, n_docs: int) -> np.ndarray:
