@@ -871,6 +871,9 @@ class _Measure:
                 self.progress(done, n, f"Tokenised {done:,} of {n:,} texts")
 
         def make():  # compiled passes: the same ids as dictionary_encode of _tokenize's tokens
+            n = len(self.raw)
+            if self.progress is not None and n > TOKENISE_CHUNK:  # says what runs until the first chunk
+                self.progress(0, n, f"Tokenising {n:,} texts")
             return token_kernel.encode(self.low, chunk=TOKENISE_CHUNK, each=each)
 
         return self._get("tokens", make)

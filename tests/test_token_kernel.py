@@ -438,8 +438,8 @@ def test_the_word_tokens_report_progress_inside_their_judge_and_honour_cancel(mo
     })
     seen = []
     votes = judges.compute_votes(pairs, ["step_by_step", "hedges_more"], progress=lambda d, t, m: seen.append((d, m)))
-    tok = [(d, m) for d, m in seen if "Tokenised" in m]
-    assert [m for _, m in tok] == ["hedges_more: Tokenised 40 of 120 texts", "hedges_more: Tokenised 80 of 120 texts",
+    tok = [(d, m) for d, m in seen if "Tokenis" in m]
+    assert [m for _, m in tok] == ["hedges_more: Tokenising 120 texts", "hedges_more: Tokenised 40 of 120 texts", "hedges_more: Tokenised 80 of 120 texts",
                                    "hedges_more: Tokenised 120 of 120 texts"]
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     monkeypatch.setattr(judges, "TOKENISE_CHUNK", 10**9)
