@@ -237,7 +237,7 @@ def encode(texts, chunk: int | None = None, each=None) -> tuple[np.ndarray, np.n
 
     `chunk`: encode that many texts at a time into the one growing vocabulary (the same ids, the
     words being numbered in order of first appearance either way), calling `each(done, n)` after
-    each chunk: 300,000 texts were ~3 s of one call (~8 s in the app) with no progress and no
+    each chunk: 200,000 texts (100k pairs) were ~3 s of one call (~8 s in the app) with no progress and no
     Cancel seen."""
     vocab = Vocabulary.empty()
     arr = large_utf8(texts)
