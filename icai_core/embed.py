@@ -308,14 +308,14 @@ def _batch_plan(ids: list[list[int]], batch_size: int) -> tuple[np.ndarray, np.n
     return order, -(-longest // _WIDTH_STEP) * _WIDTH_STEP
 
 
-def _padded_positions(ids: list[list[int]], batch_size: int) -> int:
-    """How many positions (padding included) the forward passes of `_batches(ids, batch_size)` hold."""
-    order, widths = _batch_plan(ids, batch_size)
+def _padded_positions(plan: tuple[np.ndarray, np.ndarray], batch_size: int) -> int:
+    """How many positions (padding included) the batches of a `_batch_plan` hold."""
+    order, widths = plan
     sizes = np.diff(np.append(np.arange(0, len(order), batch_size), len(order)))
     return int(np.dot(sizes, widths))
 
 
-def _batches(ids: list[list[int]], batch_size: int):
+def _batches(ids: list[list[int]], batch_size: int, plan: tuple[np.ndarray, np.ndarray] | None = None):
     """(positions, input_ids, attention_mask) batches of texts of similar token counts.
 
     Each batch is padded to a width that is a multiple of 16 word pieces. The CPU kernels (oneDNN
@@ -328,7 +328,7 @@ def _batches(ids: list[list[int]], batch_size: int):
     Padding rises from 0.6% to 7% of the positions on the shared texts, at no measurable cost in bf16
     (aligned tiles are faster) (docs/benchmarks.md).
     """
-    order, widths = _batch_plan(ids, batch_size)
+    order, widths = plan if plan is not None else _batch_plan(ids, batch_size)  # `plan`: computed already
     for b, s in enumerate(range(0, len(order), batch_size)):
         pos = order[s : s + batch_size]
         width = int(widths[b])
@@ -735,10 +735,11 @@ class Embedder:
             if self._cache_model_name() != name:  # the backend fell back to another precision
                 return self.embed(texts, progress, cancel)
             ids = self._tokenise([t for _, t in todo], progress, cancel, base=load, total=bound)
-            units = tokenised + _padded_positions(ids, self.batch_size)
+            plan = _batch_plan(ids, self.batch_size)
+            units = tokenised + _padded_positions(plan, self.batch_size)
             done = position = 0
             trim = heap.Trimmer()  # the growing batches leave freed blocks in the C heap (icai_core.heap)
-            for pos, a, m in _batches(ids, self.batch_size):
+            for pos, a, m in _batches(ids, self.batch_size, plan):
                 check(cancel)
                 vecs = np.asarray(backend(a, m), dtype=np.float32)
                 trim()

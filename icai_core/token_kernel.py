@@ -233,7 +233,7 @@ class Vocabulary:
 
 def encode(texts, chunk: int | None = None, each=None) -> tuple[np.ndarray, np.ndarray, pa.Array]:
     """(doc id per token, vocabulary id per token, vocabulary) of `texts`: the same as
-    `pc.dictionary_encode` of `tokenize(texts)`'s tokens, in one pass.
+    `pc.dictionary_encode` of `tokenize(texts)`'s tokens, in one pass (per chunk).
 
     `chunk`: encode that many texts at a time into the one growing vocabulary (the same ids, the
     words being numbered in order of first appearance either way), calling `each(done, n)` after
