@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import sparse
 
-from icai_core import textkernels, token_kernel
+from icai_core import heap, textkernels, token_kernel
 from icai_core.jobs import CancelToken, Progress, check
 from icai_core.judge import Judge
 
@@ -734,7 +734,7 @@ class _Measure:
         for name in [k for k in self._pair if k not in remaining]:
             del self._pair[name]
         if return_memory:
-            pa.default_memory_pool().release_unused()
+            heap.trim()
 
     @property
     def norm(self) -> pd.Series:
@@ -1295,9 +1295,11 @@ def compute_votes(
     def at(x: float) -> int:  # cost so far -> progress units (monotone, `units` exactly at the end)
         return int(round(units * x / cum[-1])) if cum[-1] > 0 else units
 
+    trim = heap.Trimmer()
     for i, p in enumerate(order):
         check(cancel)
         m.release(features[i:], return_memory=p.key in EMBEDDING_KEYS)
+        trim()
         if progress is not None:  # what a judge reports inside itself (the embedder, the word tokens)
             def inner(d, t, msg, i=i, key=p.key):
                 share = d / t if t else 1.0
@@ -1307,6 +1309,8 @@ def compute_votes(
         columns[p.key] = _vote(fa, fb, _RULES[p.key])
         if progress is not None:
             progress(at(cum[i + 1]), units, f"Measured '{p.key}' ({i + 1} of {total})")
+    del m  # the texts' intermediates, then what their pools keep, go back before the next stage
+    heap.trim()
     check(cancel)
     if not columns:
         return pd.DataFrame(index=pairs.index, dtype=np.int8)
