@@ -446,6 +446,13 @@ def clustered_stats(stats: pd.DataFrame, effects: pd.DataFrame, alpha: float) ->
     return out
 
 
+def cross_validated(audit: Any) -> CrossValResult | None:
+    """The evidence stage's prompt-grouped k-fold reconstruction of the presented annotator (with the
+    verdict against length alone), or None when the run has no evidence."""
+    ev = getattr(getattr(audit, "analysis", None), "evidence", None)
+    return getattr(ev, "reconstruction", None)
+
+
 def evidence_effects(audit: Any) -> tuple[pd.DataFrame | None, str]:
     """The evidence stage's per-principle table of the presented annotator (`AnnotatorEvidence.effects`),
     or None with the reason in words: the stage was off, failed (its note), or the run has none (saved by

@@ -30,6 +30,22 @@ METHODS = [
     "random_guess",
 ]
 _LABEL = {1: "a", -1: "b"}
+BASELINES = ("best_single_principle", "random_constitution", "majority_class", "random_guess")
+
+
+def strongest_baseline(table: pd.DataFrame) -> tuple[str, float] | None:
+    """(method, agreement) of the baseline that agrees best with the held-out choices in a `reconstruct`
+    table, the constitution's own methods left out; None when the table has none. A headline compares
+    the constitution with this one: against the majority class alone, a constitution that length
+    (the best single principle on most judges) beats would still look like a gain."""
+    if table is None or not len(table):
+        return None
+    t = table[table["method"].isin(BASELINES)]
+    agreement = pd.to_numeric(t["agreement"], errors="coerce")
+    if agreement.notna().sum() == 0:
+        return None
+    best = agreement.idxmax()
+    return str(t.loc[best, "method"]), float(agreement[best])
 
 
 def content_groups(pairs: pd.DataFrame) -> np.ndarray:

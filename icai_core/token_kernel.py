@@ -25,14 +25,14 @@ the first call). Workers spawned after the cache exists load it (`warm` fills it
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from icai_core import jit
 
 # ASCII bytes that belong to a word token (letters, digits, apostrophe).
 ASCII_WORD = np.zeros(128, dtype=bool)
@@ -45,20 +45,8 @@ _table: np.ndarray | None = None  # per code point: 0 unknown, 1 word, 2 separat
 
 
 def _jit():
-    """The compiled loops (imports numba on first use). Their machine code is cached on disk beside
-    `_token_jit.py`, else in numba's user-wide cache directory; where neither is writable (a read-only
-    install under a user without a home), in a per-user folder of the temp directory, shared by all
-    processes of that user (spawned workers load it instead of compiling again)."""
-    try:
-        from icai_core import _token_jit
-    except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available for file ..."
-        if "no locator available" not in str(exc):
-            raise
-        import numba
-
-        numba.config.CACHE_DIR = os.path.join(tempfile.gettempdir(), f"principia-numba-{os.getuid()}")
-        from icai_core import _token_jit
-    return _token_jit
+    """The compiled loops (`_token_jit`; imports numba on first use, with `icai_core.jit`'s cache rule)."""
+    return jit.load("_token_jit")
 
 
 def code_point_table(buf: np.ndarray) -> np.ndarray:

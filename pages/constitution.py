@@ -129,6 +129,7 @@ with right:
         f"{recon.n_test:,} held-out pairs (ties excluded: {recon.n_test_ties:,}); "
         f"{recon.n_train:,} training pairs."
     )
+    W.reconstruction_verdict(audit, recon.table)
 tbl = recon.table.copy()
 tbl["method"] = [F.METHOD_LABELS.get(m, m) for m in tbl["method"]]
 tbl["95% CI"] = [f"{lo:.1%} – {hi:.1%}" for lo, hi in zip(tbl["ci_low"], tbl["ci_high"], strict=True)]

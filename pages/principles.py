@@ -298,8 +298,12 @@ m1.metric("Distinct pairs", f"{audit.analysis.n_pairs:,}",
           help=f"{C.annotator_label(audit.annotator, audit)}; {len(audit.pairs):,} rows")
 m2.metric("Principles tested", len(stats))
 if effects is not None:
-    m3.metric("Significant", len(sig), help=f"Benjamini-Hochberg q < {alpha:g} with the strength's test "
-              "clustered by prompt: the set summary.json marks significant.")
+    n_sig_proxy = int(sig["proxy_for_length"].astype(bool).sum()) if "proxy_for_length" in sig else 0
+    m3.metric("Significant", len(sig), delta=f"{n_sig_proxy} length proxies" if n_sig_proxy else None,
+              delta_color="off", delta_arrow="off",
+              help=f"Benjamini-Hochberg q < {alpha:g} with the strength's test clustered by prompt: the set "
+              "summary.json marks significant. A length proxy is significant alone but not once length is "
+              "controlled.")
 else:
     m3.metric("Significant (binomial)", len(sig), help=f"Benjamini-Hochberg q < {alpha:g} on the binomial "
               "test per row, NOT clustered by prompt (no evidence stage in this run): judgements that share "

@@ -300,3 +300,51 @@ def test_home_headline_counts_the_clustered_significant_set(run):
     metric = next(m for m in at.metric if m.label == "Significant principles")
     assert metric.value == f"{len(sig)} of {tested} tested"
     assert len(sig) < int(result.stats["significant"].sum())
+
+
+def test_home_compares_the_constitution_with_the_strongest_baseline_and_shows_the_verdict(run):
+    """Against the majority class alone, a constitution that length beats still looks like a gain (the
+    AlpacaEval audit said "+29.0 pts vs majority class" while the best single principle, length, did 2
+    points better). Home compares with the strongest baseline on the same held-out pairs, shows the
+    cross-validated verdict against length alone (a warning unless its CI is above zero), and says how
+    many significant principles are length proxies."""
+    ds, result = run
+    at = new_app(dataset=ds, audit=result, show_map=False)
+    at.run()
+    assert_ok(at)
+    table = result.reconstruction.table.set_index("method")
+    baselines = table.loc[[m for m in ("best_single_principle", "random_constitution", "majority_class",
+                                        "random_guess") if m in table.index], "agreement"]
+    agree = table.loc["logistic_regression", "agreement"]
+    metric = next(m for m in at.metric if m.label == "Held-out agreement")
+    labels = {"best_single_principle": "best single principle", "random_constitution": "random constitution "
+              "(same size)", "majority_class": "majority class", "random_guess": "random guess"}
+    assert metric.delta == f"{(agree - baselines.max()) * 100:+.1f} pts vs {labels[baselines.idxmax()]}"
+    cv = result.analysis.evidence.reconstruction
+    boxes = at.info if cv.beats_length else at.warning
+    assert any(cv.verdict[:60] in b.value.replace("\\", "") for b in boxes), [b.value for b in [*at.info, *at.warning]]
+    doc = summary_document(result)["annotators"][result.annotator]["principles"]
+    n_proxy = sum(1 for p in doc if p["marginal"]["significant"] and p.get("proxy_for_length"))
+    sig_metric = next(m for m in at.metric if m.label == "Significant principles")
+    assert sig_metric.delta == (f"{n_proxy} of them length proxies" if n_proxy else None)
+
+
+def test_the_constitution_page_states_the_cross_validated_verdict(run):
+    ds, result = run
+    at = new_app(dataset=ds, audit=result, show_map=False)
+    at.switch_page("pages/constitution.py").run()
+    assert_ok(at)
+    cv = result.analysis.evidence.reconstruction
+    shown = [b.value.replace("\\", "") for b in [*at.info, *at.warning]]  # markdown escapes
+    assert any("Cross-validated at the audit's thresholds" in v and cv.verdict[:60] in v for v in shown), shown
+
+
+def test_strongest_baseline_leaves_the_constitution_out():
+    from icai_core.reconstruct import strongest_baseline
+
+    table = pd.DataFrame({"method": ["logistic_regression", "weighted_majority", "best_single_principle",
+                                     "majority_class", "random_guess"],
+                          "agreement": [0.79, 0.80, 0.81, 0.50, np.nan]})
+    assert strongest_baseline(table) == ("best_single_principle", 0.81)
+    assert strongest_baseline(table[table["method"].isin(["logistic_regression", "weighted_majority"])]) is None
+    assert strongest_baseline(table.iloc[:0]) is None

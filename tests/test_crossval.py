@@ -133,25 +133,28 @@ def test_degenerate_inputs_give_sentences(arena):
     assert "nan" not in empty.verdict.lower()
 
 
-def test_bootstrap_auc_ranks_once_and_gives_every_draw_the_weighted_auc():
-    """The bootstrap ranks its fixed scores once (`_auc_of_ranked`); each draw must still be exactly
-    `weighted_auc` of that draw's cluster weights. The CI is recomputed here the slow way, draw by draw
-    from the same generator, and must match to the last bit."""
+@pytest.mark.parametrize("compiled", [False, True])
+def test_bootstrap_auc_ranks_once_and_gives_every_draw_the_weighted_auc(monkeypatch, compiled):
+    """The bootstrap ranks its fixed scores once (`_auc_of_ranked`, or the compiled one-pass loop of
+    `_auc_jit` on many rows); each draw must still be exactly `weighted_auc` of that draw's cluster
+    weights. The CI is recomputed here the slow way, draw by draw from the same generator, and must
+    match to the last bit, by either path."""
+    monkeypatch.setattr(cv, "_compiled_bootstrap", lambda n_rows: compiled)
     rng = np.random.default_rng(5)
     n, g = 3000, 400
     y = np.where(rng.random(n) < 0.45, 1, 0)
-    score = np.round(rng.random(n), 2)  # many ties
     clusters = rng.integers(0, g, n)
-    auc, lo, hi = cv._auc_with_ci(y, score, clusters, 200, 3, 0.05)
-    codes = pd.factorize(pd.Series(clusters))[0]
-    k = int(codes.max()) + 1
-    draws = np.random.default_rng([3, 7])
-    pos = y == 1
-    vals = []
-    for _ in range(200):
-        weight = np.bincount(draws.integers(0, k, size=k), minlength=k)[codes]
-        if pos[weight > 0].all() or (~pos[weight > 0]).all():
-            continue
-        vals.append(cv.weighted_auc(pos, score, weight))
-    assert (lo, hi) == tuple(float(q) for q in np.quantile(vals, [0.025, 0.975]))
-    assert auc == pytest.approx(cv.weighted_auc(pos, score), abs=1e-12) and lo < auc < hi
+    for score in (np.round(rng.random(n), 2), rng.random(n)):  # many ties; none
+        auc, lo, hi = cv._auc_with_ci(y, score, clusters, 200, 3, 0.05)
+        codes = pd.factorize(pd.Series(clusters))[0]
+        k = int(codes.max()) + 1
+        draws = np.random.default_rng([3, 7])
+        pos = y == 1
+        vals = []
+        for _ in range(200):
+            weight = np.bincount(draws.integers(0, k, size=k), minlength=k)[codes]
+            if pos[weight > 0].all() or (~pos[weight > 0]).all():
+                continue
+            vals.append(cv.weighted_auc(pos, score, weight))
+        assert (lo, hi) == tuple(float(q) for q in np.quantile(vals, [0.025, 0.975]))
+        assert auc == pytest.approx(cv.weighted_auc(pos, score), abs=1e-12) and lo < auc < hi

@@ -321,3 +321,27 @@ def _in(label: Any, index: pd.Index, positions: np.ndarray) -> bool:
     except KeyError:
         return False
     return bool(np.isin(pos, positions))
+
+
+def reconstruction_verdict(audit, table) -> None:
+    """What the reconstruction shows, in words: the constitution against the strongest baseline on these
+    held-out pairs (not the weakest), then the cross-validated verdict against length alone at the
+    audit's thresholds (the evidence stage's, as in the report), when the run has one."""
+    from icai_core.evidence import cross_validated
+    from icai_core.figures import METHOD_LABELS
+    from icai_core.reconstruct import strongest_baseline
+
+    t = table.set_index("method")
+    base = strongest_baseline(table)
+    if base is not None and "logistic_regression" in t.index:
+        agree = float(t.loc["logistic_regression", "agreement"])
+        name = METHOD_LABELS.get(base[0], base[0])
+        gap = (agree - base[1]) * 100
+        text = (f"The constitution agrees with {agree:.1%} of these held-out choices, {gap:+.1f} points against "
+                f"the strongest baseline ({name}, {base[1]:.1%}).")
+        (st.caption if gap > 0 else st.warning)(text if gap > 0 else text + " It does not beat it here.")
+    cv = cross_validated(audit)
+    if cv is not None and cv.verdict:
+        (st.info if cv.beats_length else st.warning)(
+            f"**Cross-validated at the audit's thresholds:** {S.md(cv.verdict)}")
+
