@@ -3,8 +3,8 @@
 For each group the usual per-principle table is computed; strengths are laid out as a
 principle x group matrix (with CI matrices) for heatmaps; and every principle's strength is tested
 between groups (every pair of groups, or each group against all other groups when there are many)
-with a normal approximation of the difference of two independent means, BH-corrected across all
-tests. Groups with fewer than ``min_pairs`` non-tie pairs are listed in ``skipped``, never dropped
+with a normal approximation whose standard error is clustered by prompt (paired on the pairs both
+sides judged when they match; docs/metrics.md), BH-corrected across all tests. Groups with fewer than ``min_pairs`` non-tie pairs are listed in ``skipped``, never dropped
 silently.
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 from scipy import stats as sps
 
 from icai_core.constitution import Constitution
@@ -24,7 +25,6 @@ from icai_core.stats import (
     encode_preferred,
     resolve_principles,
     stats_from_counts,
-    strength_se,
     vote_counts,
     z_value,
 )
@@ -97,16 +97,43 @@ def _group_labels(pairs: pd.DataFrame | None, by: Any, n: int) -> tuple[np.ndarr
     return labels, name
 
 
-def _diff_test(a_agree, a_dis, a_n, b_agree, b_dis, b_n, alpha):
-    """Vectorised difference of two strengths: (diff, ci_low, ci_high, z, p)."""
-    a_n = np.asarray(a_n, dtype=float)
-    b_n = np.asarray(b_n, dtype=float)
+def _clusters(pairs: pd.DataFrame) -> tuple[np.ndarray, bool]:
+    """One cluster id per row, by prompt as everywhere in the evidence (`inference.cluster_ids`), and
+    whether they are real clusters: rows without the pair's texts (`compare_datasets` passes only the
+    labels) are each their own cluster."""
+    if {"text_a", "text_b"} <= set(pairs.columns):
+        from icai_core.inference import cluster_ids
+
+        return cluster_ids(pairs), True
+    return np.arange(len(pairs), dtype=np.int64), False
+
+
+def _clustered_diff(scores: np.ndarray, in_a: np.ndarray, in_b: np.ndarray, clusters: np.ndarray, alpha: float):
+    """Difference of two groups' strengths (mean score over their decided rows, per principle) with a
+    standard error clustered by prompt: (s_a, s_b, diff, low, high, z, p).
+
+    Judgements of one prompt are not independent (a category, a model, a prompt set is a property of
+    the prompt), so the rows are not the unit: the variance is the cluster-robust sandwich of the
+    group dummy's coefficient in least squares of the score on a constant and the dummy, i.e.
+    ``G/(G-1) * (N-1)/(N-2) * sum_g (sum_{i in g} psi_i)^2`` with ``psi_i = (x_i - s_a)/n_a`` in A and
+    ``-(x_i - s_b)/n_b`` in B, exactly statsmodels' OLS with ``cov_type="cluster"`` (tested). The two
+    groups are disjoint sets of rows and may share prompts (the shared ones enter once, with both
+    groups' residuals). All principles at once."""
+    rows = np.flatnonzero(in_a | in_b)
+    x = scores[rows]
+    a = in_a[rows]
+    n_a, n_b = int(a.sum()), int((~a).sum())
+    k = scores.shape[1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        s_a = (a_agree - a_dis) / a_n
-        s_b = (b_agree - b_dis) / b_n
-        r_a = (a_agree + a_dis) / a_n
-        r_b = (b_agree + b_dis) / b_n
-        se = np.sqrt(strength_se(s_a, r_a, a_n) ** 2 + strength_se(s_b, r_b, b_n) ** 2)
+        s_a = x[a].mean(axis=0) if n_a else np.full(k, np.nan)
+        s_b = x[~a].mean(axis=0) if n_b else np.full(k, np.nan)
+        psi = np.where(a[:, None], (x - s_a) / n_a, -(x - s_b) / n_b)
+        codes = pd.factorize(pd.Series(clusters[rows]))[0]
+        g, n = int(codes.max()) + 1 if len(rows) else 0, len(rows)
+        ind = sparse.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(g, n))
+        sums = np.asarray(ind @ psi)
+        var = (g / (g - 1) * (n - 1) / (n - 2) * (sums**2).sum(axis=0)) if g > 1 and n > 2 else np.full(k, np.nan)
+        se = np.sqrt(var)
         diff = s_a - s_b
         zc = z_value(alpha)
         low = np.clip(diff - zc * se, -2.0, 2.0)
@@ -124,21 +151,27 @@ def _pair_scores(votes: pd.DataFrame, preferred: np.ndarray, pair_ids: np.ndarra
     return pd.DataFrame(scores, index=pair_ids[rows]).groupby(level=0).mean()
 
 
-def _paired_test(sa: pd.DataFrame, sb: pd.DataFrame, alpha: float):
+def _paired_test(sa: pd.DataFrame, sb: pd.DataFrame, alpha: float, pair_clusters: pd.Series):
     """Paired difference of strengths on the pairs both sides judged: (s_a, s_b, diff, low, high, z, p, m).
 
     When two annotators judged the same pairs, each principle votes the same way for both, so the
     per-pair difference of scores removes the between-pair variance the independent test carries.
+    The per-pair differences are averaged with a standard error clustered by prompt
+    (`inference.clustered_means`; `pair_clusters`: each pair's prompt cluster), since pairs of one
+    prompt are not independent either.
     """
+    from icai_core.inference import clustered_means
+
     common = sa.index.intersection(sb.index)
     a, b = sa.loc[common].to_numpy(), sb.loc[common].to_numpy()
     m = len(common)
     d = a - b
-    diff = d.mean(axis=0)
+    est = clustered_means(d, pair_clusters.reindex(common).to_numpy(), alpha=alpha)
+    diff, se = est["estimate"].to_numpy(), est["se"].to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
-        se = d.std(axis=0, ddof=1) / np.sqrt(m)
         zc = z_value(alpha)
         z = np.where(se > 0, diff / se, np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
+        z = np.where(np.isnan(se), np.nan, z)
         p = 2 * sps.norm.sf(np.abs(z))
     return a.mean(axis=0), b.mean(axis=0), diff, diff - zc * se, diff + zc * se, z, p, m
 
@@ -230,11 +263,19 @@ def compare_groups(
             rest = (tot[0] - c[0], tot[1] - c[1], tot[2] - c[2])
             comparisons.append((g, REST, c, rest))
 
+    clusters, clustered = _clusters(pairs)
+    if not clustered and len(groups) >= 2:
+        notes.append("no prompts or texts to cluster by: each row is its own cluster in the difference tests")
+    decided = preferred != 0
+    scores = votes.to_numpy(dtype=float) * preferred[:, None]
     pair_scores: dict[str, pd.DataFrame] = {}
+    pair_clusters = pd.Series(dtype=np.int64)
     if paired and len(groups) >= 2 and {"text_a", "text_b"} <= set(pairs.columns):
         from icai_core.reconstruct import content_groups
 
         pair_ids = content_groups(pairs)
+        pair_clusters = pd.Series(clusters, index=pair_ids)
+        pair_clusters = pair_clusters[~pair_clusters.index.duplicated()]
         pair_scores = {g: _pair_scores(votes, preferred, pair_ids, np.flatnonzero(labels == g)) for g in groups}
         if mode == "one_vs_rest":
             for g in groups:
@@ -250,11 +291,13 @@ def compare_groups(
         sa = pair_scores.get(g1)
         sb = pair_scores.get(g2) if g2 != REST else pair_scores.get((g1, REST))
         if sa is not None and sb is not None and matched(sa, sb):
-            s_a, s_b, diff, low, high, z, p, m = _paired_test(sa, sb, alpha)
+            s_a, s_b, diff, low, high, z, p, m = _paired_test(sa, sb, alpha, pair_clusters)
             kind = "paired" if mode == "pairwise" else "paired_one_vs_rest"
             c1, c2 = (None, None, m), (None, None, m)
         else:
-            s_a, s_b, diff, low, high, z, p = _diff_test(c1[0], c1[1], c1[2], c2[0], c2[1], c2[2], alpha)
+            in_a = decided & (labels == g1)
+            in_b = decided & (np.isin(labels, [h for h in groups if h != g1]) if g2 == REST else labels == g2)
+            s_a, s_b, diff, low, high, z, p = _clustered_diff(scores, in_a, in_b, clusters, alpha)
             kind = mode
         diff_frames.append(
             pd.DataFrame(

@@ -132,6 +132,8 @@ if len(result.groups) < 2:
 
 texts = dict(zip(audit.stats["key"], audit.stats["text"], strict=False))
 st.subheader(f"Principle strength by {result.by}")
+st.caption("Each cell: the principle's strength in that group's rows, with its row-level (binomial) interval; "
+           "the tests of differences below cluster by prompt.")
 st.plotly_chart(
     F.strength_heatmap(
         result.strength_matrix, result.strength_ci_low, result.strength_ci_high, texts=texts, title=""
@@ -146,9 +148,14 @@ sig = sig.reindex(sig["difference"].abs().sort_values(ascending=False).index)
 if sig.empty:
     st.info("No principle's strength differs significantly between these groups.")
 else:
+    kinds = set(diff["comparison"])
+    how = ("paired on the pairs both sides judged" if kinds <= {"paired", "paired_one_vs_rest"} else
+           "the difference of the two groups' mean scores" if not kinds & {"paired", "paired_one_vs_rest"} else
+           "paired where both sides judged the same pairs, else the difference of the groups' mean scores")
     st.caption(
-        f"{len(sig)} of {len(diff)} tests significant (q < {result.alpha:g}; "
-        f"{'every pair of groups' if result.mode == 'pairwise' else 'each group vs all others'})."
+        f"{len(sig)} of {len(diff)} tests significant (Benjamini-Hochberg q < {result.alpha:g} over all of them; "
+        f"{'every pair of groups' if result.mode == 'pairwise' else 'each group vs all others'}). Each test is "
+        f"{how}, with a 95% CI clustered by prompt: judgements of one prompt are not independent."
     )
     cols = [
         "text",

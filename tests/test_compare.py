@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.api as sm
 from scipy import stats as sps
 
 from icai_core.compare import DIFF_COLUMNS, REST, compare_datasets, compare_groups, constitution_diff
@@ -71,19 +73,25 @@ def test_human_vs_two_gpt4_runs_pairwise_by_hand(human_vs_gpt4):
         & (res.differences["group_b"] == HUMAN)
     ].iloc[0]
 
-    def scores(name):
-        mask = sub["annotator"] == name
-        y = sub.loc[mask, "preferred"].map({"a": 1, "b": -1}).to_numpy()
-        return v.loc[mask, "length"].to_numpy() * y
-
-    sa, sb = scores("gpt4_alpacafarm_gpt4_b1_seed0"), scores(HUMAN)
-    diff = sa.mean() - sb.mean()
-    se = math.sqrt(sa.var(ddof=1) / len(sa) + sb.var(ddof=1) / len(sb))
+    # The reference: statsmodels OLS of the score on a constant and a group dummy, with standard errors
+    # clustered by prompt (judgements of one prompt are not independent; the rows are not the unit).
+    two = sub["annotator"].isin(["gpt4_alpacafarm_gpt4_b1_seed0", HUMAN]) & sub["preferred"].isin(["a", "b"])
+    y = sub.loc[two, "preferred"].map({"a": 1, "b": -1}).to_numpy()
+    score = v.loc[two, "length"].to_numpy() * y
+    dummy = (sub.loc[two, "annotator"] == "gpt4_alpacafarm_gpt4_b1_seed0").to_numpy().astype(float)
+    fit = sm.OLS(score, sm.add_constant(dummy)).fit(cov_type="cluster",
+                                                      cov_kwds={"groups": pd.factorize(sub.loc[two, "prompt"])[0]})
+    diff, se = fit.params[1], fit.bse[1]
     assert row["difference"] == pytest.approx(diff)
     assert row["diff_ci_low"] == pytest.approx(diff - Z * se)
     assert row["diff_ci_high"] == pytest.approx(diff + Z * se)
     assert row["z"] == pytest.approx(diff / se)
     assert row["p_value"] == pytest.approx(2 * sps.norm.sf(abs(diff / se)))
+    # the two sides judged the same prompts, so their residuals covary within a prompt: the clustered
+    # interval is narrower than the row-level one, which treats the two samples as independent
+    sa, sb = score[dummy == 1], score[dummy == 0]
+    naive = math.sqrt(sa.var(ddof=1) / len(sa) + sb.var(ddof=1) / len(sb))
+    assert se < 0.9 * naive
 
 
 def test_same_pairs_are_compared_with_a_paired_test_by_hand(human_vs_gpt4):
@@ -102,7 +110,9 @@ def test_same_pairs_are_compared_with_a_paired_test_by_hand(human_vs_gpt4):
         return v.loc[part.index, "length"].to_numpy() * y
 
     d = scores(g4) - scores(HUMAN)
-    se = d.std(ddof=1) / math.sqrt(len(d))
+    prompts = sub[sub["annotator"] == HUMAN].sort_values("pair_id")["prompt"]
+    fit = sm.OLS(d, np.ones(len(d))).fit(cov_type="cluster", cov_kwds={"groups": pd.factorize(prompts)[0]})
+    se = fit.bse[0]  # the per-pair differences, clustered by prompt
     assert row["difference"] == pytest.approx(d.mean())
     assert row["diff_ci_low"] == pytest.approx(d.mean() - Z * se)
     assert row["p_value"] == pytest.approx(2 * sps.norm.sf(abs(d.mean() / se)))
@@ -162,3 +172,30 @@ def test_constitution_diff():
     table = diff.table.set_index("key")
     assert table.loc["hedging", "strength_a"] == -0.2 and table.loc["hedging", "strength_b"] == 0.2
     assert list(diff.table["key"]) == ["length", "bullets", "hedging", "emoji"]
+
+
+def test_groups_of_prompts_are_compared_with_intervals_clustered_by_prompt():
+    """Categories are a property of the prompt (~16 judgements per prompt here): a row-level test
+    treats the judgements of one prompt as independent and claims too much. Every difference is the
+    group dummy's coefficient of statsmodels OLS with standard errors clustered by prompt, and on these
+    disjoint prompt sets the intervals are wider than the row-level ones for most principles."""
+    df = load("alpacaeval1_gpt4_judge.csv")
+    votes = simple_votes(df, shorter=False)
+    res = compare_groups(votes, df, "category", paired=False)
+    assert res.mode == "pairwise" and set(res.differences["comparison"]) == {"pairwise"}
+    decided = df["preferred"].isin(["a", "b"])
+    y = df["preferred"].map({"a": 1, "b": -1, "tie": 0}).fillna(0).to_numpy()
+    ratios = []
+    for row in res.differences.itertuples(index=False):
+        rows = decided & df["category"].isin([row.group_a, row.group_b])
+        score = votes.loc[rows, row.key].to_numpy() * y[rows.to_numpy()]
+        dummy = (df.loc[rows, "category"] == row.group_a).to_numpy().astype(float)
+        if np.ptp(score) == 0:
+            continue
+        fit = sm.OLS(score, sm.add_constant(dummy)).fit(
+            cov_type="cluster", cov_kwds={"groups": pd.factorize(df.loc[rows, "prompt"])[0]})
+        assert row.difference == pytest.approx(fit.params[1], abs=1e-12)
+        assert row.diff_ci_high - row.diff_ci_low == pytest.approx(2 * Z * fit.bse[1], rel=1e-9)
+        sa, sb = score[dummy == 1], score[dummy == 0]
+        ratios.append(fit.bse[1] / math.sqrt(sa.var(ddof=1) / len(sa) + sb.var(ddof=1) / len(sb)))
+    assert len(ratios) >= 20 and np.median(ratios) > 1.2  # 1.4-1.9 here
