@@ -158,7 +158,9 @@ class AnnotatorEvidence:
                                           f"{sp['model']} with another model.")
             else:
                 out["self_preference"] = (f"Chooses its own model ({sp['model']}) in {100 * sp['rate']:.0f}% of "
-                                          f"{sp['n']} decided judgements against another model.")
+                                          f"{sp['n']} decided judgements against another model. This share mixes "
+                                          "any self-preference with the models' difference in quality: a better "
+                                          "model is chosen more often by any judge.")
         return out
 
     # ---- summary.json ----------------------------------------------------------------------------

@@ -225,6 +225,21 @@ def judgements(pairs: pd.DataFrame) -> pd.DataFrame:
     return pairs.drop_duplicates(subset=cols)
 
 
+def repeated_judgements(pairs: pd.DataFrame) -> dict[str, int]:
+    """How many rows `judgements` counts once: ``repeats`` (rows of an annotator that judge a pair it
+    already judged: same prompt and both texts) and ``conflicting`` (such pairs whose rows disagree on
+    the choice; the figures keep the first row of each). A page that counts judgements says so."""
+    cols = [c for c in ("prompt", "text_a", "text_b", "annotator") if c in pairs.columns]
+    if not cols or not len(pairs):
+        return {"repeats": 0, "conflicting": 0}
+    keys = pd.util.hash_pandas_object(pairs[cols].astype(str), index=False)
+    repeats = int(keys.duplicated().sum())
+    conflicting = 0
+    if repeats and "preferred" in pairs.columns:
+        conflicting = int((pairs["preferred"].astype(str).groupby(keys.to_numpy()).nunique() > 1).sum())
+    return {"repeats": repeats, "conflicting": conflicting}
+
+
 def chosen_rejected_words(pairs: pd.DataFrame) -> pd.DataFrame:
     """Per decided judgement (ties left out): words of the chosen and of the rejected response."""
     d = judgements(pairs)

@@ -235,8 +235,17 @@ if stats_job.running:
 
     _wait_for_stats()
 if n_distinct is not None and n_distinct != summary["rows"]:
-    st.caption(f"{summary['rows']:,} judgements of {n_distinct:,} distinct pairs (several annotators or "
-               "repeated rows judge the same pair); each judgement is counted once per annotator.")
+    rep = F.repeated_judgements(ds.pairs)
+    why = []
+    if len(summary["annotators"]) > 1:
+        why.append("several annotators judge the same pair")
+    if rep["repeats"]:
+        why.append(f"{rep['repeats']:,} row{'s' if rep['repeats'] != 1 else ''} repeat a pair the same annotator "
+                   "already judged (same prompt and both texts)"
+                   + (f", {rep['conflicting']:,} of these pairs with different choices" if rep["conflicting"] else ""))
+    st.caption(f"{summary['rows']:,} rows, {n_distinct:,} distinct pairs: {'; '.join(why) or 'repeated pairs'}. "
+               "The length figures count each pair once per annotator (its first row); the audit weighs every "
+               "row and clusters by prompt.")
 empty = summary["empty_texts"]["responses_total"]
 if empty:
     st.caption(f"{empty:,} empty responses (kept: real model failures are data too).")

@@ -326,6 +326,8 @@ if effects is not None:
         "judgements of one prompt are not independent), as in summary.json; *significant* = "
         f"Benjamini-Hochberg q < {alpha:g}. The *length-controlled effect* is the logistic coefficient of the "
         f"principle's vote with the length difference as covariate (log-odds, same sign rule); {proxies}. "
+        "The CIs are per principle, not adjusted for the number tested; *significant* and *length proxy* use "
+        "the Benjamini-Hochberg q-values, so an interval that excludes 0 can still fall short of them. "
         "Accuracy is shown without a CI (a binomial one would assume independent rows)."
     )
 else:

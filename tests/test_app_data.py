@@ -4,6 +4,7 @@ the column-mapping fallback, bundled samples and the `?dataset=` / session-state
 from __future__ import annotations
 
 import io
+import time
 
 import pandas as pd
 import pytest
@@ -191,3 +192,31 @@ def test_session_state_dataset_path():
     at.switch_page("pages/data.py").run()
     assert_ok(at)
     assert {m.label: m.value for m in at.metric}["Distinct pairs"] == "60"
+
+
+def test_the_data_page_says_why_rows_outnumber_distinct_pairs():
+    """alpacaeval1_gpt4_judge.csv: one annotator, 1,758 rows, 1,744 distinct pairs. The page used to say
+    "several annotators or repeated rows judge the same pair"; it names the 14 repeated rows and the 4
+    pairs whose repeats disagree (the length figures keep the first row of each), counted here
+    independently with pandas."""
+    from icai_core import figures as F
+    from ui.common import LoadedDataset, pairs_hash
+
+    pairs = load_pairs(DATA / "alpacaeval1_gpt4_judge.csv").pairs
+    cols = ["prompt", "text_a", "text_b", "annotator"]
+    repeats = int(pairs.duplicated(subset=cols).sum())
+    conflicting = int((pairs.groupby(cols)["preferred"].nunique() > 1).sum())
+    assert (repeats, conflicting) == (14, 4)
+    assert F.repeated_judgements(pairs) == {"repeats": repeats, "conflicting": conflicting}
+    ds = LoadedDataset(name="alpacaeval1", pairs=pairs, hash=pairs_hash(pairs))
+    at = new_app(dataset=ds)
+    at.switch_page("pages/data.py").run()
+    for _ in range(30):  # the word counts run in a background thread; the page polls it
+        if any("distinct pairs:" in c.value for c in at.caption):
+            break
+        time.sleep(1)
+        at.run()
+    assert_ok(at)
+    line = next(c.value for c in at.caption if "distinct pairs:" in c.value)
+    assert "1,758 rows, 1,744 distinct pairs" in line and "14 rows repeat" in line and "4 of these pairs" in line
+    assert "several annotators" not in line
