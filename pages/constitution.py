@@ -113,15 +113,27 @@ with left:
     else:
         st.code(constitution.text(), language=None, wrap_lines=True)
         ct = constitution.to_frame()
+        view = pd.DataFrame({"principle": [F.short_wording(t) for t in ct["text"]], "strength": ct["strength"],
+                             "accuracy": ct["accuracy"], "relevance": ct["relevance"], "q-value": ct["q_value"]})
+        shown = presented_stats(audit)  # the whole data's evidence, as on the Principles page
+        proxy = dict(zip(shown["key"].astype(str), shown["proxy_for_length"].astype(bool), strict=False)) \
+            if "proxy_for_length" in shown else {}
+        if proxy:
+            view["length proxy"] = [proxy.get(str(k), False) for k in ct["key"]]
         st.dataframe(
-            pd.DataFrame({"principle": [F.short_wording(t) for t in ct["text"]], "strength": ct["strength"],
-                          "accuracy": ct["accuracy"], "relevance": ct["relevance"], "q-value": ct["q_value"]}),
+            view,
             hide_index=True,
             width="stretch",
             column_config={**W.stats_column_config(), "q-value": st.column_config.NumberColumn(format="%.2g"),
-                           "principle": st.column_config.TextColumn(width="medium")},
+                           "principle": st.column_config.TextColumn(width="medium"),
+                           "length proxy": st.column_config.CheckboxColumn(
+                               width="small", help="Significant alone but not once length is controlled (on "
+                               "all the data, clustered by prompt: the Principles page's flag).")},
         )
-        st.caption("Strength and accuracy on the training split, for the wording shown.")
+        n_proxy = int(view["length proxy"].sum()) if "length proxy" in view else 0
+        st.caption("Strength and accuracy on the training split, for the wording shown."
+                   + (f" {n_proxy} of the {len(view)} are length proxies: what they add over length alone is "
+                      "what the cross-validated verdict measures." if n_proxy else ""))
 with right:
     st.subheader("Reconstruction of held-out choices")
     st.plotly_chart(F.reconstruction_bar(recon.table), key="recon_chart")

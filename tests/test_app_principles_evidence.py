@@ -348,3 +348,16 @@ def test_strongest_baseline_leaves_the_constitution_out():
     assert strongest_baseline(table) == ("best_single_principle", 0.81)
     assert strongest_baseline(table[table["method"].isin(["logistic_regression", "weighted_majority"])]) is None
     assert strongest_baseline(table.iloc[:0]) is None
+
+
+def test_the_constitution_table_flags_its_length_proxies(run):
+    from icai_core.evidence import presented_stats
+
+    ds, result = run
+    at = new_app(dataset=ds, audit=result, show_map=False)
+    at.switch_page("pages/constitution.py").run()
+    assert_ok(at)
+    table = next(d.value for d in at.dataframe if "length proxy" in d.value.columns and "q-value" in d.value.columns)
+    flags = presented_stats(result).set_index("key")["proxy_for_length"].astype(bool)
+    keys = result.constitution.to_frame()["key"].astype(str)
+    assert table["length proxy"].tolist() == [bool(flags[k]) for k in keys]

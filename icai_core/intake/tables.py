@@ -296,7 +296,8 @@ def _records_table(records: list[list[str]], file: str, warnings: list[str], spa
         kind = ragged_kind[0] if n > ncol else ragged_kind[1]
         raise DataError(
             file, pos + 1, None,
-            f"this row{where} has {n} fields but the header has {ncol} columns ({kind}?)",
+            f"this row{where} has {n} field{'' if n == 1 else 's'} but the header has {ncol} column"
+            f"{'' if ncol == 1 else 's'} ({kind}?)",
             hint,
         )
     columns = list(zip(*data, strict=True))
