@@ -4,8 +4,8 @@ For each group the usual per-principle table is computed; strengths are laid out
 principle x group matrix (with CI matrices) for heatmaps; and every principle's strength is tested
 between groups (every pair of groups, or each group against all other groups when there are many)
 with a normal approximation whose standard error is clustered by prompt (paired on the pairs both
-sides judged when they match; docs/metrics.md), BH-corrected across all tests. Groups with fewer than ``min_pairs`` non-tie pairs are listed in ``skipped``, never dropped
-silently.
+sides judged when they match; docs/metrics.md), BH-corrected across all tests. Groups with fewer
+than ``min_pairs`` non-tie pairs are listed in ``skipped``, never dropped silently.
 """
 
 from __future__ import annotations

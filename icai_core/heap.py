@@ -11,8 +11,8 @@ Measured figures: docs/benchmarks.md ("Eleventh session").
 
 The Arrow pool too: pyarrow's default pool (mimalloc) keeps what pandas' Arrow-backed strings and
 the text kernels freed until asked; after the judges of a 10 MB text that was ~90 MB, and trimming
-between judges and after them took that audit's peak without embeddings from 603 to 552 MB (Zen 4;
-docs/benchmarks.md, "Twelfth session"). The judges call a `Trimmer` between judges and `trim` once
+between judges and after them took that audit's peak without embeddings from 598 to 568 MB
+(`bench/offline_audit.py --long-text-mb 10` on a Zen 4; docs/benchmarks.md, "Twelfth session"). The judges call a `Trimmer` between judges and `trim` once
 after the last (8 calls, ~47 ms in all, on 50k distinct pairs).
 
 Elsewhere than glibc (musl, macOS, Windows) there is no such call and `trim` only releases the Arrow pool.
