@@ -555,13 +555,18 @@ def _executive_summary(audit: Any, entry: dict, rv: pd.DataFrame, constitution: 
     verdict = (entry.get("reconstruction") or {}).get("verdict")
     table = getattr(reconstruction, "table", None)
     if not verdict and table is not None and len(table):
+        from icai_core.figures import METHOD_LABELS
+        from icai_core.reconstruct import strongest_baseline
+
         t = table.set_index("method")
-        if "logistic_regression" in t.index and "majority_class" in t.index:
-            c, m = t.loc["logistic_regression"], t.loc["majority_class"]
+        base = strongest_baseline(table)  # the strongest baseline, not the weakest (majority class)
+        if "logistic_regression" in t.index and base is not None:
+            c = t.loc["logistic_regression"]
+            beats = "" if c["agreement"] > base[1] else " It does not beat it."
             verdict = (f"The constitution ({len(constitution_entries(constitution))} principles) agrees with "
                        f"{_fmt_pct(c['agreement'])} ({_ci_pct(c['ci_low'], c['ci_high'])}) of "
-                       f"{int(c['n_test']):,} held-out choices, against {_fmt_pct(m['agreement'])} for always "
-                       "picking the more frequent side.")
+                       f"{int(c['n_test']):,} held-out choices, against {_fmt_pct(base[1])} for the strongest "
+                       f"baseline ({METHOD_LABELS.get(base[0], base[0])}).{beats}")
     card = ""
     sentences = entry.get("sentences") or {}
     if sentences:

@@ -361,3 +361,17 @@ def test_the_constitution_table_flags_its_length_proxies(run):
     flags = presented_stats(result).set_index("key")["proxy_for_length"].astype(bool)
     keys = result.constitution.to_frame()["key"].astype(str)
     assert table["length proxy"].tolist() == [bool(flags[k]) for k in keys]
+
+
+def test_without_evidence_the_report_compares_with_the_strongest_baseline(run):
+    from icai_core.figures import METHOD_LABELS
+    from icai_core.reconstruct import strongest_baseline
+    from icai_core.report import html_report
+
+    ds, result = run
+    analysis = dataclasses.replace(result.analysis, evidence=None)
+    bare = dataclasses.replace(result, analyses={result.annotator: analysis}, _cache={})
+    page = html_report(bare)
+    method, _ = strongest_baseline(result.reconstruction.table)
+    assert f"for the strongest baseline ({METHOD_LABELS[method]})" in page
+    assert "always picking the more frequent side" not in page
