@@ -329,6 +329,8 @@ if effects is not None:
         "The CIs are per principle, not adjusted for the number tested; *significant* and *length proxy* use "
         "the Benjamini-Hochberg q-values, so an interval that excludes 0 can still fall short of them. "
         "Accuracy is shown without a CI (a binomial one would assume independent rows)."
+        + (" q-values below 1e-10 come from a normal approximation far in its tail: read them as "
+           "\"< 1e-10\", not as the digits shown." if (stats["q_value"] < 1e-10).any() else "")
     )
 else:
     st.warning(

@@ -375,3 +375,16 @@ def test_without_evidence_the_report_compares_with_the_strongest_baseline(run):
     method, _ = strongest_baseline(result.reconstruction.table)
     assert f"for the strongest baseline ({METHOD_LABELS[method]})" in page
     assert "always picking the more frequent side" not in page
+
+
+def test_tiny_q_values_are_not_read_to_their_digits():
+    """A clustered q of 8e-102 (AlpacaEval's length principle over 110 prompts) is a normal tail, not a
+    measurement: the Principles page says to read anything below 1e-10 as "< 1e-10"."""
+    pairs = load_pairs(DATA / "alpacaeval1_gpt4_judge.csv").pairs
+    ds = LoadedDataset(name="alpacaeval1", pairs=pairs, hash=pairs_hash(pairs), source="upload")
+    result = run_offline_audit(pairs, AuditConfig(use_embeddings=False), dataset_name=ds.name, dataset_hash=ds.hash)
+    at, _ = _page(ds, result)
+    from icai_core.evidence import presented_stats
+
+    assert (presented_stats(result)["q_value"] < 1e-10).any()
+    assert any('read them as "< 1e-10"' in c.value.replace("\\", "") for c in at.caption)
