@@ -48,6 +48,17 @@ def strongest_baseline(table: pd.DataFrame) -> tuple[str, float] | None:
     return str(t.loc[best, "method"]), float(agreement[best])
 
 
+def constitution_vs_baseline(table: pd.DataFrame) -> tuple[float, str, float] | None:
+    """(the constitution's held-out agreement (logistic regression), the strongest baseline's method, its
+    agreement), or None when the table lacks either: what Home, the Constitution page and the report's
+    fallback verdict compare."""
+    base = strongest_baseline(table)
+    if base is None:
+        return None
+    own = table.loc[table["method"] == "logistic_regression", "agreement"]
+    return (float(own.iloc[0]), *base) if len(own) else None
+
+
 def content_groups(pairs: pd.DataFrame) -> np.ndarray:
     """One id per distinct (prompt, text_a, text_b): rows that judge the same pair (several annotators,
     repeated runs) share an id, so a split can keep them on the same side."""

@@ -556,17 +556,17 @@ def _executive_summary(audit: Any, entry: dict, rv: pd.DataFrame, constitution: 
     table = getattr(reconstruction, "table", None)
     if not verdict and table is not None and len(table):
         from icai_core.figures import METHOD_LABELS
-        from icai_core.reconstruct import strongest_baseline
+        from icai_core.reconstruct import constitution_vs_baseline
 
-        t = table.set_index("method")
-        base = strongest_baseline(table)  # the strongest baseline, not the weakest (majority class)
-        if "logistic_regression" in t.index and base is not None:
-            c = t.loc["logistic_regression"]
-            beats = "" if c["agreement"] > base[1] else " It does not beat it."
+        vs = constitution_vs_baseline(table)  # the strongest baseline, not the weakest (majority class)
+        if vs is not None:
+            agree, method, base = vs
+            c = table.set_index("method").loc["logistic_regression"]
+            beats = "" if agree > base else " It does not beat it."
             verdict = (f"The constitution ({len(constitution_entries(constitution))} principles) agrees with "
-                       f"{_fmt_pct(c['agreement'])} ({_ci_pct(c['ci_low'], c['ci_high'])}) of "
-                       f"{int(c['n_test']):,} held-out choices, against {_fmt_pct(base[1])} for the strongest "
-                       f"baseline ({METHOD_LABELS.get(base[0], base[0])}).{beats}")
+                       f"{_fmt_pct(agree)} ({_ci_pct(c['ci_low'], c['ci_high'])}) of "
+                       f"{int(c['n_test']):,} held-out choices, against {_fmt_pct(base)} for the strongest "
+                       f"baseline ({METHOD_LABELS.get(method, method)}).{beats}")
     card = ""
     sentences = entry.get("sentences") or {}
     if sentences:

@@ -148,9 +148,9 @@ sig = sig.reindex(sig["difference"].abs().sort_values(ascending=False).index)
 if sig.empty:
     st.info("No principle's strength differs significantly between these groups.")
 else:
-    kinds = set(diff["comparison"])
-    how = ("paired on the pairs both sides judged" if kinds <= {"paired", "paired_one_vs_rest"} else
-           "the difference of the two groups' mean scores" if not kinds & {"paired", "paired_one_vs_rest"} else
+    paired = diff["comparison"].str.startswith("paired")
+    how = ("paired on the pairs both sides judged" if paired.all() else
+           "the difference of the two groups' mean scores" if not paired.any() else
            "paired where both sides judged the same pairs, else the difference of the groups' mean scores")
     st.caption(
         f"{len(sig)} of {len(diff)} tests significant (Benjamini-Hochberg q < {result.alpha:g} over all of them; "

@@ -38,14 +38,15 @@ CHART_SAMPLE = 5_000  # rows drawn for the length figure on larger files (the hi
 
 
 def _data_stats(pairs: pd.DataFrame) -> dict:
-    """The Data page's per-dataset numbers that cost seconds on 100k pairs (distinct pairs: hashing
-    every text; P(prefer longer): word counts of every response). Run once per dataset in a shared
+    """The Data page's per-dataset numbers that cost seconds on 100k pairs (distinct pairs and repeated
+    rows: hashing every text; P(prefer longer): word counts of every response). Run once per dataset in a shared
     background job (`ui.jobs.shared_job`), so the page stays responsive while they are computed."""
     from icai_core.reconstruct import content_groups
 
     distinct = int(pd.Series(content_groups(pairs)).nunique()) if len(pairs) else 0
     return {
         "distinct": distinct,
+        "repeated": F.repeated_judgements(pairs),
         "prefer_longer": F.length_preference(pairs),
         "pooled_longer": F.length_preference(pairs.drop(columns=["annotator"], errors="ignore")),
     }
@@ -235,7 +236,7 @@ if stats_job.running:
 
     _wait_for_stats()
 if n_distinct is not None and n_distinct != summary["rows"]:
-    rep = F.repeated_judgements(ds.pairs)
+    rep = stats["repeated"]
     why = []
     if len(summary["annotators"]) > 1:
         why.append("several annotators judge the same pair")

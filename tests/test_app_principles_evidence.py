@@ -348,6 +348,10 @@ def test_strongest_baseline_leaves_the_constitution_out():
     assert strongest_baseline(table) == ("best_single_principle", 0.81)
     assert strongest_baseline(table[table["method"].isin(["logistic_regression", "weighted_majority"])]) is None
     assert strongest_baseline(table.iloc[:0]) is None
+    from icai_core.reconstruct import constitution_vs_baseline
+
+    assert constitution_vs_baseline(table) == (0.79, "best_single_principle", 0.81)
+    assert constitution_vs_baseline(table[table["method"] != "logistic_regression"]) is None
 
 
 def test_the_constitution_table_flags_its_length_proxies(run):

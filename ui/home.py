@@ -92,9 +92,10 @@ def _demo_section() -> None:
 
 
 def _headline(audit) -> None:
-    from icai_core.evidence import CLUSTERED, cross_validated, presented_stats
+    from icai_core.evidence import CLUSTERED, presented_stats
     from icai_core.figures import METHOD_LABELS, rewarded_view
-    from icai_core.reconstruct import strongest_baseline
+    from icai_core.reconstruct import constitution_vs_baseline
+    from ui import widgets as W
 
     shown = presented_stats(audit)  # the significance of the Principles page, the report and summary.json
     clustered = shown.attrs.get("inference") == CLUSTERED
@@ -102,7 +103,6 @@ def _headline(audit) -> None:
     sig = stats[stats["significant"].astype(bool)] if "significant" in stats else stats
     proxy = set(sig.loc[sig["proxy_for_length"].astype(bool), "key"].astype(str)) if "proxy_for_length" in sig else set()
     top = rewarded_view(sig, getattr(audit, "principles", None)).head(5)
-    recon = audit.reconstruction.table.set_index("method")
     who = S.md(C.annotator_label(audit.annotator, audit))
     st.success(f"Audit of **{S.md(audit.dataset_name)}** ready — {who}.")
     m1, m2, m3 = st.columns(3)
@@ -113,16 +113,14 @@ def _headline(audit) -> None:
                     if clustered else
                     "Binomial test, NOT clustered by prompt: " + shown.attrs.get("no_evidence", "")))
     m2.metric("Constitution size", len(audit.constitution))
-    if "logistic_regression" in recon.index:
-        agree = recon.loc["logistic_regression", "agreement"]
-        base = strongest_baseline(audit.reconstruction.table)
-        delta = None if base is None else f"{(agree - base[1]) * 100:+.1f} pts vs {METHOD_LABELS.get(base[0], base[0])}"
-        m3.metric("Held-out agreement", C.fmt_pct(agree), delta=delta,
+    vs = constitution_vs_baseline(audit.reconstruction.table)
+    if vs is not None:
+        agree, method, base = vs
+        m3.metric("Held-out agreement", C.fmt_pct(agree),
+                  delta=f"{(agree - base) * 100:+.1f} pts vs {METHOD_LABELS.get(method, method)}",
                   help="The constitution (logistic regression) on the held-out pairs, against the strongest "
                        "baseline on the same pairs (the Constitution & reconstruction page has them all).")
-    cv = cross_validated(audit)
-    if cv is not None and cv.verdict:
-        (st.info if cv.beats_length else st.warning)(f"**Cross-validated:** {S.md(cv.verdict)}")
+    W.cross_validated_box(audit, "Cross-validated")
     st.markdown("**Most rewarded** (significant principles, each in the wording the annotator rewards"
                 + ("; *length proxy*: not significant once length is controlled)" if proxy else ")"))
     for _, r in top.iterrows():

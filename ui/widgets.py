@@ -323,25 +323,31 @@ def _in(label: Any, index: pd.Index, positions: np.ndarray) -> bool:
     return bool(np.isin(pos, positions))
 
 
+def cross_validated_box(audit, lead: str) -> None:
+    """The evidence stage's cross-validated verdict against length alone, when the run has one: a
+    warning unless the constitution's gain over length has a CI above zero."""
+    from icai_core.evidence import cross_validated
+
+    cv = cross_validated(audit)
+    if cv is not None and cv.verdict:
+        (st.info if cv.beats_length else st.warning)(f"**{lead}:** {S.md(cv.verdict)}")
+
+
 def reconstruction_verdict(audit, table) -> None:
     """What the reconstruction shows, in words: the constitution against the strongest baseline on these
     held-out pairs (not the weakest), then the cross-validated verdict against length alone at the
     audit's thresholds (the evidence stage's, as in the report), when the run has one."""
-    from icai_core.evidence import cross_validated
     from icai_core.figures import METHOD_LABELS
-    from icai_core.reconstruct import strongest_baseline
+    from icai_core.reconstruct import constitution_vs_baseline
 
-    t = table.set_index("method")
-    base = strongest_baseline(table)
-    if base is not None and "logistic_regression" in t.index:
-        agree = float(t.loc["logistic_regression", "agreement"])
-        name = METHOD_LABELS.get(base[0], base[0])
-        gap = (agree - base[1]) * 100
+    vs = constitution_vs_baseline(table)
+    if vs is not None:
+        agree, method, base = vs
+        gap = (agree - base) * 100
         text = (f"The constitution agrees with {agree:.1%} of these held-out choices, {gap:+.1f} points against "
-                f"the strongest baseline ({name}, {base[1]:.1%}).")
-        (st.caption if gap > 0 else st.warning)(text if gap > 0 else text + " It does not beat it here.")
-    cv = cross_validated(audit)
-    if cv is not None and cv.verdict:
-        (st.info if cv.beats_length else st.warning)(
-            f"**Cross-validated at the audit's thresholds:** {S.md(cv.verdict)}")
-
+                f"the strongest baseline ({METHOD_LABELS.get(method, method)}, {base:.1%}).")
+        if gap > 0:
+            st.caption(text)
+        else:
+            st.warning(text + " It does not beat it here.")
+    cross_validated_box(audit, "Cross-validated at the audit's thresholds")
