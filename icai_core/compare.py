@@ -134,14 +134,20 @@ def _clustered_diff(scores: np.ndarray, in_a: np.ndarray, in_b: np.ndarray, clus
         sums = np.asarray(ind @ psi)
         var = (g / (g - 1) * (n - 1) / (n - 2) * (sums**2).sum(axis=0)) if g > 1 and n > 2 else np.full(k, np.nan)
         se = np.sqrt(var)
-        diff = s_a - s_b
+    diff = s_a - s_b
+    low, high, z, p = _wald(diff, se, alpha)
+    return s_a, s_b, diff, np.clip(low, -2.0, 2.0), np.clip(high, -2.0, 2.0), z, p
+
+
+def _wald(diff: np.ndarray, se: np.ndarray, alpha: float):
+    """(low, high, z, p) of a normal-approximation test of diff = 0; se 0 gives z = +/-inf (or 0 when
+    diff is 0), se NaN gives NaN."""
+    with np.errstate(divide="ignore", invalid="ignore"):
         zc = z_value(alpha)
-        low = np.clip(diff - zc * se, -2.0, 2.0)
-        high = np.clip(diff + zc * se, -2.0, 2.0)
         z = np.where(se > 0, diff / se, np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
         z = np.where(np.isnan(se), np.nan, z)
         p = 2 * sps.norm.sf(np.abs(z))
-    return s_a, s_b, diff, low, high, z, p
+    return diff - zc * se, diff + zc * se, z, p
 
 
 def _pair_scores(votes: pd.DataFrame, preferred: np.ndarray, pair_ids: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
@@ -168,12 +174,8 @@ def _paired_test(sa: pd.DataFrame, sb: pd.DataFrame, alpha: float, pair_clusters
     d = a - b
     est = clustered_means(d, pair_clusters.reindex(common).to_numpy(), alpha=alpha)
     diff, se = est["estimate"].to_numpy(), est["se"].to_numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        zc = z_value(alpha)
-        z = np.where(se > 0, diff / se, np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
-        z = np.where(np.isnan(se), np.nan, z)
-        p = 2 * sps.norm.sf(np.abs(z))
-    return a.mean(axis=0), b.mean(axis=0), diff, diff - zc * se, diff + zc * se, z, p, m
+    low, high, z, p = _wald(diff, se, alpha)
+    return a.mean(axis=0), b.mean(axis=0), diff, low, high, z, p, m
 
 
 def compare_groups(
